@@ -1,0 +1,52 @@
+//! Command-line interface: flag parsing and dispatch to one module per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod schema;
+pub mod validate;
+
+/// Exit codes shared by every subcommand (sysexits.h where one fits).
+pub mod exit {
+    /// Success (warnings allowed unless `--deny-warnings`).
+    pub const OK: u8 = 0;
+    /// Bad flags or arguments (clap uses the same code).
+    pub const USAGE: u8 = 2;
+    /// EX_CONFIG: the configuration is invalid.
+    pub const CONFIG: u8 = 78;
+    /// EX_SOFTWARE: an internal error (a bug or an unexpected I/O failure).
+    pub const SOFTWARE: u8 = 70;
+}
+
+/// mailplug: email delivery connections as code.
+#[derive(Debug, Parser)]
+#[command(name = "mailplug", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate connection files (schema + semantic checks); exit 78 when invalid.
+    Validate(validate::Args),
+    /// Write the JSON Schemas generated from the configuration types.
+    Schema(schema::Args),
+}
+
+/// Parses the command line, runs the subcommand and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Schema(args) => schema::run(args),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("mailplug: error: {err:#}");
+            ExitCode::from(exit::SOFTWARE)
+        }
+    }
+}

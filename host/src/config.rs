@@ -1,0 +1,1 @@
+//! Configuration: raw YAML → spans → schema → validated connection model.
