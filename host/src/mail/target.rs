@@ -1,0 +1,222 @@
+//! What the mail module needs to know about one connection's SMTP side,
+//! independent of how the configuration spells it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How the connection is secured. The three modes are strict: there is no
+/// "opportunistic" mode that silently falls back to plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Plain SMTP, then `STARTTLS`; fails when the server does not offer it.
+    /// Nothing but EHLO and STARTTLS is ever sent in clear.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption at all. Credentials are refused unless
+    /// [`SmtpTarget::allow_insecure_auth`] is set.
+    None,
+}
+
+impl Security {
+    /// The configuration spelling (`starttls`, `tls`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Starttls => "starttls",
+            Security::Tls => "tls",
+            Security::None => "none",
+        }
+    }
+}
+
+/// A resolved secret (an SMTP password). `Debug` is redacted and there is no
+/// `Display`, so it cannot end up in a log line or an error by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a resolved secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; only for the bytes of an AUTH exchange.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Everything needed to talk SMTP for one connection. Built from the
+/// validated configuration (or from a provider plugin's `adapt-connection`
+/// answer); all fields are already resolved.
+#[derive(Debug, Clone)]
+pub struct SmtpTarget {
+    /// Connection name, used in log lines, hints and the test subject.
+    pub connection: String,
+    /// Server host name or IP literal.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Security mode.
+    pub security: Security,
+    /// AUTH user; `None` means no authentication.
+    pub username: Option<String>,
+    /// AUTH password; required when `username` is set.
+    pub password: Option<Secret>,
+    /// Extra PEM trust roots (added to the webpki roots), e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Verify the server certificate. Only an explicit `tls.verify: false`
+    /// turns this off, and every use then logs a warning.
+    pub verify_tls: bool,
+    /// Name sent in EHLO; defaults to the machine's host name when empty.
+    pub helo_name: String,
+    /// Allow AUTH over `security: none` (credentials in clear).
+    pub allow_insecure_auth: bool,
+    /// Display name of the sender.
+    pub from_name: Option<String>,
+    /// Envelope and header sender.
+    pub from_email: String,
+    /// Limit for DNS + TCP connect.
+    pub connect_timeout: Duration,
+    /// Limit for each SMTP command's reply (and the TLS handshake).
+    pub command_timeout: Duration,
+    /// Pool size: concurrent SMTP sessions to this server.
+    pub max_connections: usize,
+}
+
+/// A target that cannot be used as configured; a configuration error, not a
+/// delivery failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Credentials with `security: none` and no explicit opt-in.
+    #[error(
+        "connection {0}: refusing to send credentials over plaintext SMTP (security: none); \
+         use security: starttls or tls, or set smtp.allow_insecure_auth: true"
+    )]
+    InsecureAuth(String),
+    /// A username without a password (or the reverse).
+    #[error("connection {0}: smtp.username and smtp.password must be set together")]
+    PartialCredentials(String),
+    /// The CA file could not be read or holds no certificate.
+    #[error("connection {connection}: tls.ca_file {path}: {reason}")]
+    CaFile {
+        /// Connection name.
+        connection: String,
+        /// The configured path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The host is not a valid TLS server name.
+    #[error("connection {0}: smtp.host {1:?} is not a valid host name for TLS")]
+    ServerName(String, String),
+    /// Pool size zero.
+    #[error("connection {0}: limits.max_connections must be at least 1")]
+    NoConnections(String),
+}
+
+impl SmtpTarget {
+    /// Checks the rules that are independent of the network and returns the
+    /// warnings an operator should see (e.g. verification disabled).
+    pub fn validate(&self) -> Result<Vec<String>, TargetError> {
+        let mut warnings = Vec::new();
+        if self.username.is_some() != self.password.is_some() {
+            return Err(TargetError::PartialCredentials(self.connection.clone()));
+        }
+        if self.max_connections == 0 {
+            return Err(TargetError::NoConnections(self.connection.clone()));
+        }
+        if self.security == Security::None && self.username.is_some() {
+            if !self.allow_insecure_auth {
+                return Err(TargetError::InsecureAuth(self.connection.clone()));
+            }
+            warnings.push(format!(
+                "connection {}: credentials are sent in clear (security: none, allow_insecure_auth: true)",
+                self.connection
+            ));
+        }
+        if !self.verify_tls && self.security != Security::None {
+            warnings.push(format!(
+                "connection {}: TLS certificate verification is disabled (tls.verify: false)",
+                self.connection
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// `host:port` for messages.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub(crate) fn credentials(&self) -> Option<(&str, &Secret)> {
+        match (&self.username, &self.password) {
+            (Some(user), Some(pass)) => Some((user.as_str(), pass)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> SmtpTarget {
+        SmtpTarget {
+            connection: "corp".into(),
+            host: "127.0.0.1".into(),
+            port: 587,
+            security: Security::Starttls,
+            username: Some("user".into()),
+            password: Some(Secret::new("hunter2-secret")),
+            ca_file: None,
+            verify_tls: true,
+            helo_name: "client.test".into(),
+            allow_insecure_auth: false,
+            from_name: None,
+            from_email: "sender@example.test".into(),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            max_connections: 1,
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let text = format!("{:?}", sample());
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("<redacted>"));
+    }
+
+    #[test]
+    fn credentials_over_plaintext_need_explicit_opt_in() {
+        let mut t = sample();
+        t.security = Security::None;
+        assert!(matches!(t.validate(), Err(TargetError::InsecureAuth(_))));
+        t.allow_insecure_auth = true;
+        let warnings = t.validate().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn disabled_verification_is_a_warning() {
+        let mut t = sample();
+        t.verify_tls = false;
+        let warnings = t.validate().unwrap();
+        assert!(warnings[0].contains("tls.verify: false"));
+    }
+}

@@ -1,0 +1,149 @@
+"""Real SMTP test server for mailplug's integration tests (aiosmtpd).
+
+Listens on 127.0.0.1 only, on ports the OS picks, and prints them as one JSON
+line on stdout once every listener is bound:
+
+  submission  STARTTLS required, AUTH PLAIN/LOGIN required (only after TLS)
+  smtps       implicit TLS from the first byte, AUTH PLAIN/LOGIN required
+  plain       no TLS at all, AUTH PLAIN/LOGIN offered in clear (optional)
+  throttle    no TLS, no AUTH, every MAIL FROM answered 451 4.7.1 (rate limit)
+
+Rules shared by every port:
+  * an authenticated session may only use a MAIL FROM listed in
+    --allowed-from; any other sender gets 553 5.7.1
+  * RCPT local part "unknown" gets 550 5.1.1, "busy" gets 450 4.2.1
+  * RCPT local part "rejectdata" makes the end of DATA answer 554 5.6.0
+Accepted messages are written to --spool as <queue id>.json (envelope plus the
+parsed From, To, Subject, Date, Message-ID and MIME structure) and as .eml.
+
+The password comes from the environment (SMTP_TEST_PASSWORD) so it never
+shows up in a process listing. The server exits when its stdin closes, so a
+test that dies never leaves it running.
+"""
+
+import argparse
+import asyncio
+import email
+import email.policy
+import json
+import os
+import ssl
+import sys
+import uuid
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+class Rules:
+    """Handler hooks implementing the per-port policies above."""
+
+    def __init__(self, args, password, throttle=False):
+        self.user = args.user.encode()
+        self.password = password.encode()
+        self.allowed_from = {a.strip().lower() for a in args.allowed_from.split(",") if a.strip()}
+        self.spool = args.spool
+        self.throttle = throttle
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.throttle:
+            responses = [r for r in responses if not r.startswith("250-AUTH")]
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.throttle:
+            return "451 4.7.1 Rate limit exceeded for this client, try again later"
+        if session.authenticated and address.lower() not in self.allowed_from:
+            return f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {self.user.decode()}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        if local == "unknown":
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
+        if local == "busy":
+            return "450 4.2.1 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        if any(r.split("@", 1)[0].lower() == "rejectdata" for r in envelope.rcpt_tos):
+            return "554 5.6.0 Message content rejected by policy"
+        queue_id = uuid.uuid4().hex[:12].upper()
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        record = {
+            "queue_id": queue_id,
+            "login": session.login_data.login.decode() if isinstance(session.login_data, LoginPassword) else None,
+            "tls": session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "from": str(msg.get("From", "")),
+            "to": str(msg.get("To", "")),
+            "subject": str(msg.get("Subject", "")),
+            "date": str(msg.get("Date", "")),
+            "message_id": str(msg.get("Message-ID", "")),
+            "content_type": msg.get_content_type(),
+            "parts": [p.get_content_type() for p in msg.walk() if not p.is_multipart()],
+        }
+        with open(os.path.join(self.spool, queue_id + ".eml"), "wb") as f:
+            f.write(raw)
+        tmp = os.path.join(self.spool, queue_id + ".json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, os.path.join(self.spool, queue_id + ".json"))
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def authenticator(self, server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == self.user
+            and auth_data.password == self.password
+        )
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--spool", required=True)
+    parser.add_argument("--user", default="tester")
+    parser.add_argument("--allowed-from", default="sender@example.test")
+    parser.add_argument("--hostname", default="mx.test.invalid")
+    args = parser.parse_args()
+    password = os.environ.get("SMTP_TEST_PASSWORD")
+    if not password:
+        sys.exit("SMTP_TEST_PASSWORD is not set")
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(args.cert, args.key)
+    loop = asyncio.get_running_loop()
+    rules = Rules(args, password)
+    throttle = Rules(args, password, throttle=True)
+
+    def smtp(handler, **kw):
+        return lambda: SMTP(handler, hostname=args.hostname, authenticator=handler.authenticator,
+                            timeout=60, **kw)
+
+    servers = {
+        "submission": await loop.create_server(
+            smtp(rules, tls_context=tls, require_starttls=True, auth_required=True), "127.0.0.1", 0),
+        "smtps": await loop.create_server(
+            smtp(rules, auth_required=True, auth_require_tls=False), "127.0.0.1", 0, ssl=tls),
+        "plain": await loop.create_server(smtp(rules, auth_require_tls=False), "127.0.0.1", 0),
+        "throttle": await loop.create_server(smtp(throttle, auth_require_tls=False), "127.0.0.1", 0),
+    }
+    ports = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
+    print(json.dumps(ports), flush=True)
+
+    # Run until the parent closes our stdin.
+    await loop.run_in_executor(None, sys.stdin.buffer.read)
+    for s in servers.values():
+        s.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
