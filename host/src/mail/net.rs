@@ -198,10 +198,6 @@ impl Conn {
             Conn::Tls(s) => s.get_ref().0.inner.peer_addr(),
         }
     }
-
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
-    }
 }
 
 macro_rules! delegate {

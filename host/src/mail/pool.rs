@@ -1,0 +1,388 @@
+//! The sending path: a bounded pool of lettre SMTP sessions per connection
+//! (`limits.max_connections`), each opened by mailplug's own staged code
+//! (so sockets have `TCP_NODELAY` and failures are classified), then driven
+//! by lettre command by command so every failure knows its stage.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::classify::{Class, Classification, Stage, hint};
+use super::message::{OutgoingMessage, test_message};
+use super::net::Replay;
+use super::session::{Continue, Recorder, open};
+use super::target::{SmtpTarget, TargetError};
+use super::tls::TlsSetup;
+
+/// Idle sessions older than this are closed instead of reused: servers drop
+/// idle clients after a few minutes (RFC 5321 suggests 5), and a reused
+/// session that the server already closed costs a failed round trip.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// A message the server accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// `accepted` at the DATA stage, with the server's final reply.
+    pub classification: Classification,
+    /// Queue id parsed from the reply ("queued as X", "id=X"), if present.
+    pub queue_id: Option<String>,
+    /// The message's Message-ID.
+    pub message_id: String,
+}
+
+/// One connection's SMTP sender: at most `max_connections` concurrent
+/// sessions, idle sessions reused.
+#[derive(Debug, Clone)]
+pub struct Mailer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    target: SmtpTarget,
+    tls: TlsSetup,
+    permits: Semaphore,
+    idle: Mutex<Vec<Idle>>,
+    warnings: Vec<String>,
+}
+
+struct Idle {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle").field("since", &self.since).finish_non_exhaustive()
+    }
+}
+
+/// A failed transaction: the classification, and whether the session can
+/// still be used (the server answered; we only need RSET).
+struct Failure {
+    classification: Classification,
+    usable: bool,
+}
+
+impl Mailer {
+    /// Validates `target` and builds its TLS setup; no network yet.
+    pub fn new(target: SmtpTarget) -> Result<Self, TargetError> {
+        let warnings = target.validate()?;
+        let tls = TlsSetup::new(&target)?;
+        Ok(Mailer {
+            inner: Arc::new(Inner {
+                permits: Semaphore::new(target.max_connections),
+                target,
+                tls,
+                idle: Mutex::new(Vec::new()),
+                warnings,
+            }),
+        })
+    }
+
+    /// Configuration warnings for this target.
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    /// The target this mailer sends through.
+    pub fn target(&self) -> &SmtpTarget {
+        &self.inner.target
+    }
+
+    /// Sends one message, waiting for a free session slot. Returns the
+    /// accepted delivery or the classified failure.
+    pub async fn send(&self, message: &OutgoingMessage) -> Result<Delivery, Classification> {
+        let inner = &self.inner;
+        let secret = inner.target.password.as_ref().map(|s| s.expose());
+        let _permit = inner.permits.acquire().await.map_err(|_| {
+            Classification::local(
+                Class::NetworkError,
+                Stage::Connect,
+                "mailer is shut down",
+                "the mailer was closed; retry".into(),
+            )
+        })?;
+        // A pooled session may have been closed by the server while idle;
+        // then one fresh session gets the message.
+        for _ in 0..2 {
+            let (mut conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await.map_err(|c| c.scrub(secret))?, false),
+            };
+            match self.transaction(&mut conn, message).await {
+                Ok(response) => {
+                    self.put_idle(conn);
+                    return Ok(self.delivered(&response, message));
+                }
+                Err(Failure { classification, usable }) => {
+                    let stale = reused
+                        && !usable
+                        && classification.stage == Stage::MailFrom
+                        && classification.reply_code.is_none();
+                    if usable && self.reset(&mut conn).await {
+                        self.put_idle(conn);
+                    } else {
+                        conn.abort().await;
+                    }
+                    if stale {
+                        tracing::debug!(connection = %inner.target.connection, "pooled session was closed; reconnecting");
+                        continue;
+                    }
+                    return Err(classification.scrub(secret));
+                }
+            }
+        }
+        Err(Classification::local(
+            Class::NetworkError,
+            Stage::MailFrom,
+            "the server closed two sessions in a row",
+            hint(&inner.target, Class::NetworkError, Stage::MailFrom, 0, None),
+        ))
+    }
+
+    /// Politely closes idle sessions (QUIT).
+    pub async fn close(&self) {
+        let idle: Vec<Idle> = match self.inner.idle.lock() {
+            Ok(mut idle) => idle.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for mut i in idle {
+            let _ = tokio::time::timeout(self.inner.target.command_timeout, i.conn.quit()).await;
+        }
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        while let Some(i) = idle.pop() {
+            if i.since.elapsed() < MAX_IDLE && !i.conn.has_broken() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, conn: AsyncSmtpConnection) {
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            idle.push(Idle { conn, since: Instant::now() });
+        }
+    }
+
+    async fn reset(&self, conn: &mut AsyncSmtpConnection) -> bool {
+        matches!(
+            tokio::time::timeout(self.inner.target.command_timeout, conn.command(Rset)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Opens a session: mailplug's stages up to the greeting / TLS, then
+    /// lettre's EHLO and AUTH.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Classification> {
+        let target = &self.inner.target;
+        let mut rec = Recorder::default();
+        let opened = open(target, &self.inner.tls, &mut rec, Continue::Lettre).await?;
+        let prefix = opened.banner.to_wire();
+        let conn = opened.wire.into_conn().map_err(|e| e.classify(target, Stage::Banner))?;
+        let stream = Replay::new(prefix, conn);
+        let client_id = ClientId::Domain(target.helo_name.clone());
+        let mut conn = self
+            .timed(
+                Stage::Ehlo,
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &client_id),
+            )
+            .await?;
+        if let Some((user, pass)) = target.credentials() {
+            let mechanisms = [Mechanism::Plain, Mechanism::Login];
+            if conn.server_info().get_auth_mechanism(&mechanisms).is_none() {
+                conn.abort().await;
+                return Err(Classification::local(
+                    Class::AuthUnavailable,
+                    Stage::Auth,
+                    "the server offers no AUTH PLAIN or LOGIN on this session",
+                    hint(target, Class::AuthUnavailable, Stage::Auth, 0, None),
+                ));
+            }
+            let credentials = Credentials::new(user.to_owned(), pass.expose().to_owned());
+            if let Err(c) = self.timed(Stage::Auth, conn.auth(&mechanisms, &credentials)).await {
+                conn.abort().await;
+                return Err(c);
+            }
+        }
+        tracing::debug!(connection = %target.connection, "SMTP session opened");
+        Ok(conn)
+    }
+
+    /// MAIL FROM, RCPT TO for each recipient, DATA, body: stage by stage.
+    async fn transaction(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        message: &OutgoingMessage,
+    ) -> Result<Response, Failure> {
+        let fail = |classification: Classification| Failure {
+            usable: classification.reply_code.is_some(),
+            classification,
+        };
+        let mut params = Vec::new();
+        if !message.raw.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let from = message.envelope.from().cloned();
+        self.timed(Stage::MailFrom, conn.command(Mail::new(from, params)))
+            .await
+            .map_err(fail)?;
+        for to in message.envelope.to() {
+            self.timed(Stage::RcptTo, conn.command(Rcpt::new(to.clone(), Vec::new())))
+                .await
+                .map_err(fail)?;
+        }
+        self.timed(Stage::Data, conn.command(Data)).await.map_err(fail)?;
+        self.timed(Stage::Data, conn.message(&message.raw)).await.map_err(|c| Failure {
+            // After a failed body transfer the session state is unknown
+            // unless the server answered.
+            usable: c.reply_code.is_some(),
+            classification: c,
+        })
+    }
+
+    /// Runs one lettre step under the command timeout and classifies its
+    /// failure at `stage`.
+    async fn timed<T>(
+        &self,
+        stage: Stage,
+        fut: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, Classification> {
+        let target = &self.inner.target;
+        match tokio::time::timeout(target.command_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify_lettre(target, stage, &e)),
+            Err(_) => Err(Classification::local(
+                Class::Timeout,
+                stage,
+                format!("no reply within {:?}", target.command_timeout),
+                hint(target, Class::Timeout, stage, 0, None),
+            )),
+        }
+    }
+
+    fn delivered(&self, response: &Response, message: &OutgoingMessage) -> Delivery {
+        let code = u16::from(response.code());
+        let text = response.message().collect::<Vec<_>>().join(" ");
+        let classification = Classification::from_reply(&self.inner.target, Stage::Data, code, &text);
+        Delivery {
+            queue_id: queue_id(&text),
+            classification,
+            message_id: message.message_id.clone(),
+        }
+    }
+}
+
+/// Classifies a lettre error at `stage`.
+fn classify_lettre(
+    target: &SmtpTarget,
+    stage: Stage,
+    err: &lettre::transport::smtp::Error,
+) -> Classification {
+    let text = std::error::Error::source(err).map(ToString::to_string).unwrap_or_default();
+    if let Some(code) = err.status() {
+        return Classification::from_reply(target, stage, u16::from(code), &text);
+    }
+    let class = if err.is_timeout() {
+        Class::Timeout
+    } else if err.is_tls() {
+        Class::TlsFailed
+    } else if err.is_client() && stage == Stage::Auth {
+        Class::AuthUnavailable
+    } else if err.is_response() {
+        Class::ProtocolError
+    } else {
+        Class::NetworkError
+    };
+    Classification::local(class, stage, err.to_string(), hint(target, class, stage, 0, None))
+}
+
+/// Pulls a queue id out of a final DATA reply: Postfix/aiosmtpd "queued as
+/// X", Exim/others "id=X".
+pub(crate) fn queue_id(text: &str) -> Option<String> {
+    let clean = |s: &str| {
+        let s = s.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.');
+        (!s.is_empty()).then(|| s.to_owned())
+    };
+    if let Some((_, rest)) = text.split_once("queued as ") {
+        return rest.split_whitespace().next().and_then(clean);
+    }
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("id=").and_then(clean))
+}
+
+/// Result of `mailplug test-send`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestSendReport {
+    /// Connection name.
+    pub connection: String,
+    /// `host:port` used.
+    pub server: String,
+    /// Recipient.
+    pub to: String,
+    /// Message-ID of the test email.
+    pub message_id: Option<String>,
+    /// The classified outcome.
+    pub classification: Classification,
+    /// Queue id from the server's reply when accepted.
+    pub queue_id: Option<String>,
+    /// Configuration warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Sends the test email for `target` to `to` through a one-session
+/// [`Mailer`] (the same path as real sending).
+pub async fn test_send(target: &SmtpTarget, to: &str) -> Result<TestSendReport, TestSendError> {
+    let mut single = target.clone();
+    single.max_connections = 1;
+    let mailer = Mailer::new(single)?;
+    let message = test_message(target, to)?;
+    let result = mailer.send(&message).await;
+    mailer.close().await;
+    let (classification, queue_id) = match result {
+        Ok(d) => (d.classification, d.queue_id),
+        Err(c) => (c, None),
+    };
+    Ok(TestSendReport {
+        connection: target.connection.clone(),
+        server: target.address(),
+        to: to.to_owned(),
+        message_id: Some(message.message_id),
+        classification,
+        queue_id,
+        warnings: mailer.warnings().to_vec(),
+    })
+}
+
+/// Input problems that stop `test_send` before any network traffic.
+#[derive(Debug, thiserror::Error)]
+pub enum TestSendError {
+    /// The target's configuration is unusable.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// An address is invalid.
+    #[error(transparent)]
+    Message(#[from] super::message::MessageError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queue_id;
+
+    #[test]
+    fn queue_ids_are_found_in_common_reply_formats() {
+        assert_eq!(queue_id("Ok: queued as 4XyZ12").as_deref(), Some("4XyZ12"));
+        assert_eq!(queue_id("2.0.0 OK id=1abc-DEF-2").as_deref(), Some("1abc-DEF-2"));
+        assert_eq!(queue_id("OK"), None);
+    }
+}
