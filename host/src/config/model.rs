@@ -1,0 +1,250 @@
+//! Raw configuration types as written in YAML; their doc comments become the
+//! JSON Schema descriptions operators see in their editors.
+//!
+//! These types describe *shape* only. Cross-field rules (port vs security,
+//! credentials over plaintext, duplicate names) live in `check`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::secret::SecretRef;
+
+/// The only configuration API version this build understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    /// First stable version of the configuration format.
+    #[serde(rename = "mailplug/v1")]
+    V1,
+}
+
+/// A delivery connection: where and how mail for some workspaces is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mailplug Connection")]
+pub struct ConnectionSpec {
+    /// Configuration format version; always `mailplug/v1`.
+    pub api_version: ApiVersion,
+    /// Object kind; `Connection` for this schema.
+    pub kind: ConnectionKind,
+    /// Unique connection name, used in URLs and the CLI: lowercase letters,
+    /// digits and `-`, starting with a letter or digit, at most 63 characters.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    pub name: String,
+    /// Human-readable name shown in the admin API and test emails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub display_name: Option<String>,
+    /// Plugin id of the provider (`custom-smtp`, `sendgrid`, ...). Defaults to
+    /// `custom-smtp`, which sends through the SMTP server given in `smtp`.
+    #[serde(default = "default_provider")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    pub provider: String,
+    /// SMTP server settings. Required for `custom-smtp`; for other providers
+    /// these override what the provider plugin fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
+    /// Sender identity used for test emails and as the envelope sender.
+    pub from: FromSpec,
+    /// Workspaces (tenants, teams, products) allowed to send through this connection.
+    #[serde(default)]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")))]
+    pub workspaces: Vec<String>,
+    /// Provider-specific settings; their schema comes from the provider plugin
+    /// (`mailplug plugin inspect <provider>`).
+    #[serde(default)]
+    pub options: BTreeMap<String, serde_json::Value>,
+    /// How provider webhooks (bounces, complaints) are authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+    /// Concurrency, rate and timeout limits for this connection.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// Marker for `kind: Connection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConnectionKind {
+    /// A delivery connection.
+    Connection,
+}
+
+/// Marker for `kind: Plugin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PluginKind {
+    /// A community provider plugin registration.
+    Plugin,
+}
+
+fn default_provider() -> String {
+    "custom-smtp".to_owned()
+}
+
+/// How the SMTP session is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Plain connection upgraded with STARTTLS, which is required: the
+    /// session fails if the server does not offer it (usually port 587).
+    Starttls,
+    /// Implicit TLS from the first byte (usually port 465).
+    Tls,
+    /// No encryption (local relays and development servers only).
+    None,
+}
+
+impl Security {
+    /// The YAML spelling of this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starttls => "starttls",
+            Self::Tls => "tls",
+            Self::None => "none",
+        }
+    }
+}
+
+/// SMTP server settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSpec {
+    /// Server host name or IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: Option<String>,
+    /// TCP port. Defaults to 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Transport security: `starttls` (default, required STARTTLS), `tls`
+    /// (implicit TLS) or `none` (plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
+    /// Login for SMTP AUTH; omit for servers that need no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 320))]
+    pub username: Option<String>,
+    /// Password for SMTP AUTH, as a secret reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// TLS certificate verification settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Name announced in EHLO. Defaults to the machine's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub helo_name: Option<String>,
+    /// Allow AUTH over a plaintext (`security: none`) session. Off by default:
+    /// credentials sent in clear can be read by anyone on the path.
+    #[serde(default)]
+    pub allow_insecure_auth: bool,
+}
+
+/// TLS certificate verification settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// PEM file with extra CA certificates to trust (e.g. a corporate CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Verify the server certificate (default `true`). Only set `false` for
+    /// testing; every use is logged as a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+}
+
+/// Sender identity.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FromSpec {
+    /// Display name in the From header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub name: Option<String>,
+    /// Sender address (From header and envelope MAIL FROM).
+    #[schemars(length(min = 3, max = 320))]
+    pub email: String,
+}
+
+/// Webhook authentication.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Signing key or shared secret the provider uses for its webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+/// Limits for one connection.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Maximum simultaneous SMTP sessions (pool size).
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_connections: u32,
+    /// Maximum messages per second; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub per_second: Option<u32>,
+    /// Timeout in seconds for connecting and for each SMTP command.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: u32,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            per_second: None,
+            timeout_seconds: default_timeout_seconds(),
+        }
+    }
+}
+
+fn default_max_connections() -> u32 {
+    4
+}
+
+fn default_timeout_seconds() -> u32 {
+    30
+}
+
+/// Registration of a community provider plugin.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mailplug Plugin")]
+pub struct PluginSpec {
+    /// Configuration format version; always `mailplug/v1`.
+    pub api_version: ApiVersion,
+    /// Object kind; `Plugin` for this schema.
+    pub kind: PluginKind,
+    /// Plugin id that connections name in `provider`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    pub id: String,
+    /// Path of the component (`.wasm`), relative to this file's directory.
+    pub path: PathBuf,
+    /// Expected SHA-256 of the `.wasm` file (64 hex digits); a mismatch refuses the plugin.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// Sandbox limits for this plugin's calls.
+    #[serde(default)]
+    pub limits: PluginLimitsSpec,
+}
+
+/// Sandbox limits of one plugin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimitsSpec {
+    /// Linear memory cap in MiB (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub memory_mib: Option<u32>,
+    /// Wall-clock deadline per call in milliseconds (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub deadline_ms: Option<u32>,
+}

@@ -1,0 +1,540 @@
+//! Span-aware YAML loading: YAML text → JSON values plus a map from JSON
+//! Pointer to source position, with hard limits on nesting and alias
+//! expansion so hostile files fail fast instead of exhausting memory.
+//!
+//! The tree is built iteratively from `saphyr-parser` events, so depth is
+//! bounded by our limit, never by the call stack.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+use serde_json::{Map, Number, Value};
+
+/// A 1-based line and column in the source text (columns count characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    /// Line number, starting at 1.
+    pub line: usize,
+    /// Column number, starting at 1.
+    pub col: usize,
+}
+
+impl Pos {
+    fn of(span: Span) -> Self {
+        Self {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
+    }
+}
+
+/// Limits applied while building documents.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Maximum nesting of sequences and mappings.
+    pub max_depth: usize,
+    /// Maximum number of nodes in a file after alias expansion.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A connection document has tens of nodes; these bounds leave room for
+        // large provider `options` while refusing alias bombs and deep nests
+        // long before they cost memory or recursion depth downstream.
+        Self {
+            max_depth: 64,
+            max_nodes: 100_000,
+        }
+    }
+}
+
+/// A YAML problem that stops the whole file from loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// Where the problem was found.
+    pub pos: Pos,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NodeSpan {
+    key: Option<Pos>,
+    value: Pos,
+}
+
+/// One YAML document as a JSON value, with source positions.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The document's content.
+    pub value: Value,
+    /// Position of the document's first node.
+    pub start: Pos,
+    spans: HashMap<String, NodeSpan>,
+}
+
+impl Document {
+    /// Position of the key naming `pointer` (or of its value when it has no
+    /// key, e.g. a sequence item). Falls back to the nearest ancestor that
+    /// exists in the source, e.g. for a missing field or inside an alias.
+    pub fn key_pos(&self, pointer: &str) -> Pos {
+        self.lookup(pointer, |s| s.key.unwrap_or(s.value))
+    }
+
+    /// Position of the value at `pointer`, with the same fallback as [`Self::key_pos`].
+    pub fn value_pos(&self, pointer: &str) -> Pos {
+        self.lookup(pointer, |s| s.value)
+    }
+
+    fn lookup(&self, pointer: &str, pick: impl Fn(&NodeSpan) -> Pos) -> Pos {
+        let mut p = pointer;
+        loop {
+            if let Some(span) = self.spans.get(p) {
+                return pick(span);
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return self.start,
+            }
+        }
+    }
+}
+
+/// Appends one JSON Pointer reference token to `base`.
+pub fn pointer_push(base: &str, token: &str) -> String {
+    let mut out = String::with_capacity(base.len() + token.len() + 1);
+    out.push_str(base);
+    out.push('/');
+    for c in token.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Value>,
+        pointer: String,
+        anchor: usize,
+        start: Pos,
+        nodes_before: usize,
+    },
+    Map {
+        map: Map<String, Value>,
+        pointer: String,
+        anchor: usize,
+        start: Pos,
+        nodes_before: usize,
+        key: Option<(String, Pos)>,
+    },
+}
+
+struct Builder {
+    limits: Limits,
+    stack: Vec<Frame>,
+    spans: HashMap<String, NodeSpan>,
+    anchors: HashMap<usize, (Value, usize)>,
+    nodes: usize,
+    root: Option<(Value, Pos)>,
+}
+
+fn err(pos: Pos, message: impl Into<String>) -> YamlError {
+    YamlError {
+        pos,
+        message: message.into(),
+    }
+}
+
+impl Builder {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            stack: Vec::new(),
+            spans: HashMap::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            root: None,
+        }
+    }
+
+    fn count(&mut self, n: usize, pos: Pos) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > self.limits.max_nodes {
+            return Err(err(
+                pos,
+                format!(
+                    "document expands to more than {} nodes (alias/anchor bomb?)",
+                    self.limits.max_nodes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pointer of the node about to start under the current top frame.
+    fn child_pointer(&self, pos: Pos) -> Result<String, YamlError> {
+        match self.stack.last() {
+            None => Ok(String::new()),
+            Some(Frame::Seq { items, pointer, .. }) => {
+                Ok(pointer_push(pointer, &items.len().to_string()))
+            }
+            Some(Frame::Map {
+                key: Some((k, _)),
+                pointer,
+                ..
+            }) => Ok(pointer_push(pointer, k)),
+            Some(Frame::Map { key: None, .. }) => Err(err(
+                pos,
+                "mapping keys must be plain values, not sequences or mappings",
+            )),
+        }
+    }
+
+    fn open(&mut self, seq: bool, anchor: usize, pos: Pos) -> Result<(), YamlError> {
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(err(
+                pos,
+                format!("nesting deeper than {} levels", self.limits.max_depth),
+            ));
+        }
+        self.count(1, pos)?;
+        let pointer = self.child_pointer(pos)?;
+        let nodes_before = self.nodes;
+        self.stack.push(if seq {
+            Frame::Seq {
+                items: Vec::new(),
+                pointer,
+                anchor,
+                start: pos,
+                nodes_before,
+            }
+        } else {
+            Frame::Map {
+                map: Map::new(),
+                pointer,
+                anchor,
+                start: pos,
+                nodes_before,
+                key: None,
+            }
+        });
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), YamlError> {
+        let (value, anchor, start, nodes_before) = match self.stack.pop() {
+            Some(Frame::Seq {
+                items,
+                anchor,
+                start,
+                nodes_before,
+                ..
+            }) => (Value::Array(items), anchor, start, nodes_before),
+            Some(Frame::Map {
+                map,
+                anchor,
+                start,
+                nodes_before,
+                ..
+            }) => (Value::Object(map), anchor, start, nodes_before),
+            None => return Err(err(Pos::default(), "unbalanced YAML events")),
+        };
+        let subtree = self.nodes - nodes_before + 1;
+        self.push(value, start, anchor, subtree)
+    }
+
+    /// Places a completed node into its parent (or as the document root).
+    fn push(
+        &mut self,
+        value: Value,
+        pos: Pos,
+        anchor: usize,
+        subtree: usize,
+    ) -> Result<(), YamlError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, (value.clone(), subtree));
+        }
+        match self.stack.last_mut() {
+            None => {
+                self.spans.insert(
+                    String::new(),
+                    NodeSpan {
+                        key: None,
+                        value: pos,
+                    },
+                );
+                self.root = Some((value, pos));
+            }
+            Some(Frame::Seq { items, pointer, .. }) => {
+                let p = pointer_push(pointer, &items.len().to_string());
+                self.spans.insert(
+                    p,
+                    NodeSpan {
+                        key: None,
+                        value: pos,
+                    },
+                );
+                items.push(value);
+            }
+            Some(Frame::Map {
+                map, pointer, key, ..
+            }) => match key.take() {
+                None => {
+                    let k = match value {
+                        Value::String(s) => s,
+                        Value::Null => "null".to_owned(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Array(_) | Value::Object(_) => {
+                            return Err(err(
+                                pos,
+                                "mapping keys must be plain values, not sequences or mappings",
+                            ));
+                        }
+                    };
+                    if map.contains_key(&k) {
+                        return Err(err(pos, format!("duplicate key `{k}` in this mapping")));
+                    }
+                    *key = Some((k, pos));
+                }
+                Some((k, key_pos)) => {
+                    let p = pointer_push(pointer, &k);
+                    self.spans.insert(
+                        p,
+                        NodeSpan {
+                            key: Some(key_pos),
+                            value: pos,
+                        },
+                    );
+                    map.insert(k, value);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<(), YamlError> {
+        let Some((value, subtree)) = self.anchors.get(&id).cloned() else {
+            return Err(err(pos, "alias refers to an unknown anchor"));
+        };
+        self.count(subtree, pos)?;
+        // Aliased nodes keep the alias position; lookups deeper inside fall
+        // back to it, which is where an operator would look.
+        self.push(value, pos, 0, subtree)
+    }
+
+    fn finish_document(&mut self, fallback: Pos) -> Document {
+        let (value, start) = self.root.take().unwrap_or((Value::Null, fallback));
+        self.anchors.clear();
+        Document {
+            value,
+            start,
+            spans: std::mem::take(&mut self.spans),
+        }
+    }
+}
+
+fn is_core_tag(tag: &Tag, suffix: &str) -> bool {
+    (tag.handle == "!!" || tag.handle == "tag:yaml.org,2002:") && tag.suffix == suffix
+}
+
+/// Resolves a plain scalar per the YAML 1.2 core schema.
+fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::Number(i.into());
+        }
+        if let Ok(u) = digits.parse::<u64>()
+            && !s.starts_with('-')
+        {
+            return Value::Number(u.into());
+        }
+    }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
+    }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Number(i.into());
+    }
+    let looks_float = digits.bytes().any(|b| b.is_ascii_digit())
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if looks_float
+        && let Ok(f) = s.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(s.to_owned())
+}
+
+/// Parses every document in `text`.
+///
+/// Explicitly empty documents (a lone `---`) come back as `Value::Null`.
+pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
+    let mut builder = Builder::new(limits);
+    let mut docs = Vec::new();
+    let mut doc_start = Pos::default();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| {
+            let m = e.marker();
+            err(
+                Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                },
+                if e.info() == "recursion limit exceeded" {
+                    format!("nesting deeper than the YAML parser allows ({})", e.info())
+                } else {
+                    format!("YAML syntax error: {}", e.info())
+                },
+            )
+        })?;
+        let pos = Pos::of(span);
+        match event {
+            Event::DocumentStart(_) => {
+                doc_start = pos;
+            }
+            Event::DocumentEnd => docs.push(builder.finish_document(doc_start)),
+            Event::SequenceStart(anchor, _) => builder.open(true, anchor, pos)?,
+            Event::MappingStart(anchor, _) => builder.open(false, anchor, pos)?,
+            Event::SequenceEnd | Event::MappingEnd => builder.close()?,
+            Event::Alias(id) => builder.alias(id, pos)?,
+            Event::Scalar(text, style, anchor, tag) => {
+                builder.count(1, pos)?;
+                let value = match (&tag, style) {
+                    (Some(t), _) if is_core_tag(t, "str") => Value::String(text.into_owned()),
+                    (_, ScalarStyle::Plain) => resolve_plain(&text),
+                    _ => Value::String(text.into_owned()),
+                };
+                builder.push(value, pos, anchor, 1)?;
+            }
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
+        }
+    }
+    Ok(docs)
+}
+
+/// Renders a JSON Pointer for humans: the empty root pointer becomes `/`.
+pub fn display_pointer(pointer: &str) -> &str {
+    if pointer.is_empty() { "/" } else { pointer }
+}
+
+/// Renders a scalar found in YAML for messages (strings unquoted).
+pub fn scalar_text(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::String(s) => out.push_str(s),
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Document {
+        let mut docs = parse(text, Limits::default()).unwrap();
+        assert_eq!(docs.len(), 1);
+        docs.remove(0)
+    }
+
+    #[test]
+    fn positions_point_at_keys_and_values() {
+        let d = one("a: 1\nsmtp:\n  port: \"587\"\n  list: [x, y]\n");
+        assert_eq!(d.key_pos("/smtp/port"), Pos { line: 3, col: 3 });
+        assert_eq!(d.value_pos("/smtp/port"), Pos { line: 3, col: 9 });
+        assert_eq!(d.value_pos("/smtp/list/1"), Pos { line: 4, col: 13 });
+        // Missing fields fall back to the nearest ancestor.
+        assert_eq!(d.key_pos("/smtp/host"), Pos { line: 2, col: 1 });
+        assert_eq!(d.value["smtp"]["port"], Value::String("587".into()));
+    }
+
+    #[test]
+    fn core_schema_scalars_resolve() {
+        let d = one("a: 587\nb: true\nc: ~\nd: 1.5\ne: '12'\nf: 0x1F\ng: hello\nh: .inf\n");
+        assert_eq!(d.value["a"], 587);
+        assert_eq!(d.value["b"], true);
+        assert!(d.value["c"].is_null());
+        assert_eq!(d.value["d"], 1.5);
+        assert_eq!(d.value["e"], "12");
+        assert_eq!(d.value["f"], 31);
+        assert_eq!(d.value["g"], "hello");
+        assert_eq!(d.value["h"], ".inf");
+    }
+
+    #[test]
+    fn multiple_documents_and_aliases() {
+        let docs = parse("a: &x {k: 1}\nb: *x\n---\nc: 2\n", Limits::default()).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value["b"]["k"], 1);
+        assert_eq!(docs[1].value["c"], 2);
+        assert_eq!(docs[1].start.line, 4);
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            let _ = writeln!(
+                text,
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]"
+            );
+        }
+        let e = parse(&text, Limits::default()).unwrap_err();
+        assert!(e.message.contains("alias"), "{e:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let text = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = parse(&text, Limits::default()).unwrap_err();
+        assert!(e.message.contains("nesting deeper than"), "{e:?}");
+        let block: String = (0..10_000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
+        let e = parse(&block, Limits::default()).unwrap_err();
+        assert!(e.message.contains("nesting"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let e = parse("a: 1\nb: 2\na: 3\n", Limits::default()).unwrap_err();
+        assert_eq!(e.pos, Pos { line: 3, col: 1 });
+        assert!(e.message.contains("duplicate key `a`"));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("a: [1, 2\nb: 3\n", Limits::default()).unwrap_err();
+        assert!(e.message.starts_with("YAML syntax error"), "{e:?}");
+        assert!(e.pos.line >= 1);
+    }
+
+    #[test]
+    fn pointer_tokens_are_escaped() {
+        assert_eq!(pointer_push("/a", "b/c~d"), "/a/b~1c~0d");
+    }
+}
