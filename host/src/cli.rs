@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
 pub mod schema;
+pub mod test_send;
 pub mod validate;
 
 /// Exit codes shared by every subcommand (sysexits.h where one fits).
@@ -17,6 +19,12 @@ pub mod exit {
     pub const CONFIG: u8 = 78;
     /// EX_SOFTWARE: an internal error (a bug or an unexpected I/O failure).
     pub const SOFTWARE: u8 = 70;
+    /// EX_UNAVAILABLE: `check`/`test-send` failed permanently (5xx, TLS,
+    /// authentication, certificate: a change is needed).
+    pub const UNAVAILABLE: u8 = 69;
+    /// EX_TEMPFAIL: `check`/`test-send` failed temporarily (4xx, timeout,
+    /// refused connection: retrying later may succeed).
+    pub const TEMPFAIL: u8 = 75;
 }
 
 /// mailplug: email delivery connections as code.
@@ -33,6 +41,10 @@ enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas generated from the configuration types.
     Schema(schema::Args),
+    /// Probe a connection's SMTP server stage by stage (no message is sent).
+    Check(check::Args),
+    /// Send a test email through a connection and classify the outcome.
+    TestSend(test_send::Args),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -41,6 +53,8 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Check(args) => check::run(args),
+        Command::TestSend(args) => test_send::run(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),

@@ -8,6 +8,7 @@
 //! reports. Secrets only leave [`Secret`] on the wire, inside an AUTH exchange.
 
 mod classify;
+mod from_config;
 mod message;
 mod net;
 mod pool;
@@ -23,3 +24,4 @@ pub use pool::{Delivery, Mailer, TestSendError, TestSendReport, test_send};
 pub use probe::{ProbeOptions, ProbeReport, probe};
 pub use session::{StageReport, StageStatus};
 pub use target::{Secret, Security, SmtpTarget, TargetError};
+pub use from_config::{ConfigError, target_for};

@@ -1,11 +1,12 @@
 //! What the mail module needs to know about one connection's SMTP side,
 //! independent of how the configuration spells it.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
+
+pub use crate::config::Secret;
 
 /// How the connection is secured. The three modes are strict: there is no
 /// "opportunistic" mode that silently falls back to plaintext.
@@ -30,29 +31,6 @@ impl Security {
             Security::Tls => "tls",
             Security::None => "none",
         }
-    }
-}
-
-/// A resolved secret (an SMTP password). `Debug` is redacted and there is no
-/// `Display`, so it cannot end up in a log line or an error by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a resolved secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself; only for the bytes of an AUTH exchange.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -199,7 +177,7 @@ mod tests {
     fn debug_never_shows_the_password() {
         let text = format!("{:?}", sample());
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("<redacted>"));
+        assert!(text.contains("<redacted>"), "{text}");
     }
 
     #[test]
