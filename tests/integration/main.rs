@@ -2,5 +2,10 @@
 //! the library where a process boundary adds nothing) against real files,
 //! servers and plugins.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup step should abort the test loudly"
+)]
 mod support;
 mod validate;
