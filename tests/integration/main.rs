@@ -1,1 +1,11 @@
-fn main() {}
+//! The one integration test binary: drives the real `mailplug` binary (and
+//! the library where a process boundary adds nothing) against real files,
+//! servers and plugins.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup step should abort the test loudly"
+)]
+mod support;
+mod validate;
