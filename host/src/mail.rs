@@ -19,9 +19,9 @@ mod tls;
 mod wire;
 
 pub use classify::{Class, Classification, Stage};
+pub use from_config::{ConfigError, target_for};
 pub use message::{MessageError, OutgoingMessage, new_message_id, test_message};
 pub use pool::{Delivery, Mailer, TestSendError, TestSendReport, test_send};
 pub use probe::{ProbeOptions, ProbeReport, probe};
 pub use session::{StageReport, StageStatus};
 pub use target::{Secret, Security, SmtpTarget, TargetError};
-pub use from_config::{ConfigError, target_for};

@@ -7,6 +7,7 @@ line on stdout once every listener is bound:
   smtps       implicit TLS from the first byte, AUTH PLAIN/LOGIN required
   plain       no TLS at all, AUTH PLAIN/LOGIN offered in clear (optional)
   throttle    no TLS, no AUTH, every MAIL FROM answered 451 4.7.1 (rate limit)
+  login       no TLS, only AUTH LOGIN offered (exercises the LOGIN exchange)
 
 Rules shared by every port:
   * an authenticated session may only use a MAIL FROM listed in
@@ -76,7 +77,7 @@ class Rules:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         record = {
             "queue_id": queue_id,
-            "login": session.login_data.login.decode() if isinstance(session.login_data, LoginPassword) else None,
+            "login": session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None,
             "tls": session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
@@ -135,6 +136,8 @@ async def main():
             smtp(rules, auth_required=True, auth_require_tls=False), "127.0.0.1", 0, ssl=tls),
         "plain": await loop.create_server(smtp(rules, auth_require_tls=False), "127.0.0.1", 0),
         "throttle": await loop.create_server(smtp(throttle, auth_require_tls=False), "127.0.0.1", 0),
+        "login": await loop.create_server(
+            smtp(rules, auth_require_tls=False, auth_exclude_mechanism=["PLAIN"]), "127.0.0.1", 0),
     }
     ports = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
     print(json.dumps(ports), flush=True)

@@ -41,7 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let runtime = runtime()?;
-    let options = ProbeOptions { rcpt: args.rcpt.clone() };
+    let options = ProbeOptions {
+        rcpt: args.rcpt.clone(),
+    };
     let report = runtime.block_on(mail::probe(&target, options));
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -77,7 +79,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 /// Prints `result: class at stage (temporary|permanent): reply` and the hint.
-pub(crate) fn write_outcome(out: &mut impl std::io::Write, c: &Classification) -> std::io::Result<()> {
+pub(crate) fn write_outcome(
+    out: &mut impl std::io::Write,
+    c: &Classification,
+) -> std::io::Result<()> {
     let kind = if c.is_success() {
         "ok"
     } else if c.temporary {
@@ -145,7 +150,12 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
     }
     let loaded = config::load(&[config_path.to_path_buf()], &LoadOptions::default(), None);
     if let Some(conn) = loaded.connections().find(|c| c.name() == name) {
-        for d in loaded.files.iter().filter(|f| f.path == conn.source.file).flat_map(|f| &f.diagnostics) {
+        for d in loaded
+            .files
+            .iter()
+            .filter(|f| f.path == conn.source.file)
+            .flat_map(|f| &f.diagnostics)
+        {
             eprintln!("{d}");
         }
         return mail::target_for(conn).map_err(|e| {
@@ -173,7 +183,11 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
     eprintln!(
         "mailplug: no valid connection named {name:?} in {} (valid: {})",
         config_path.display(),
-        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
     );
     Err(exit::CONFIG)
 }

@@ -34,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let runtime = runtime()?;
     let report = match runtime.block_on(mail::test_send(&target, &args.to)) {
         Ok(r) => r,
-        Err(mail::TestSendError::Message(mail::MessageError::To(..)) ) => {
+        Err(mail::TestSendError::Message(mail::MessageError::To(..))) => {
             eprintln!("mailplug: --to {:?} is not a valid email address", args.to);
             return Ok(exit::USAGE);
         }

@@ -252,7 +252,7 @@ pub(crate) fn split_enhanced(code: u16, text: &str) -> (Option<String>, String) 
 
 fn mentions_rate(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    ["rate", "limit", "throttl", "too many", "slow down", "try again later"]
+    ["rate", "limit", "throttl", "too many", "slow down"]
         .iter()
         .any(|w| lower.contains(w))
 }
@@ -380,9 +380,9 @@ pub(crate) fn hint(
             "the server refused at {stage} (reply {code}); check the reply text and the \
              provider's documentation"
         ),
-        Class::ProtocolError => format!(
-            "{addr} does not answer like an SMTP server; check smtp.host and smtp.port"
-        ),
+        Class::ProtocolError => {
+            format!("{addr} does not answer like an SMTP server; check smtp.host and smtp.port")
+        }
     }
 }
 
@@ -413,9 +413,18 @@ mod tests {
 
     #[test]
     fn throttling_is_recognised_by_code_status_and_wording() {
-        assert_eq!(class(Stage::Banner, 421, "too busy").class, Class::Throttled);
-        assert_eq!(class(Stage::MailFrom, 451, "4.7.1 slow").class, Class::Throttled);
-        assert_eq!(class(Stage::RcptTo, 450, "rate limit hit").class, Class::Throttled);
+        assert_eq!(
+            class(Stage::Banner, 421, "too busy").class,
+            Class::Throttled
+        );
+        assert_eq!(
+            class(Stage::MailFrom, 451, "4.7.1 slow").class,
+            Class::Throttled
+        );
+        assert_eq!(
+            class(Stage::RcptTo, 450, "rate limit hit").class,
+            Class::Throttled
+        );
         let deferred = class(Stage::RcptTo, 450, "4.2.1 Mailbox busy");
         assert_eq!(deferred.class, Class::Deferred);
         assert!(deferred.temporary);
@@ -423,13 +432,34 @@ mod tests {
 
     #[test]
     fn stage_decides_permanent_classes() {
-        assert_eq!(class(Stage::Auth, 535, "5.7.8 bad").class, Class::AuthFailed);
-        assert_eq!(class(Stage::Auth, 538, "5.7.11 enc").class, Class::AuthUnavailable);
-        assert_eq!(class(Stage::MailFrom, 553, "5.7.1 no").class, Class::SenderNotAllowed);
-        assert_eq!(class(Stage::MailFrom, 530, "5.7.0 Authentication required").class, Class::AuthRequired);
-        assert_eq!(class(Stage::Data, 554, "5.6.0 no").class, Class::MessageRejected);
-        assert_eq!(class(Stage::Ehlo, 554, "go away").class, Class::PermanentFailure);
-        assert_eq!(class(Stage::Data, 250, "2.0.0 queued").class, Class::Accepted);
+        assert_eq!(
+            class(Stage::Auth, 535, "5.7.8 bad").class,
+            Class::AuthFailed
+        );
+        assert_eq!(
+            class(Stage::Auth, 538, "5.7.11 enc").class,
+            Class::AuthUnavailable
+        );
+        assert_eq!(
+            class(Stage::MailFrom, 553, "5.7.1 no").class,
+            Class::SenderNotAllowed
+        );
+        assert_eq!(
+            class(Stage::MailFrom, 530, "5.7.0 Authentication required").class,
+            Class::AuthRequired
+        );
+        assert_eq!(
+            class(Stage::Data, 554, "5.6.0 no").class,
+            Class::MessageRejected
+        );
+        assert_eq!(
+            class(Stage::Ehlo, 554, "go away").class,
+            Class::PermanentFailure
+        );
+        assert_eq!(
+            class(Stage::Data, 250, "2.0.0 queued").class,
+            Class::Accepted
+        );
     }
 
     #[test]
@@ -440,12 +470,16 @@ mod tests {
         assert_eq!(h, "this port speaks plain SMTP; use security: starttls");
         t.security = Security::Starttls;
         let h = hint(&t, Class::TlsMismatch, Stage::Banner, 0, None);
-        assert_eq!(h, "this port expects TLS from the first byte; use security: tls");
+        assert_eq!(
+            h,
+            "this port expects TLS from the first byte; use security: tls"
+        );
     }
 
     #[test]
     fn scrub_removes_an_echoed_secret() {
-        let c = class(Stage::Auth, 535, "5.7.8 bad password hunter2-secret").scrub(Some("hunter2-secret"));
+        let c = class(Stage::Auth, 535, "5.7.8 bad password hunter2-secret")
+            .scrub(Some("hunter2-secret"));
         assert!(!c.server_text.unwrap_or_default().contains("hunter2"));
     }
 }

@@ -62,7 +62,10 @@ pub fn target_for(conn: &Connection) -> Result<SmtpTarget, ConfigError> {
     let smtp = spec.smtp.clone().unwrap_or_default();
     let Some(host) = smtp.host.clone() else {
         if spec.provider != "custom-smtp" {
-            return Err(ConfigError::NeedsPlugin { connection: name, provider: spec.provider.clone() });
+            return Err(ConfigError::NeedsPlugin {
+                connection: name,
+                provider: spec.provider.clone(),
+            });
         }
         return Err(ConfigError::NoHost(name));
     };
@@ -88,7 +91,9 @@ pub fn target_for(conn: &Connection) -> Result<SmtpTarget, ConfigError> {
         security,
         username: smtp.username.clone(),
         password,
-        ca_file: tls.ca_file.map(|p| if p.is_absolute() { p } else { base.join(p) }),
+        ca_file: tls
+            .ca_file
+            .map(|p| if p.is_absolute() { p } else { base.join(p) }),
         verify_tls: tls.verify.unwrap_or(true),
         helo_name: smtp.helo_name.clone().unwrap_or_else(machine_hostname),
         allow_insecure_auth: smtp.allow_insecure_auth,

@@ -55,7 +55,9 @@ pub fn new_message_id(from_email: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let domain = from_email.rsplit_once('@').map_or("mailplug.invalid", |(_, d)| d);
+    let domain = from_email
+        .rsplit_once('@')
+        .map_or("mailplug.invalid", |(_, d)| d);
     format!("<mailplug.{nanos:x}.{:x}.{n}@{domain}>", std::process::id())
 }
 
@@ -66,13 +68,18 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
     let from_addr = target
         .from_email
         .parse()
-        .map_err(|e: lettre::address::AddressError| MessageError::From(target.from_email.clone(), e.to_string()))?;
-    let to_addr = to
-        .parse()
-        .map_err(|e: lettre::address::AddressError| MessageError::To(to.to_owned(), e.to_string()))?;
+        .map_err(|e: lettre::address::AddressError| {
+            MessageError::From(target.from_email.clone(), e.to_string())
+        })?;
+    let to_addr = to.parse().map_err(|e: lettre::address::AddressError| {
+        MessageError::To(to.to_owned(), e.to_string())
+    })?;
     let from = Mailbox::new(target.from_name.clone(), from_addr);
     let message_id = new_message_id(&target.from_email);
-    let subject = format!("mailplug test email for connection \"{}\"", target.connection);
+    let subject = format!(
+        "mailplug test email for connection \"{}\"",
+        target.connection
+    );
     let text = format!(
         "This is a test email sent by mailplug through the connection \"{}\" ({} via {}, security: {}).\n\
          If you can read this, the connection delivers mail.\n",
@@ -103,7 +110,9 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -116,7 +125,10 @@ mod tests {
         t.from_name = Some("Acme News".into());
         let m = test_message(&t, "rcpt@example.test").unwrap();
         let text = String::from_utf8(m.raw).unwrap();
-        assert!(text.contains("From: \"Acme News\" <sender@example.test>"), "{text}");
+        assert!(
+            text.contains("From: \"Acme News\" <sender@example.test>"),
+            "{text}"
+        );
         assert!(text.contains("To: rcpt@example.test"));
         assert!(text.contains("Subject: mailplug test email for connection \"corp\""));
         assert!(text.contains("Date: "));
@@ -129,6 +141,9 @@ mod tests {
     #[test]
     fn bad_recipient_is_an_input_error() {
         let t = crate::mail::target::tests::sample();
-        assert!(matches!(test_message(&t, "not an address"), Err(MessageError::To(..))));
+        assert!(matches!(
+            test_message(&t, "not an address"),
+            Err(MessageError::To(..))
+        ));
     }
 }

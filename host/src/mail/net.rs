@@ -24,13 +24,24 @@ use super::tls::{TlsSetup, classify_handshake};
 /// Resolves the target's host (DNS stage).
 pub(crate) async fn resolve(target: &SmtpTarget) -> Result<Vec<SocketAddr>, Classification> {
     let fail = |class: Class, detail: String| {
-        Classification::local(class, Stage::Dns, detail, hint(target, class, Stage::Dns, 0, None))
+        Classification::local(
+            class,
+            Stage::Dns,
+            detail,
+            hint(target, class, Stage::Dns, 0, None),
+        )
     };
     let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
     match tokio::time::timeout(target.connect_timeout, lookup).await {
-        Err(_) => Err(fail(Class::Timeout, format!("resolving {:?} timed out", target.host))),
+        Err(_) => Err(fail(
+            Class::Timeout,
+            format!("resolving {:?} timed out", target.host),
+        )),
         Ok(Err(err)) => {
-            let mut c = fail(Class::DnsFailure, format!("cannot resolve {:?}: {err}", target.host));
+            let mut c = fail(
+                Class::DnsFailure,
+                format!("cannot resolve {:?}: {err}", target.host),
+            );
             // EAI_AGAIN ("temporary failure in name resolution") may pass.
             c.temporary = err.to_string().to_ascii_lowercase().contains("temporary");
             Err(c)
@@ -38,7 +49,10 @@ pub(crate) async fn resolve(target: &SmtpTarget) -> Result<Vec<SocketAddr>, Clas
         Ok(Ok(addrs)) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
             if addrs.is_empty() {
-                Err(fail(Class::DnsFailure, format!("{:?} has no address", target.host)))
+                Err(fail(
+                    Class::DnsFailure,
+                    format!("{:?} has no address", target.host),
+                ))
             } else {
                 Ok(addrs)
             }
@@ -76,12 +90,18 @@ pub(crate) async fn connect(
                 ));
             }
             Ok(Err(err)) => {
-                last = Some(class_for(Class::NetworkError, format!("connecting to {addr}: {err}")));
+                last = Some(class_for(
+                    Class::NetworkError,
+                    format!("connecting to {addr}: {err}"),
+                ));
             }
             Err(_) => {
                 last = Some(class_for(
                     Class::Timeout,
-                    format!("connecting to {addr} timed out after {:?}", target.connect_timeout),
+                    format!(
+                        "connecting to {addr} timed out after {:?}",
+                        target.connect_timeout
+                    ),
                 ));
             }
         }
@@ -111,7 +131,11 @@ pub(crate) async fn handshake(
         );
     }
     let first = Arc::new(Mutex::new(Vec::new()));
-    let sniff = Sniff { inner: tcp, first: first.clone(), seen: 0 };
+    let sniff = Sniff {
+        inner: tcp,
+        first: first.clone(),
+        seen: 0,
+    };
     let connect = tls.connector.connect(tls.server_name.clone(), sniff);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
@@ -226,7 +250,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
 
@@ -251,7 +279,11 @@ pub(crate) struct Replay {
 
 impl Replay {
     pub(crate) fn new(prefix: Vec<u8>, inner: Conn) -> Self {
-        Replay { prefix, pos: 0, inner }
+        Replay {
+            prefix,
+            pos: 0,
+            inner,
+        }
     }
 }
 
@@ -273,7 +305,11 @@ impl AsyncRead for Replay {
 }
 
 impl AsyncWrite for Replay {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

@@ -60,7 +60,9 @@ struct Idle {
 
 impl std::fmt::Debug for Idle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Idle").field("since", &self.since).finish_non_exhaustive()
+        f.debug_struct("Idle")
+            .field("since", &self.since)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ impl Mailer {
                     self.put_idle(conn);
                     return Ok(self.delivered(&response, message));
                 }
-                Err(Failure { classification, usable }) => {
+                Err(Failure {
+                    classification,
+                    usable,
+                }) => {
                     let stale = reused
                         && !usable
                         && classification.stage == Stage::MailFrom
@@ -171,7 +176,10 @@ impl Mailer {
 
     fn put_idle(&self, conn: AsyncSmtpConnection) {
         if let Ok(mut idle) = self.inner.idle.lock() {
-            idle.push(Idle { conn, since: Instant::now() });
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -189,7 +197,10 @@ impl Mailer {
         let mut rec = Recorder::default();
         let opened = open(target, &self.inner.tls, &mut rec, Continue::Lettre).await?;
         let prefix = opened.banner.to_wire();
-        let conn = opened.wire.into_conn().map_err(|e| e.classify(target, Stage::Banner))?;
+        let conn = opened
+            .wire
+            .into_conn()
+            .map_err(|e| e.classify(target, Stage::Banner))?;
         let stream = Replay::new(prefix, conn);
         let client_id = ClientId::Domain(target.helo_name.clone());
         let mut conn = self
@@ -210,7 +221,10 @@ impl Mailer {
                 ));
             }
             let credentials = Credentials::new(user.to_owned(), pass.expose().to_owned());
-            if let Err(c) = self.timed(Stage::Auth, conn.auth(&mechanisms, &credentials)).await {
+            if let Err(c) = self
+                .timed(Stage::Auth, conn.auth(&mechanisms, &credentials))
+                .await
+            {
                 conn.abort().await;
                 return Err(c);
             }
@@ -238,17 +252,24 @@ impl Mailer {
             .await
             .map_err(fail)?;
         for to in message.envelope.to() {
-            self.timed(Stage::RcptTo, conn.command(Rcpt::new(to.clone(), Vec::new())))
-                .await
-                .map_err(fail)?;
+            self.timed(
+                Stage::RcptTo,
+                conn.command(Rcpt::new(to.clone(), Vec::new())),
+            )
+            .await
+            .map_err(fail)?;
         }
-        self.timed(Stage::Data, conn.command(Data)).await.map_err(fail)?;
-        self.timed(Stage::Data, conn.message(&message.raw)).await.map_err(|c| Failure {
-            // After a failed body transfer the session state is unknown
-            // unless the server answered.
-            usable: c.reply_code.is_some(),
-            classification: c,
-        })
+        self.timed(Stage::Data, conn.command(Data))
+            .await
+            .map_err(fail)?;
+        self.timed(Stage::Data, conn.message(&message.raw))
+            .await
+            .map_err(|c| Failure {
+                // After a failed body transfer the session state is unknown
+                // unless the server answered.
+                usable: c.reply_code.is_some(),
+                classification: c,
+            })
     }
 
     /// Runs one lettre step under the command timeout and classifies its
@@ -274,7 +295,8 @@ impl Mailer {
     fn delivered(&self, response: &Response, message: &OutgoingMessage) -> Delivery {
         let code = u16::from(response.code());
         let text = response.message().collect::<Vec<_>>().join(" ");
-        let classification = Classification::from_reply(&self.inner.target, Stage::Data, code, &text);
+        let classification =
+            Classification::from_reply(&self.inner.target, Stage::Data, code, &text);
         Delivery {
             queue_id: queue_id(&text),
             classification,
@@ -289,7 +311,9 @@ fn classify_lettre(
     stage: Stage,
     err: &lettre::transport::smtp::Error,
 ) -> Classification {
-    let text = std::error::Error::source(err).map(ToString::to_string).unwrap_or_default();
+    let text = std::error::Error::source(err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
     if let Some(code) = err.status() {
         return Classification::from_reply(target, stage, u16::from(code), &text);
     }
@@ -304,7 +328,12 @@ fn classify_lettre(
     } else {
         Class::NetworkError
     };
-    Classification::local(class, stage, err.to_string(), hint(target, class, stage, 0, None))
+    Classification::local(
+        class,
+        stage,
+        err.to_string(),
+        hint(target, class, stage, 0, None),
+    )
 }
 
 /// Pulls a queue id out of a final DATA reply: Postfix/aiosmtpd "queued as
@@ -382,7 +411,10 @@ mod tests {
     #[test]
     fn queue_ids_are_found_in_common_reply_formats() {
         assert_eq!(queue_id("Ok: queued as 4XyZ12").as_deref(), Some("4XyZ12"));
-        assert_eq!(queue_id("2.0.0 OK id=1abc-DEF-2").as_deref(), Some("1abc-DEF-2"));
+        assert_eq!(
+            queue_id("2.0.0 OK id=1abc-DEF-2").as_deref(),
+            Some("1abc-DEF-2")
+        );
         assert_eq!(queue_id("OK"), None);
     }
 }

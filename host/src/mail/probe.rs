@@ -62,31 +62,51 @@ async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) ->
         let detail = e.to_string();
         Classification::local(Class::PermanentFailure, Stage::Dns, detail.clone(), detail)
     };
-    let warnings = target.validate().map_err(|e| (Vec::new(), config_error(e)))?;
+    let warnings = target
+        .validate()
+        .map_err(|e| (Vec::new(), config_error(e)))?;
     let tls = TlsSetup::new(target).map_err(|e| (warnings.clone(), config_error(e)))?;
     let fail = |c: Classification| (warnings.clone(), c);
 
-    let Opened { mut wire, ehlo, .. } = open(target, &tls, rec, Continue::Wire).await.map_err(fail)?;
-    let ehlo = ehlo.unwrap_or(Reply { code: 250, lines: Vec::new() });
+    let Opened { mut wire, ehlo, .. } = open(target, &tls, rec, Continue::Wire)
+        .await
+        .map_err(fail)?;
+    let ehlo = ehlo.unwrap_or(Reply {
+        code: 250,
+        lines: Vec::new(),
+    });
     let timeout = target.command_timeout;
 
     match target.credentials() {
         Some((user, pass)) => {
             let t = Instant::now();
             let r = auth(target, &mut wire, &ehlo, user, pass.expose()).await;
-            rec.finish(Stage::Auth, t, r, |m| Some(format!("{m} accepted"))).map_err(fail)?;
+            rec.finish(Stage::Auth, t, r, |m| Some(format!("{m} accepted")))
+                .map_err(fail)?;
         }
         None => rec.skip(Stage::Auth, "no credentials configured"),
     }
 
     let t = Instant::now();
-    let r = step(target, &mut wire, Stage::MailFrom, &format!("MAIL FROM:<{}>", target.from_email)).await;
+    let r = step(
+        target,
+        &mut wire,
+        Stage::MailFrom,
+        &format!("MAIL FROM:<{}>", target.from_email),
+    )
+    .await;
     rec.finish(Stage::MailFrom, t, r, summary).map_err(fail)?;
 
     let mut last = Stage::MailFrom;
     if let Some(rcpt) = &options.rcpt {
         let t = Instant::now();
-        let r = step(target, &mut wire, Stage::RcptTo, &format!("RCPT TO:<{rcpt}>")).await;
+        let r = step(
+            target,
+            &mut wire,
+            Stage::RcptTo,
+            &format!("RCPT TO:<{rcpt}>"),
+        )
+        .await;
         rec.finish(Stage::RcptTo, t, r, summary).map_err(fail)?;
         last = Stage::RcptTo;
     } else {
@@ -97,7 +117,12 @@ async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) ->
     let r = wire.command("RSET", timeout).await;
     let ok = matches!(&r, Ok(r) if r.is_positive());
     wire.quit(timeout).await;
-    rec.record(Stage::Quit, t, ok, r.ok().map(|r| format!("{} {}", r.code, r.text())));
+    rec.record(
+        Stage::Quit,
+        t,
+        ok,
+        r.ok().map(|r| format!("{} {}", r.code, r.text())),
+    );
 
     let mut done = Classification::local(
         Class::Accepted,
@@ -146,10 +171,18 @@ async fn auth(
     if offered.iter().any(|m| m == "PLAIN") {
         let token = B64.encode(format!("\0{user}\0{pass}"));
         let r = wire
-            .secret_command(&format!("AUTH PLAIN {token}"), "AUTH PLAIN <redacted>", timeout)
+            .secret_command(
+                &format!("AUTH PLAIN {token}"),
+                "AUTH PLAIN <redacted>",
+                timeout,
+            )
             .await
             .map_err(io)?;
-        return if r.is_positive() { Ok("PLAIN") } else { Err(negative(&r)) };
+        return if r.is_positive() {
+            Ok("PLAIN")
+        } else {
+            Err(negative(&r))
+        };
     }
     if offered.iter().any(|m| m == "LOGIN") {
         let r = wire.command("AUTH LOGIN", timeout).await.map_err(io)?;
@@ -167,12 +200,19 @@ async fn auth(
             .secret_command(&B64.encode(pass), "<redacted password>", timeout)
             .await
             .map_err(io)?;
-        return if r.is_positive() { Ok("LOGIN") } else { Err(negative(&r)) };
+        return if r.is_positive() {
+            Ok("LOGIN")
+        } else {
+            Err(negative(&r))
+        };
     }
     let detail = if offered.is_empty() {
         "the server offers no AUTH mechanism on this session".to_owned()
     } else {
-        format!("offered mechanisms: {} (mailplug supports PLAIN, LOGIN)", offered.join(" "))
+        format!(
+            "offered mechanisms: {} (mailplug supports PLAIN, LOGIN)",
+            offered.join(" ")
+        )
     };
     Err(Classification::local(
         Class::AuthUnavailable,

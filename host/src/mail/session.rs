@@ -53,7 +53,11 @@ impl Recorder {
     ) {
         self.stages.push(StageReport {
             stage,
-            status: if ok { StageStatus::Ok } else { StageStatus::Failed },
+            status: if ok {
+                StageStatus::Ok
+            } else {
+                StageStatus::Failed
+            },
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             detail,
         });
@@ -117,7 +121,9 @@ fn tls_detail(conn: &Conn) -> Option<String> {
             let c = s.get_ref().1;
             Some(format!(
                 "{} {}",
-                c.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+                c.protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default(),
                 c.negotiated_cipher_suite()
                     .map(|s| format!("{:?}", s.suite()))
                     .unwrap_or_default()
@@ -137,12 +143,19 @@ pub(crate) async fn open(
     let t = Instant::now();
     let addrs = resolve(target).await;
     let addrs = rec.finish(Stage::Dns, t, addrs, |a| {
-        Some(a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        Some(
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     })?;
 
     let t = Instant::now();
     let tcp = connect(target, &addrs).await;
-    let tcp = rec.finish(Stage::Connect, t, tcp, |s| s.peer_addr().ok().map(|a| a.to_string()))?;
+    let tcp = rec.finish(Stage::Connect, t, tcp, |s| {
+        s.peer_addr().ok().map(|a| a.to_string())
+    })?;
 
     let conn = if target.security == Security::Tls {
         let t = Instant::now();
@@ -155,31 +168,49 @@ pub(crate) async fn open(
 
     let t = Instant::now();
     let banner = read_banner(target, tls, &addrs, &mut wire).await;
-    let banner = rec.finish(Stage::Banner, t, banner, |r| Some(format!("{} {}", r.code, r.text())))?;
+    let banner = rec.finish(Stage::Banner, t, banner, |r| {
+        Some(format!("{} {}", r.code, r.text()))
+    })?;
 
     if target.security != Security::Starttls && then == Continue::Lettre {
-        return Ok(Opened { wire, banner, ehlo: None });
+        return Ok(Opened {
+            wire,
+            banner,
+            ehlo: None,
+        });
     }
 
     let t = Instant::now();
     let ehlo = ehlo(target, &mut wire).await;
     let ehlo = rec.finish(Stage::Ehlo, t, ehlo, |r| Some(r.extensions().join(", ")))?;
     if target.security != Security::Starttls {
-        return Ok(Opened { wire, banner, ehlo: Some(ehlo) });
+        return Ok(Opened {
+            wire,
+            banner,
+            ehlo: Some(ehlo),
+        });
     }
 
     let t = Instant::now();
     let upgraded = starttls(target, tls, wire, &ehlo).await;
     let mut wire = rec.finish(Stage::Tls, t, upgraded, |w| tls_detail(w.conn()))?;
     if then == Continue::Lettre {
-        return Ok(Opened { wire, banner, ehlo: None });
+        return Ok(Opened {
+            wire,
+            banner,
+            ehlo: None,
+        });
     }
     let t = Instant::now();
     let ehlo = self::ehlo(target, &mut wire).await;
     let ehlo = rec.finish(Stage::Ehlo, t, ehlo, |r| {
         Some(format!("after TLS: {}", r.extensions().join(", ")))
     })?;
-    Ok(Opened { wire, banner, ehlo: Some(ehlo) })
+    Ok(Opened {
+        wire,
+        banner,
+        ehlo: Some(ehlo),
+    })
 }
 
 async fn read_banner(
@@ -255,7 +286,10 @@ async fn starttls(
         return Err(Classification::local(
             Class::StarttlsUnavailable,
             Stage::Tls,
-            format!("EHLO did not offer STARTTLS (offered: {})", ehlo.extensions().join(", ")),
+            format!(
+                "EHLO did not offer STARTTLS (offered: {})",
+                ehlo.extensions().join(", ")
+            ),
             hint(target, Class::StarttlsUnavailable, Stage::Tls, 0, None),
         ));
     }
@@ -266,7 +300,9 @@ async fn starttls(
     if r.code != 220 {
         return Err(reply_error(target, Stage::Tls, &r));
     }
-    let conn = wire.into_conn().map_err(|e| e.classify(target, Stage::Tls))?;
+    let conn = wire
+        .into_conn()
+        .map_err(|e| e.classify(target, Stage::Tls))?;
     let Conn::Plain(tcp) = conn else {
         return Err(Classification::local(
             Class::ProtocolError,

@@ -150,7 +150,7 @@ impl SmtpTarget {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> SmtpTarget {

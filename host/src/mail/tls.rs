@@ -136,11 +136,21 @@ pub(crate) fn classify_handshake(
     first_bytes: &[u8],
 ) -> Classification {
     let local = |class: Class, detail: String| {
-        Classification::local(class, Stage::Tls, detail, hint(target, class, Stage::Tls, 0, None))
+        Classification::local(
+            class,
+            Stage::Tls,
+            detail,
+            hint(target, class, Stage::Tls, 0, None),
+        )
     };
     if looks_like_smtp(first_bytes) {
         let greeting = String::from_utf8_lossy(first_bytes);
-        let greeting = greeting.lines().next().unwrap_or_default().trim().to_owned();
+        let greeting = greeting
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let mut c = local(
             Class::TlsMismatch,
             format!("server greeted in clear instead of TLS: {greeting}"),

@@ -103,7 +103,12 @@ impl WireError {
             WireError::Malformed { raw, .. } if looks_like_tls(raw) => Class::TlsMismatch,
             WireError::Malformed { .. } => Class::ProtocolError,
         };
-        Classification::local(class, stage, self.to_string(), hint(target, class, stage, 0, None))
+        Classification::local(
+            class,
+            stage,
+            self.to_string(),
+            hint(target, class, stage, 0, None),
+        )
     }
 }
 
@@ -165,7 +170,10 @@ impl Wire {
         let mut code = 0u16;
         loop {
             let mut raw = Vec::new();
-            let n = (&mut self.io).take(MAX_LINE).read_until(b'\n', &mut raw).await?;
+            let n = (&mut self.io)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut raw)
+                .await?;
             if n == 0 {
                 return Err(WireError::Closed);
             }
@@ -185,7 +193,10 @@ impl Wire {
                 });
             };
             if code != 0 && this != code {
-                return Err(WireError::Malformed { text: line.into(), raw });
+                return Err(WireError::Malformed {
+                    text: line.into(),
+                    raw,
+                });
             }
             code = this;
             lines.push(line.get(4..).unwrap_or("").to_owned());
@@ -193,13 +204,20 @@ impl Wire {
                 return Ok(Reply { code, lines });
             }
             if lines.len() > MAX_LINES {
-                return Err(WireError::Malformed { text: "reply too long".into(), raw });
+                return Err(WireError::Malformed {
+                    text: "reply too long".into(),
+                    raw,
+                });
             }
         }
     }
 
     /// Sends a command line and reads its reply.
-    pub(crate) async fn command(&mut self, line: &str, timeout: Duration) -> Result<Reply, WireError> {
+    pub(crate) async fn command(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+    ) -> Result<Reply, WireError> {
         tracing::trace!(target: "mailplug::smtp", connection = %self.connection, "C: {line}");
         self.write_line(line).await?;
         self.read_reply(timeout).await
@@ -239,12 +257,24 @@ mod tests {
     use super::*;
 
     fn reply(code: u16, lines: &[&str]) -> Reply {
-        Reply { code, lines: lines.iter().map(|s| s.to_string()).collect() }
+        Reply {
+            code,
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn ehlo_extensions_and_auth_mechanisms_are_parsed() {
-        let r = reply(250, &["mx hello", "SIZE 1000", "STARTTLS", "AUTH LOGIN PLAIN", "AUTH=LOGIN"]);
+        let r = reply(
+            250,
+            &[
+                "mx hello",
+                "SIZE 1000",
+                "STARTTLS",
+                "AUTH LOGIN PLAIN",
+                "AUTH=LOGIN",
+            ],
+        );
         assert!(r.has_extension("STARTTLS"));
         assert!(!r.has_extension("SMTPUTF8"));
         assert_eq!(r.auth_mechanisms(), ["LOGIN", "PLAIN", "LOGIN"]);

@@ -1,0 +1,201 @@
+//! `mailplug check` / `mailplug test-send` through the real binary: output
+//! shape, JSON, and exit codes (0, 69, 75, 78).
+
+use super::harness::{server, spooled};
+use crate::support::mailplug;
+
+/// A config directory with one connection per `(name, port, security,
+/// with_auth)`, trusting the test CA; the password comes from
+/// `SMTP_TEST_PW`.
+pub fn config_dir(conns: &[(&str, u16, &str, bool)]) -> tempfile::TempDir {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, port, security, auth) in conns {
+        let auth = if *auth {
+            "  username: tester\n  password: { env: SMTP_TEST_PW }\n"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: {name}\nsmtp:\n  host: localhost\n  port: {port}\n  security: {security}\n{auth}  tls: {{ ca_file: {ca} }}\n  helo_name: cli.mailplug.test\nfrom:\n  name: CLI Tests\n  email: sender@example.test\nlimits: {{ max_connections: 1, timeout_seconds: 5 }}\n",
+            ca = s.ca_file.display()
+        );
+        std::fs::write(dir.path().join(format!("{name}.yaml")), yaml).unwrap();
+    }
+    dir
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(dir: &tempfile::TempDir, password: &str, args: &[&str]) -> Out {
+    let out = mailplug()
+        .args(args)
+        .arg("--config")
+        .arg(dir.path())
+        .env("SMTP_TEST_PW", password)
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn check_prints_one_line_per_stage_and_exits_0() {
+    let s = server();
+    let dir = config_dir(&[("sub", s.submission, "starttls", true)]);
+    let o = run(
+        &dir,
+        super::harness::PASSWORD,
+        &["check", "sub", "--rcpt", "a@example.test"],
+    );
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    for stage in [
+        "DNS",
+        "TCP connect",
+        "banner",
+        "EHLO",
+        "TLS",
+        "AUTH",
+        "MAIL FROM",
+        "RCPT TO",
+        "RSET/QUIT",
+    ] {
+        assert!(
+            o.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("✓") && l.contains(stage) && l.contains(" ms")),
+            "no ✓ line for {stage}:\n{}",
+            o.stdout
+        );
+    }
+    assert!(o.stdout.contains("result: accepted"), "{}", o.stdout);
+}
+
+#[test]
+fn check_json_and_failure_exit_codes() {
+    let s = server();
+    let dir = config_dir(&[
+        ("sub", s.submission, "starttls", true),
+        ("throttled", s.throttle, "none", false),
+    ]);
+    let o = run(&dir, "wrong", &["check", "sub", "--format", "json"]);
+    assert_eq!(
+        o.code,
+        Some(69),
+        "permanent failure: {}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["classification"]["class"], "auth_failed");
+    assert_eq!(v["classification"]["stage"], "auth");
+    assert_eq!(v["classification"]["reply_code"], 535);
+    assert_eq!(v["classification"]["enhanced_status"], "5.7.8");
+    assert_eq!(v["classification"]["temporary"], false);
+    assert!(
+        v["classification"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("username")
+    );
+    assert_eq!(
+        v["stages"].as_array().unwrap().last().unwrap()["status"],
+        "failed"
+    );
+
+    let o = run(&dir, "", &["check", "throttled"]);
+    assert_eq!(
+        o.code,
+        Some(75),
+        "temporary failure: {}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert!(o.stdout.contains("✗ MAIL FROM"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("result: throttled at MAIL FROM (temporary): 451 4.7.1"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("hint: "), "{}", o.stdout);
+
+    let o = run(&dir, "", &["check", "no-such-connection"]);
+    assert_eq!(o.code, Some(78), "config error: {}", o.stderr);
+    assert!(
+        o.stderr.contains("sub") && o.stderr.contains("throttled"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn unresolvable_password_is_a_config_error() {
+    let s = server();
+    let dir = config_dir(&[("sub", s.submission, "starttls", true)]);
+    let o = mailplug()
+        .args(["check", "sub", "--config"])
+        .arg(dir.path())
+        .env_remove("SMTP_TEST_PW")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("SMTP_TEST_PW"));
+}
+
+#[test]
+fn test_send_prints_the_queue_id_and_the_mail_arrives() {
+    let s = server();
+    let dir = config_dir(&[("sub", s.submission, "starttls", true)]);
+    let o = run(
+        &dir,
+        super::harness::PASSWORD,
+        &[
+            "test-send",
+            "sub",
+            "--to",
+            "cli@example.test",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["classification"]["class"], "accepted");
+    let m = spooled(v["message_id"].as_str().unwrap());
+    assert_eq!(m["queue_id"], v["queue_id"]);
+    assert_eq!(m["to"], "cli@example.test");
+    assert_eq!(m["subject"], "mailplug test email for connection \"sub\"");
+
+    let o = run(
+        &dir,
+        super::harness::PASSWORD,
+        &["test-send", "sub", "--to", "unknown@example.test"],
+    );
+    assert_eq!(o.code, Some(69), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("result: recipient_rejected at RCPT TO (permanent): 550 5.1.1"),
+        "{}",
+        o.stdout
+    );
+
+    let o = run(
+        &dir,
+        super::harness::PASSWORD,
+        &["test-send", "sub", "--to", "not an address"],
+    );
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+}
