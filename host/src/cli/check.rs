@@ -158,10 +158,17 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
         {
             eprintln!("{d}");
         }
-        return mail::target_for(conn).map_err(|e| {
+        let target = mail::target_for(conn).map_err(|e| {
             eprintln!("mailplug: {e}");
             exit::CONFIG
-        });
+        })?;
+        // Unusable settings (e.g. credentials over plaintext) are config
+        // errors, not delivery failures.
+        if let Err(e) = target.validate() {
+            eprintln!("mailplug: {e}");
+            return Err(exit::CONFIG);
+        }
+        return Ok(target);
     }
     // Defined in a file with errors? Show that file's problems.
     let broken: Vec<_> = loaded

@@ -12,6 +12,8 @@ use super::target::{Security, SmtpTarget};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Checks of the target before any network traffic.
+    Config,
     /// Resolving the host name.
     Dns,
     /// TCP connect.
@@ -38,6 +40,7 @@ impl Stage {
     /// Short label for human output.
     pub fn label(self) -> &'static str {
         match self {
+            Stage::Config => "config",
             Stage::Dns => "DNS",
             Stage::Connect => "TCP connect",
             Stage::Banner => "banner",
@@ -62,6 +65,8 @@ impl fmt::Display for Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
+    /// The connection's settings are unusable as written (nothing was sent).
+    ConfigError,
     /// The host name does not resolve.
     DnsFailure,
     /// Nothing listens on the port (RST).
@@ -106,6 +111,7 @@ impl Class {
     /// The snake_case name used in JSON and docs.
     pub fn as_str(self) -> &'static str {
         match self {
+            Class::ConfigError => "config_error",
             Class::DnsFailure => "dns_failure",
             Class::ConnectionRefused => "connection_refused",
             Class::Timeout => "timeout",
@@ -301,6 +307,7 @@ pub(crate) fn hint(
     let from = &target.from_email;
     match class {
         Class::Accepted => "nothing to change".into(),
+        Class::ConfigError => "fix the connection's configuration as the message says".into(),
         Class::DnsFailure => format!(
             "check smtp.host: {:?} does not resolve from this machine",
             target.host

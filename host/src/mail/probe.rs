@@ -60,7 +60,7 @@ type Outcome = Result<(Vec<String>, Classification), (Vec<String>, Classificatio
 async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) -> Outcome {
     let config_error = |e: super::target::TargetError| {
         let detail = e.to_string();
-        Classification::local(Class::PermanentFailure, Stage::Dns, detail.clone(), detail)
+        Classification::local(Class::ConfigError, Stage::Config, detail.clone(), detail)
     };
     let warnings = target
         .validate()

@@ -199,3 +199,12 @@ fn test_send_prints_the_queue_id_and_the_mail_arrives() {
     );
     assert_eq!(o.code, Some(2), "{}", o.stderr);
 }
+
+#[test]
+fn credentials_over_plaintext_without_opt_in_are_a_config_error() {
+    let s = server();
+    let dir = config_dir(&[("clear", s.plain, "none", true)]);
+    let o = run(&dir, super::harness::PASSWORD, &["check", "clear"]);
+    assert_eq!(o.code, Some(78), "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.is_empty(), "nothing may be probed: {}", o.stdout);
+}

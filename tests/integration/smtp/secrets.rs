@@ -139,3 +139,32 @@ fn cli_output_at_trace_level_never_contains_the_password() {
         assert_clean(&format!("mailplug {args:?}"), &all);
     }
 }
+
+#[tokio::test]
+async fn disabled_verification_is_logged_as_a_warning_at_every_use() {
+    let s = server();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut t = target("noverify-log", s.smtps, Security::Tls);
+    t.ca_file = None;
+    t.verify_tls = false;
+    assert_eq!(
+        probe(&t, ProbeOptions::default())
+            .await
+            .classification
+            .class,
+        Class::Accepted
+    );
+    let sent = test_send(&t, "noverify@example.test").await.unwrap();
+    assert_eq!(sent.classification.class, Class::Accepted, "{sent:#?}");
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let warnings = logs.matches("tls.verify: false").count();
+    assert_eq!(warnings, 2, "one warning per TLS session:\n{logs}");
+    assert!(logs.contains("WARN"), "{logs}");
+}
