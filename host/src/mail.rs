@@ -9,19 +9,22 @@
 
 mod classify;
 mod from_config;
+mod hint;
 mod message;
 mod net;
 mod pool;
 mod probe;
 mod session;
 mod target;
+mod test_send;
 mod tls;
 mod wire;
 
 pub use classify::{Class, Classification, Stage};
 pub use from_config::{ConfigError, target_for};
 pub use message::{MessageError, OutgoingMessage, new_message_id, test_message};
-pub use pool::{Delivery, Mailer, TestSendError, TestSendReport, test_send};
+pub use pool::{Delivery, Mailer};
 pub use probe::{ProbeOptions, ProbeReport, probe};
 pub use session::{StageReport, StageStatus};
 pub use target::{Secret, Security, SmtpTarget, TargetError};
+pub use test_send::{TestSendError, TestSendReport, test_send};

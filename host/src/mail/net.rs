@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::classify::{Class, Classification, Stage, hint};
+use super::classify::{Class, Classification, Stage};
+use super::hint::hint;
 use super::target::SmtpTarget;
 use super::tls::{TlsSetup, classify_handshake};
 

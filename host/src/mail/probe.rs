@@ -7,7 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::classify::{Class, Classification, Stage, hint};
+use super::classify::{Class, Classification, Stage};
+use super::hint::hint;
 use super::session::{Continue, Opened, Recorder, StageReport, open};
 use super::target::SmtpTarget;
 use super::tls::TlsSetup;

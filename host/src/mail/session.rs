@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::classify::{Class, Classification, Stage, hint};
+use super::classify::{Class, Classification, Stage};
+use super::hint::hint;
 use super::net::{Conn, connect, handshake, resolve};
 use super::target::{Security, SmtpTarget};
 use super::tls::TlsSetup;

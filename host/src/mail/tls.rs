@@ -9,7 +9,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::classify::{Class, Classification, Stage, hint};
+use super::classify::{Class, Classification, Stage};
+use super::hint::hint;
 use super::target::{SmtpTarget, TargetError};
 
 /// A ready TLS client for one target: config plus the name to verify.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::classify::{Class, Classification, Stage, hint};
+use super::classify::{Class, Classification, Stage};
+use super::hint::hint;
 use super::net::Conn;
 use super::target::SmtpTarget;
 use super::tls::looks_like_tls;
