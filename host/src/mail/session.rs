@@ -11,7 +11,7 @@ use super::hint::hint;
 use super::net::{Conn, connect, handshake, resolve};
 use super::target::{Security, SmtpTarget};
 use super::tls::TlsSetup;
-use super::wire::{Reply, Wire};
+use super::wire::{Reply, Wire, WireError};
 
 /// Outcome of one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,28 +220,54 @@ async fn read_banner(
     addrs: &[std::net::SocketAddr],
     wire: &mut Wire,
 ) -> Result<Reply, Classification> {
-    match wire.read_reply(target.command_timeout).await {
-        Ok(r) if r.code == 220 => Ok(r),
-        Ok(r) => Err(reply_error(target, Stage::Banner, &r)),
-        Err(super::wire::WireError::Timeout(d)) if target.security != Security::Tls => {
-            // Silence may mean the port waits for a TLS ClientHello: ask it.
-            if speaks_tls(target, tls, addrs).await {
-                Err(Classification::local(
-                    Class::TlsMismatch,
-                    Stage::Banner,
-                    format!("no greeting within {d:?}, but the port completes a TLS handshake"),
-                    hint(target, Class::TlsMismatch, Stage::Banner, 0, None),
-                ))
-            } else {
-                Err(super::wire::WireError::Timeout(d).classify(target, Stage::Banner))
+    let mismatch = |waited: Duration| {
+        Classification::local(
+            Class::TlsMismatch,
+            Stage::Banner,
+            format!("no greeting after {waited:?}, but the port completes a TLS handshake"),
+            hint(target, Class::TlsMismatch, Stage::Banner, 0, None),
+        )
+    };
+    // Servers greet at once; silence usually means the port waits for a
+    // TLS ClientHello. After a short grace period a second connection asks
+    // the port whether it speaks TLS, while this one keeps waiting for a
+    // (slow) greeting until the command timeout.
+    let grace = (target.command_timeout / 2).min(Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let read = wire.read_reply(target.command_timeout);
+    tokio::pin!(read);
+    let early = tokio::select! {
+        r = &mut read => Some(r),
+        () = tokio::time::sleep(grace), if target.security != Security::Tls => None,
+    };
+    let result = match early {
+        Some(r) => r,
+        None => {
+            let sniff = speaks_tls(target, tls, addrs);
+            tokio::pin!(sniff);
+            tokio::select! {
+                r = &mut read => match r {
+                    Err(WireError::Timeout(d)) if sniff.await => return Err(mismatch(d)),
+                    other => other,
+                },
+                is_tls = &mut sniff => {
+                    if is_tls {
+                        return Err(mismatch(started.elapsed()));
+                    }
+                    read.await
+                }
             }
         }
+    };
+    match result {
+        Ok(r) if r.code == 220 => Ok(r),
+        Ok(r) => Err(reply_error(target, Stage::Banner, &r)),
         Err(e) => Err(e.classify(target, Stage::Banner)),
     }
 }
 
-/// Whether the port answers a TLS ClientHello with TLS (handshake success or
-/// a certificate complaint both prove it speaks TLS).
+/// Whether the port answers a TLS ClientHello with TLS: a completed
+/// handshake, a certificate complaint or a TLS alert all prove it.
 async fn speaks_tls(target: &SmtpTarget, tls: &TlsSetup, addrs: &[std::net::SocketAddr]) -> bool {
     let Ok(tcp) = connect(target, addrs).await else {
         return false;
@@ -249,7 +275,12 @@ async fn speaks_tls(target: &SmtpTarget, tls: &TlsSetup, addrs: &[std::net::Sock
     let limit = target.command_timeout.min(Duration::from_secs(10));
     match handshake(target, tls, tcp, limit).await {
         Ok(_) => true,
-        Err(c) => matches!(c.class, Class::CertificateInvalid | Class::TlsFailed),
+        Err(c) => {
+            c.class == Class::CertificateInvalid
+                || (c.class == Class::TlsFailed
+                    && c.server_text
+                        .is_some_and(|t| t.contains("received fatal alert")))
+        }
     }
 }
 
