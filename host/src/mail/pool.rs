@@ -129,11 +129,12 @@ impl Mailer {
                     classification,
                     usable,
                 }) => {
+                    // No reply at all, or 421 (the server closing an idle
+                    // session), at the first command of a reused session.
                     let stale = reused
-                        && !usable
                         && classification.stage == Stage::MailFrom
-                        && classification.reply_code.is_none();
-                    if usable && self.reset(&mut conn).await {
+                        && matches!(classification.reply_code, None | Some(421));
+                    if usable && !stale && self.reset(&mut conn).await {
                         self.put_idle(conn);
                     } else {
                         conn.abort().await;
