@@ -8,6 +8,7 @@ line on stdout once every listener is bound:
   plain       no TLS at all, AUTH PLAIN/LOGIN offered in clear (optional)
   throttle    no TLS, no AUTH, every MAIL FROM answered 451 4.7.1 (rate limit)
   login       no TLS, only AUTH LOGIN offered (exercises the LOGIN exchange)
+  brief       no TLS, AUTH optional, closes sessions idle for 1 second
 
 Rules shared by every port:
   * an authenticated session may only use a MAIL FROM listed in
@@ -125,9 +126,9 @@ async def main():
     rules = Rules(args, password)
     throttle = Rules(args, password, throttle=True)
 
-    def smtp(handler, **kw):
+    def smtp(handler, timeout=60, **kw):
         return lambda: SMTP(handler, hostname=args.hostname, authenticator=handler.authenticator,
-                            timeout=60, **kw)
+                            timeout=timeout, **kw)
 
     servers = {
         "submission": await loop.create_server(
@@ -138,6 +139,7 @@ async def main():
         "throttle": await loop.create_server(smtp(throttle, auth_require_tls=False), "127.0.0.1", 0),
         "login": await loop.create_server(
             smtp(rules, auth_require_tls=False, auth_exclude_mechanism=["PLAIN"]), "127.0.0.1", 0),
+        "brief": await loop.create_server(smtp(rules, timeout=1, auth_require_tls=False), "127.0.0.1", 0),
     }
     ports = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
     print(json.dumps(ports), flush=True)

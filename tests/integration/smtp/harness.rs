@@ -23,6 +23,7 @@ pub struct Server {
     pub plain: u16,
     pub throttle: u16,
     pub login: u16,
+    pub brief: u16,
     pub spool: PathBuf,
     pub ca_file: PathBuf,
     /// Held so the server lives as long as the test process: it exits when
@@ -123,6 +124,7 @@ fn start() -> Server {
         plain: port("plain"),
         throttle: port("throttle"),
         login: port("login"),
+        brief: port("brief"),
         spool,
         ca_file,
         _stdin: Mutex::new(stdin),

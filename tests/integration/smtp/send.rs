@@ -188,3 +188,28 @@ async fn pooled_mailer_reuses_sessions_and_delivers_every_message() {
     );
     mailer.close().await;
 }
+
+#[tokio::test]
+async fn pooled_mailer_reconnects_when_the_server_dropped_an_idle_session() {
+    let s = server();
+    let mut t = target("send-brief", s.brief, Security::None);
+    t.username = None;
+    t.password = None;
+    t.max_connections = 1;
+    let mailer = Mailer::new(t.clone()).unwrap();
+    let first = mailplug::mail::test_message(&t, "brief@example.test").unwrap();
+    assert_eq!(
+        mailer.send(&first).await.unwrap().classification.class,
+        Class::Accepted
+    );
+    // The server closes sessions idle for 1 s; the pooled one is now dead.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let second = mailplug::mail::test_message(&t, "brief@example.test").unwrap();
+    let d = mailer
+        .send(&second)
+        .await
+        .unwrap_or_else(|c| panic!("{c:#?}"));
+    assert_eq!(d.classification.class, Class::Accepted);
+    spooled(&first.message_id);
+    spooled(&second.message_id);
+}
