@@ -18,6 +18,7 @@ mod session;
 mod target;
 mod test_send;
 mod tls;
+mod transaction;
 mod wire;
 
 pub use classify::{Class, Classification, Stage};

@@ -3,12 +3,13 @@
 Listens on 127.0.0.1 only, on ports the OS picks, and prints them as one JSON
 line on stdout once every listener is bound:
 
-  submission  STARTTLS required, AUTH PLAIN/LOGIN required (only after TLS)
+  submission  STARTTLS required, AUTH PLAIN/LOGIN required (only after TLS),
+              PIPELINING advertised
   smtps       implicit TLS from the first byte, AUTH PLAIN/LOGIN required
   plain       no TLS at all, AUTH PLAIN/LOGIN offered in clear (optional)
   throttle    no TLS, no AUTH, every MAIL FROM answered 451 4.7.1 (rate limit)
   login       no TLS, only AUTH LOGIN offered (exercises the LOGIN exchange)
-  brief       no TLS, AUTH optional, closes sessions idle for 1 second
+  brief       no TLS, AUTH optional, PIPELINING, closes sessions idle for 1 s
 
 Rules shared by every port:
   * an authenticated session may only use a MAIL FROM listed in
@@ -39,17 +40,22 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 class Rules:
     """Handler hooks implementing the per-port policies above."""
 
-    def __init__(self, args, password, throttle=False):
+    def __init__(self, args, password, throttle=False, pipelining=False):
         self.user = args.user.encode()
         self.password = password.encode()
         self.allowed_from = {a.strip().lower() for a in args.allowed_from.split(",") if a.strip()}
         self.spool = args.spool
         self.throttle = throttle
+        self.pipelining = pipelining
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         if self.throttle:
             responses = [r for r in responses if not r.startswith("250-AUTH")]
+        if self.pipelining:
+            # aiosmtpd reads commands in order, so it copes with pipelined
+            # clients; it just does not say so by itself.
+            responses = responses[:-1] + ["250-PIPELINING"] + responses[-1:]
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -124,6 +130,7 @@ async def main():
     tls.load_cert_chain(args.cert, args.key)
     loop = asyncio.get_running_loop()
     rules = Rules(args, password)
+    piped = Rules(args, password, pipelining=True)
     throttle = Rules(args, password, throttle=True)
 
     def smtp(handler, timeout=60, **kw):
@@ -132,14 +139,14 @@ async def main():
 
     servers = {
         "submission": await loop.create_server(
-            smtp(rules, tls_context=tls, require_starttls=True, auth_required=True), "127.0.0.1", 0),
+            smtp(piped, tls_context=tls, require_starttls=True, auth_required=True), "127.0.0.1", 0),
         "smtps": await loop.create_server(
             smtp(rules, auth_required=True, auth_require_tls=False), "127.0.0.1", 0, ssl=tls),
         "plain": await loop.create_server(smtp(rules, auth_require_tls=False), "127.0.0.1", 0),
         "throttle": await loop.create_server(smtp(throttle, auth_require_tls=False), "127.0.0.1", 0),
         "login": await loop.create_server(
             smtp(rules, auth_require_tls=False, auth_exclude_mechanism=["PLAIN"]), "127.0.0.1", 0),
-        "brief": await loop.create_server(smtp(rules, timeout=1, auth_require_tls=False), "127.0.0.1", 0),
+        "brief": await loop.create_server(smtp(piped, timeout=1, auth_require_tls=False), "127.0.0.1", 0),
     }
     ports = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
     print(json.dumps(ports), flush=True)

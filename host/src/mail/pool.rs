@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::commands::Rset;
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -18,9 +18,10 @@ use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
 use super::message::OutgoingMessage;
 use super::net::Replay;
-use super::session::{Continue, Recorder, open};
+use super::session::{Recorder, open};
 use super::target::{SmtpTarget, TargetError};
 use super::tls::TlsSetup;
+use super::transaction::{Failure, Session, timed, transaction};
 
 /// Idle sessions older than this are closed instead of reused: servers drop
 /// idle clients after a few minutes (RFC 5321 suggests 5), and a reused
@@ -55,7 +56,7 @@ struct Inner {
 }
 
 struct Idle {
-    conn: AsyncSmtpConnection,
+    session: Session,
     since: Instant,
 }
 
@@ -65,13 +66,6 @@ impl std::fmt::Debug for Idle {
             .field("since", &self.since)
             .finish_non_exhaustive()
     }
-}
-
-/// A failed transaction: the classification, and whether the session can
-/// still be used (the server answered; we only need RSET).
-struct Failure {
-    classification: Classification,
-    usable: bool,
 }
 
 impl Mailer {
@@ -116,13 +110,13 @@ impl Mailer {
         // A pooled session may have been closed by the server while idle;
         // then one fresh session gets the message.
         for _ in 0..2 {
-            let (mut conn, reused) = match self.take_idle() {
-                Some(conn) => (conn, true),
+            let (mut session, reused) = match self.take_idle() {
+                Some(session) => (session, true),
                 None => (self.connect().await.map_err(|c| c.scrub(secret))?, false),
             };
-            match self.transaction(&mut conn, message).await {
+            match transaction(&self.inner.target, &mut session, message).await {
                 Ok(response) => {
-                    self.put_idle(conn);
+                    self.put_idle(session);
                     return Ok(self.delivered(&response, message));
                 }
                 Err(Failure {
@@ -134,10 +128,10 @@ impl Mailer {
                     let stale = reused
                         && classification.stage == Stage::MailFrom
                         && matches!(classification.reply_code, None | Some(421));
-                    if usable && !stale && self.reset(&mut conn).await {
-                        self.put_idle(conn);
-                    } else {
-                        conn.abort().await;
+                    // An unusable session is dropped without QUIT: it may be
+                    // broken, or inside DATA where QUIT would be message text.
+                    if usable && !stale && self.reset(&mut session.conn).await {
+                        self.put_idle(session);
                     }
                     if stale {
                         tracing::debug!(connection = %inner.target.connection, "pooled session was closed; reconnecting");
@@ -162,24 +156,25 @@ impl Mailer {
             Err(_) => Vec::new(),
         };
         for mut i in idle {
-            let _ = tokio::time::timeout(self.inner.target.command_timeout, i.conn.quit()).await;
+            let _ = tokio::time::timeout(self.inner.target.command_timeout, i.session.conn.quit())
+                .await;
         }
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<Session> {
         let mut idle = self.inner.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
-            if i.since.elapsed() < MAX_IDLE && !i.conn.has_broken() {
-                return Some(i.conn);
+            if i.since.elapsed() < MAX_IDLE && !i.session.conn.has_broken() {
+                return Some(i.session);
             }
         }
         None
     }
 
-    fn put_idle(&self, conn: AsyncSmtpConnection) {
+    fn put_idle(&self, session: Session) {
         if let Ok(mut idle) = self.inner.idle.lock() {
             idle.push(Idle {
-                conn,
+                session,
                 since: Instant::now(),
             });
         }
@@ -194,10 +189,11 @@ impl Mailer {
 
     /// Opens a session: mailplug's stages up to the greeting / TLS, then
     /// lettre's EHLO and AUTH.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, Classification> {
+    async fn connect(&self) -> Result<Session, Classification> {
         let target = &self.inner.target;
         let mut rec = Recorder::default();
-        let opened = open(target, &self.inner.tls, &mut rec, Continue::Lettre).await?;
+        let opened = open(target, &self.inner.tls, &mut rec).await?;
+        let pipelining = opened.ehlo.has_extension("PIPELINING");
         let prefix = opened.banner.to_wire();
         let conn = opened
             .wire
@@ -205,16 +201,16 @@ impl Mailer {
             .map_err(|e| e.classify(target, Stage::Banner))?;
         let stream = Replay::new(prefix, conn);
         let client_id = ClientId::Domain(target.helo_name.clone());
-        let mut conn = self
-            .timed(
-                Stage::Ehlo,
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &client_id),
-            )
-            .await?;
+        let mut conn = timed(
+            target,
+            Stage::Ehlo,
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &client_id),
+        )
+        .await?;
         if let Some((user, pass)) = target.credentials() {
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
             if conn.server_info().get_auth_mechanism(&mechanisms).is_none() {
-                conn.abort().await;
+                quit_quickly(&mut conn).await;
                 return Err(Classification::local(
                     Class::AuthUnavailable,
                     Stage::Auth,
@@ -223,75 +219,13 @@ impl Mailer {
                 ));
             }
             let credentials = Credentials::new(user.to_owned(), pass.expose().to_owned());
-            if let Err(c) = self
-                .timed(Stage::Auth, conn.auth(&mechanisms, &credentials))
-                .await
-            {
-                conn.abort().await;
+            if let Err(c) = timed(target, Stage::Auth, conn.auth(&mechanisms, &credentials)).await {
+                quit_quickly(&mut conn).await;
                 return Err(c);
             }
         }
-        tracing::debug!(connection = %target.connection, "SMTP session opened");
-        Ok(conn)
-    }
-
-    /// MAIL FROM, RCPT TO for each recipient, DATA, body: stage by stage.
-    async fn transaction(
-        &self,
-        conn: &mut AsyncSmtpConnection,
-        message: &OutgoingMessage,
-    ) -> Result<Response, Failure> {
-        let fail = |classification: Classification| Failure {
-            usable: classification.reply_code.is_some(),
-            classification,
-        };
-        let mut params = Vec::new();
-        if !message.raw.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let from = message.envelope.from().cloned();
-        self.timed(Stage::MailFrom, conn.command(Mail::new(from, params)))
-            .await
-            .map_err(fail)?;
-        for to in message.envelope.to() {
-            self.timed(
-                Stage::RcptTo,
-                conn.command(Rcpt::new(to.clone(), Vec::new())),
-            )
-            .await
-            .map_err(fail)?;
-        }
-        self.timed(Stage::Data, conn.command(Data))
-            .await
-            .map_err(fail)?;
-        self.timed(Stage::Data, conn.message(&message.raw))
-            .await
-            .map_err(|c| Failure {
-                // After a failed body transfer the session state is unknown
-                // unless the server answered.
-                usable: c.reply_code.is_some(),
-                classification: c,
-            })
-    }
-
-    /// Runs one lettre step under the command timeout and classifies its
-    /// failure at `stage`.
-    async fn timed<T>(
-        &self,
-        stage: Stage,
-        fut: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
-    ) -> Result<T, Classification> {
-        let target = &self.inner.target;
-        match tokio::time::timeout(target.command_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify_lettre(target, stage, &e)),
-            Err(_) => Err(Classification::local(
-                Class::Timeout,
-                stage,
-                format!("no reply within {:?}", target.command_timeout),
-                hint(target, Class::Timeout, stage, 0, None),
-            )),
-        }
+        tracing::debug!(connection = %target.connection, pipelining, "SMTP session opened");
+        Ok(Session { conn, pipelining })
     }
 
     fn delivered(&self, response: &Response, message: &OutgoingMessage) -> Delivery {
@@ -307,35 +241,9 @@ impl Mailer {
     }
 }
 
-/// Classifies a lettre error at `stage`.
-fn classify_lettre(
-    target: &SmtpTarget,
-    stage: Stage,
-    err: &lettre::transport::smtp::Error,
-) -> Classification {
-    let text = std::error::Error::source(err)
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    if let Some(code) = err.status() {
-        return Classification::from_reply(target, stage, u16::from(code), &text);
-    }
-    let class = if err.is_timeout() {
-        Class::Timeout
-    } else if err.is_tls() {
-        Class::TlsFailed
-    } else if err.is_client() && stage == Stage::Auth {
-        Class::AuthUnavailable
-    } else if err.is_response() {
-        Class::ProtocolError
-    } else {
-        Class::NetworkError
-    };
-    Classification::local(
-        class,
-        stage,
-        err.to_string(),
-        hint(target, class, stage, 0, None),
-    )
+/// Ends a session politely but without waiting long for the goodbye.
+async fn quit_quickly(conn: &mut AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.abort()).await;
 }
 
 /// Pulls a queue id out of a final DATA reply: Postfix/aiosmtpd "queued as

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
-use super::session::{Continue, Opened, Recorder, StageReport, open};
+use super::session::{Opened, Recorder, StageReport, open};
 use super::target::SmtpTarget;
 use super::tls::TlsSetup;
 use super::wire::{Reply, Wire};
@@ -69,13 +69,7 @@ async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) ->
     let tls = TlsSetup::new(target).map_err(|e| (warnings.clone(), config_error(e)))?;
     let fail = |c: Classification| (warnings.clone(), c);
 
-    let Opened { mut wire, ehlo, .. } = open(target, &tls, rec, Continue::Wire)
-        .await
-        .map_err(fail)?;
-    let ehlo = ehlo.unwrap_or(Reply {
-        code: 250,
-        lines: Vec::new(),
-    });
+    let Opened { mut wire, ehlo, .. } = open(target, &tls, rec).await.map_err(fail)?;
     let timeout = target.command_timeout;
 
     match target.credentials() {

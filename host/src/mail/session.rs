@@ -92,24 +92,15 @@ impl Recorder {
     }
 }
 
-/// Who continues the session after [`open`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Continue {
-    /// Our own client (the probe): EHLO is done here in every mode.
-    Wire,
-    /// lettre: it reads a greeting and sends EHLO itself, so `open` stops
-    /// after the greeting (or after the STARTTLS handshake).
-    Lettre,
-}
-
-/// An open session, ready for AUTH (probe) or for lettre.
+/// An open session after EHLO (after TLS when STARTTLS was used), ready for
+/// AUTH. The sending path hands the stream to lettre, replaying the
+/// greeting; lettre then sends its own EHLO, which RFC 5321 allows.
 #[derive(Debug)]
 pub(crate) struct Opened {
     pub(crate) wire: Wire,
     pub(crate) banner: Reply,
-    /// The last EHLO reply (after TLS when STARTTLS was used); `None` when
-    /// lettre will send EHLO itself.
-    pub(crate) ehlo: Option<Reply>,
+    /// The last EHLO reply (after TLS when STARTTLS was used).
+    pub(crate) ehlo: Reply,
 }
 
 fn reply_error(target: &SmtpTarget, stage: Stage, reply: &Reply) -> Classification {
@@ -139,7 +130,6 @@ pub(crate) async fn open(
     target: &SmtpTarget,
     tls: &TlsSetup,
     rec: &mut Recorder,
-    then: Continue,
 ) -> Result<Opened, Classification> {
     let t = Instant::now();
     let addrs = resolve(target).await;
@@ -173,45 +163,22 @@ pub(crate) async fn open(
         Some(format!("{} {}", r.code, r.text()))
     })?;
 
-    if target.security != Security::Starttls && then == Continue::Lettre {
-        return Ok(Opened {
-            wire,
-            banner,
-            ehlo: None,
-        });
-    }
-
     let t = Instant::now();
     let ehlo = ehlo(target, &mut wire).await;
     let ehlo = rec.finish(Stage::Ehlo, t, ehlo, |r| Some(r.extensions().join(", ")))?;
     if target.security != Security::Starttls {
-        return Ok(Opened {
-            wire,
-            banner,
-            ehlo: Some(ehlo),
-        });
+        return Ok(Opened { wire, banner, ehlo });
     }
 
     let t = Instant::now();
     let upgraded = starttls(target, tls, wire, &ehlo).await;
     let mut wire = rec.finish(Stage::Tls, t, upgraded, |w| tls_detail(w.conn()))?;
-    if then == Continue::Lettre {
-        return Ok(Opened {
-            wire,
-            banner,
-            ehlo: None,
-        });
-    }
     let t = Instant::now();
     let ehlo = self::ehlo(target, &mut wire).await;
     let ehlo = rec.finish(Stage::Ehlo, t, ehlo, |r| {
         Some(format!("after TLS: {}", r.extensions().join(", ")))
     })?;
-    Ok(Opened {
-        wire,
-        banner,
-        ehlo: Some(ehlo),
-    })
+    Ok(Opened { wire, banner, ehlo })
 }
 
 async fn read_banner(

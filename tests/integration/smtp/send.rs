@@ -213,3 +213,37 @@ async fn pooled_mailer_reconnects_when_the_server_dropped_an_idle_session() {
     spooled(&first.message_id);
     spooled(&second.message_id);
 }
+
+#[tokio::test]
+async fn one_refused_recipient_fails_the_whole_pipelined_message() {
+    let s = server();
+    let t = target("send-partial", s.submission, Security::Starttls);
+    let mailer = Mailer::new(t.clone()).unwrap();
+    let mut msg = mailplug::mail::test_message(&t, "partial-ok@example.test").unwrap();
+    msg.envelope = lettre::address::Envelope::new(
+        Some(ALLOWED_FROM.parse().unwrap()),
+        vec![
+            "partial-ok@example.test".parse().unwrap(),
+            "unknown@example.test".parse().unwrap(),
+        ],
+    )
+    .unwrap();
+    let c = mailer.send(&msg).await.unwrap_err();
+    assert_eq!(
+        (c.class, c.stage, c.reply_code),
+        (Class::RecipientRejected, Stage::RcptTo, Some(550)),
+        "{c:#?}"
+    );
+    // The server had opened DATA for the accepted recipient; nothing may
+    // have been delivered, and the mailer keeps working.
+    let next = mailplug::mail::test_message(&t, "partial-next@example.test").unwrap();
+    assert_eq!(
+        mailer.send(&next).await.unwrap().classification.class,
+        Class::Accepted
+    );
+    spooled(&next.message_id);
+    assert!(
+        spooled_for("partial-ok@example.test").is_empty(),
+        "a partial message was delivered"
+    );
+}
