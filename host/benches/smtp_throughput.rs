@@ -7,7 +7,11 @@
 //! (`1,8,32`), `BENCH_REPEATS` (5, the median is reported),
 //! `BENCH_STALL_MESSAGES` (200, for the lettre-default reference).
 //!
-//! The lettre-default row sends through lettre's own pooled
+//! smtp-source does not pipeline; mailplug pipelines MAIL/RCPT/DATA when
+//! the server offers PIPELINING, so a second sink started with `-p` (no
+//! PIPELINING) gives the like-for-like column.
+//!
+//! The lettre-default column sends through lettre's own pooled
 //! `AsyncSmtpTransport` as configured by default (no `TCP_NODELAY`): it
 //! shows the Nagle / delayed-ACK stall mailplug's own sockets avoid.
 
@@ -55,8 +59,11 @@ impl Drop for Sink {
     }
 }
 
-fn start_sink(port: u16) -> Sink {
+fn start_sink(port: u16, pipelining: bool) -> Sink {
     let mut cmd = Command::new(SINK);
+    if !pipelining {
+        cmd.arg("-p");
+    }
     // smtp-sink refuses to run as root without a user to switch to.
     if is_root() {
         cmd.args(["-u", "nobody"]);
@@ -210,7 +217,9 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let port = free_port();
-    let _sink = start_sink(port);
+    let _sink = start_sink(port, true);
+    let plain_port = free_port();
+    let _plain_sink = start_sink(plain_port, false);
     let (lettre_msg, msg) = message(size);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,16 +232,22 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>8} {:>16} {:>16} {:>8} {:>22}",
-        "sessions", "smtp-source/s", "mailplug/s", "ratio", "lettre default pool/s"
+        "{:>8} {:>14} {:>12} {:>7} {:>19} {:>7} {:>14}",
+        "sessions",
+        "smtp-source/s",
+        "mailplug/s",
+        "ratio",
+        "mailplug no-pipe/s",
+        "ratio",
+        "lettre dflt/s"
     );
     for &pool in &pools {
-        let mut src = Vec::new();
-        let mut ours = Vec::new();
-        // Interleave so background load hits both sides alike.
+        let (mut src, mut ours, mut nopipe) = (Vec::new(), Vec::new(), Vec::new());
+        // Interleave so background load hits every side alike.
         for _ in 0..repeats {
             src.push(smtp_source(port, pool, messages, size));
             ours.push(rt.block_on(mailplug(port, pool, messages, &msg)));
+            nopipe.push(rt.block_on(mailplug(plain_port, pool, messages, &msg)));
         }
         let stall = rt.block_on(lettre_default(
             port,
@@ -240,10 +255,11 @@ fn main() {
             stall_messages.max(pool),
             &lettre_msg,
         ));
-        let (s, m) = (median(src), median(ours));
+        let (s, m, n) = (median(src), median(ours), median(nopipe));
         println!(
-            "{pool:>8} {s:>16.0} {m:>16.0} {:>7.1}% {stall:>22.0}",
-            100.0 * m / s
+            "{pool:>8} {s:>14.0} {m:>12.0} {:>6.1}% {n:>19.0} {:>6.1}% {stall:>14.0}",
+            100.0 * m / s,
+            100.0 * n / s
         );
     }
 }
