@@ -5,7 +5,8 @@
 //! `cargo bench --bench smtp_throughput`. Knobs (environment):
 //! `BENCH_MESSAGES` (5000), `BENCH_SIZE` (2048 body bytes), `BENCH_POOLS`
 //! (`1,8,32`), `BENCH_REPEATS` (5, the median is reported),
-//! `BENCH_STALL_MESSAGES` (200, for the lettre-default reference).
+//! `BENCH_STALL_MESSAGES` (200, for the lettre-default reference),
+//! `BENCH_RUNTIME` (`multi`, or `current` for a single-threaded runtime).
 //!
 //! smtp-source does not pipeline; mailplug pipelines MAIL/RCPT/DATA when
 //! the server offers PIPELINING, so a second sink started with `-p` (no
@@ -221,10 +222,19 @@ fn main() {
     let plain_port = free_port();
     let _plain_sink = start_sink(plain_port, false);
     let (lettre_msg, msg) = message(size);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // The daemon runs a multi-threaded runtime; BENCH_RUNTIME=current
+    // measures the single-threaded one.
+    let rt = if std::env::var("BENCH_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
 
     println!(
         "SMTP throughput: {messages} messages of {size} body bytes to smtp-sink on 127.0.0.1:{port}, \

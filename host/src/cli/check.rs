@@ -40,6 +40,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
+    if let Some(rcpt) = &args.rcpt
+        && rcpt.parse::<lettre::Address>().is_err()
+    {
+        eprintln!("mailplug: --rcpt {rcpt:?} is not a valid email address");
+        return Ok(exit::USAGE);
+    }
     let runtime = runtime()?;
     let options = ProbeOptions {
         rcpt: args.rcpt.clone(),

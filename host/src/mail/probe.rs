@@ -66,6 +66,14 @@ async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) ->
     let warnings = target
         .validate()
         .map_err(|e| (Vec::new(), config_error(e)))?;
+    // The recipient goes into RCPT TO as is: only a plain address will do.
+    if let Some(rcpt) = &options.rcpt
+        && rcpt.parse::<lettre::Address>().is_err()
+    {
+        let detail = format!("--rcpt {rcpt:?} is not a valid email address");
+        let c = Classification::local(Class::ConfigError, Stage::Config, detail.clone(), detail);
+        return Err((warnings, c));
+    }
     let tls = TlsSetup::new(target).map_err(|e| (warnings.clone(), config_error(e)))?;
     let fail = |c: Classification| (warnings.clone(), c);
 

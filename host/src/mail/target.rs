@@ -98,6 +98,12 @@ pub enum TargetError {
     /// The host is not a valid TLS server name.
     #[error("connection {0}: smtp.host {1:?} is not a valid host name for TLS")]
     ServerName(String, String),
+    /// `from.email` is not a plain address (it goes into MAIL FROM as is).
+    #[error("connection {0}: from.email {1:?} is not a valid email address")]
+    BadFrom(String, String),
+    /// `helo_name` is not a single token (it goes into EHLO as is).
+    #[error("connection {0}: smtp.helo_name {1:?} must be a host name without spaces")]
+    BadHelo(String, String),
     /// Pool size zero.
     #[error("connection {0}: limits.max_connections must be at least 1")]
     NoConnections(String),
@@ -110,6 +116,23 @@ impl SmtpTarget {
         let mut warnings = Vec::new();
         if self.username.is_some() != self.password.is_some() {
             return Err(TargetError::PartialCredentials(self.connection.clone()));
+        }
+        if self.from_email.parse::<lettre::Address>().is_err() {
+            return Err(TargetError::BadFrom(
+                self.connection.clone(),
+                self.from_email.clone(),
+            ));
+        }
+        if self.helo_name.is_empty()
+            || self
+                .helo_name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(TargetError::BadHelo(
+                self.connection.clone(),
+                self.helo_name.clone(),
+            ));
         }
         if self.max_connections == 0 {
             return Err(TargetError::NoConnections(self.connection.clone()));
@@ -188,6 +211,16 @@ pub(crate) mod tests {
         t.allow_insecure_auth = true;
         let warnings = t.validate().unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn values_that_go_into_smtp_commands_are_checked() {
+        let mut t = sample();
+        t.from_email = "a@b.test>\r\nRCPT TO:<x@y.test".into();
+        assert!(matches!(t.validate(), Err(TargetError::BadFrom(..))));
+        let mut t = sample();
+        t.helo_name = "a b".into();
+        assert!(matches!(t.validate(), Err(TargetError::BadHelo(..))));
     }
 
     #[test]

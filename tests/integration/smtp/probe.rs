@@ -309,3 +309,12 @@ async fn busy_mailbox_is_deferred() {
     );
     assert!(c.temporary);
 }
+
+#[tokio::test]
+async fn a_recipient_with_line_breaks_is_refused_before_any_traffic() {
+    let s = server();
+    let t = target("probe-inject", s.submission, Security::Starttls);
+    let r = probe(&t, rcpt("a@example.test>\r\nDATA\r\n")).await;
+    assert_eq!(r.classification.class, Class::ConfigError, "{r:#?}");
+    assert!(r.stages.is_empty());
+}
