@@ -70,7 +70,11 @@ fn main() {
             .output()
             .unwrap();
         process.push(start.elapsed());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let m = median(process);
     println!(

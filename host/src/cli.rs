@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod schema;
+pub mod serve;
 pub mod validate;
 
 /// Exit codes shared by every subcommand (sysexits.h where one fits).
@@ -33,6 +34,8 @@ enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas generated from the configuration types.
     Schema(schema::Args),
+    /// Run the daemon: hot-reloaded configuration, admin API, webhook listener.
+    Serve(serve::Args),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),
