@@ -7,5 +7,6 @@
     clippy::expect_used,
     reason = "test code: a failed setup step should abort the test loudly"
 )]
+mod daemon;
 mod support;
 mod validate;
