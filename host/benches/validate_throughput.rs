@@ -6,39 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mailplug::config::{self, LoadOptions};
 
-const FILES: usize = 1_000;
+#[path = "common/mod.rs"]
+mod common;
+use common::{FILES, generate, median};
+
 const RUNS: usize = 5;
-
-fn generate(dir: &std::path::Path) {
-    for i in 0..FILES {
-        let (port, security) = [(587, "starttls"), (465, "tls"), (2525, "starttls")][i % 3];
-        let text = format!(
-            "# yaml-language-server: $schema=../schemas/connection.schema.json\n\
-             api_version: mailplug/v1\nkind: Connection\nname: conn-{i:04}\n\
-             display_name: Generated connection {i}\n\
-             smtp:\n  host: smtp{i}.example.com\n  port: {port}\n  security: {security}\n\
-             \x20 username: user{i}@example.com\n  password: {{ env: SMTP_PASSWORD_{i} }}\n\
-             from:\n  name: Sender {i}\n  email: sender{i}@example.com\n\
-             workspaces: [ws-{a}, ws-{b}]\n\
-             webhook:\n  secret: {{ env: WEBHOOK_SECRET_{i} }}\n\
-             limits: {{ max_connections: 4, per_second: 10, timeout_seconds: 30 }}\n",
-            a = i % 7,
-            b = i % 11,
-        );
-        let sub = dir.join(format!("team-{}", i % 10));
-        std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join(format!("conn-{i:04}.yaml")), text).unwrap();
-    }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,9 @@ pub struct AppState {
     pub public_url: String,
     /// Set once the first configuration is live; cleared at shutdown.
     pub ready: AtomicBool,
+    /// `GET /v1/connections` rendered once per configuration generation: with
+    /// thousands of connections, rendering per request dominated its latency.
+    pub list_cache: std::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
 }
 
 /// A JSON error body with a status.

@@ -132,6 +132,7 @@ pub async fn run(
         admin_token: settings.admin_token.clone(),
         public_url,
         ready: false.into(),
+        list_cache: std::sync::Mutex::new(None),
     });
 
     let reload_task = tokio::spawn(reload_loop(

@@ -110,6 +110,7 @@ pub struct Reloader {
     opts: LoadOptions,
     catalog: Option<Arc<dyn config::ProviderCatalog + Send + Sync>>,
     last_good: HashMap<PathBuf, FileReport>,
+    cache: config::FileCache,
     generation: u64,
     fingerprint: String,
 }
@@ -132,6 +133,7 @@ impl Reloader {
             opts,
             catalog,
             last_good: HashMap::new(),
+            cache: config::FileCache::default(),
             generation: 0,
             fingerprint: String::new(),
         }
@@ -149,7 +151,12 @@ impl Reloader {
             .catalog
             .as_deref()
             .map(|c| c as &dyn config::ProviderCatalog);
-        let loaded = config::load(std::slice::from_ref(&self.dir), &self.opts, catalog);
+        let loaded = config::load_cached(
+            std::slice::from_ref(&self.dir),
+            &self.opts,
+            catalog,
+            &mut self.cache,
+        );
         let mut files = BTreeMap::new();
         let mut present = HashMap::new();
         for report in &loaded.files {
@@ -295,6 +302,27 @@ mod tests {
             "deleted file's connection is gone"
         );
         assert_eq!(s3.result, ReloadResult::Ok);
+    }
+
+    #[test]
+    fn same_size_rewrite_within_one_timestamp_tick_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, conn("a", "aaa.example.com")).unwrap();
+        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None);
+        r.reload();
+        std::fs::write(&a, conn("a", "bbb.example.com")).unwrap();
+        let s = r.reload();
+        assert_eq!(
+            s.connections["a"]
+                .spec
+                .smtp
+                .as_ref()
+                .unwrap()
+                .host
+                .as_deref(),
+            Some("bbb.example.com")
+        );
     }
 
     #[test]
