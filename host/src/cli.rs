@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod schema;
+pub mod serve;
 pub mod test_send;
 pub mod validate;
 
@@ -41,6 +42,8 @@ enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas generated from the configuration types.
     Schema(schema::Args),
+    /// Run the daemon: hot-reloaded configuration, admin API, webhook listener.
+    Serve(serve::Args),
     /// Probe a connection's SMTP server stage by stage (no message is sent).
     Check(check::Args),
     /// Send a test email through a connection and classify the outcome.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
         Command::TestSend(args) => test_send::run(args),
     };

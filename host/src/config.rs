@@ -146,16 +146,76 @@ pub fn load(
     opts: &LoadOptions,
     catalog: Option<&dyn ProviderCatalog>,
 ) -> Loaded {
+    load_cached(paths, opts, catalog, &mut FileCache::default())
+}
+
+/// Per-file results of earlier loads, reused when a file's bytes are
+/// unchanged. Keyed on content, not timestamps: coarse mtimes would let a
+/// quick second write go unnoticed.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    entries: HashMap<PathBuf, (String, FileReport)>,
+}
+
+/// Like [`load`], re-checking only files whose content changed since the
+/// last call with the same cache. Cross-file checks always run on the whole set.
+pub fn load_cached(
+    paths: &[PathBuf],
+    opts: &LoadOptions,
+    catalog: Option<&dyn ProviderCatalog>,
+    cache: &mut FileCache,
+) -> Loaded {
     let mut loaded = Loaded::default();
     let files = source::discover(paths, &mut loaded.diagnostics);
-    loaded.files = files.iter().map(|p| load_file(p, opts, catalog)).collect();
+    let mut next = HashMap::with_capacity(files.len());
+    for path in &files {
+        let report = match source::read(path) {
+            Err(d) => error_report(path, d),
+            Ok(text) => {
+                let reusable = cache.entries.remove(path).filter(|(old, report)| {
+                    // Plugin registrations depend on the `.wasm` file too.
+                    *old == text && report.plugins.is_empty()
+                });
+                let report = match reusable {
+                    Some((_, report)) => report,
+                    None => check_text(path, &text, opts, catalog),
+                };
+                next.insert(path.clone(), (text, report.clone()));
+                report
+            }
+        };
+        loaded.files.push(report);
+    }
+    cache.entries = next;
     cross_file_checks(&mut loaded);
     loaded
+}
+
+fn error_report(path: &Path, d: Diagnostic) -> FileReport {
+    FileReport {
+        path: path.to_path_buf(),
+        connections: Vec::new(),
+        plugins: Vec::new(),
+        documents: 0,
+        diagnostics: vec![d],
+    }
 }
 
 /// Loads and checks one file on its own (cross-file checks need [`load`]).
 pub fn load_file(
     path: &Path,
+    opts: &LoadOptions,
+    catalog: Option<&dyn ProviderCatalog>,
+) -> FileReport {
+    match source::read(path) {
+        Ok(text) => check_text(path, &text, opts, catalog),
+        Err(d) => error_report(path, d),
+    }
+}
+
+fn check_text(
+    path: &Path,
+    text: &str,
     opts: &LoadOptions,
     catalog: Option<&dyn ProviderCatalog>,
 ) -> FileReport {
@@ -166,14 +226,7 @@ pub fn load_file(
         documents: 0,
         diagnostics: Vec::new(),
     };
-    let text = match source::read(path) {
-        Ok(t) => t,
-        Err(d) => {
-            report.diagnostics.push(d);
-            return report;
-        }
-    };
-    let docs = match yaml::parse(&text, opts.yaml_limits) {
+    let docs = match yaml::parse(text, opts.yaml_limits) {
         Ok(docs) => docs,
         Err(e) => {
             report

@@ -3,6 +3,10 @@
 //! The binary is a thin shell over this library so the integration tests and
 //! benchmarks drive the same code paths an operator does.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod mail;
+pub mod metrics;

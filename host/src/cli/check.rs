@@ -128,16 +128,10 @@ pub(crate) fn exit_code(c: &Classification) -> u8 {
     }
 }
 
-/// Logs go to stderr; `MAILPLUG_LOG` (an env-filter, e.g. `mailplug=debug`
-/// or `mailplug::smtp=trace`) picks the level, `warn` by default.
+/// Logs go to stderr through the shared setup (`MAILPLUG_LOG`, e.g.
+/// `mailplug::smtp=trace` for the SMTP dialogue with AUTH redacted).
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILPLUG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::logging::init(crate::logging::LogFormat::Text);
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

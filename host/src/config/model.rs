@@ -142,6 +142,30 @@ pub struct SmtpSpec {
     pub allow_insecure_auth: bool,
 }
 
+impl Security {
+    /// The conventional port of this mode: 587 submission, 465 SMTPS, 25 SMTP.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Starttls => 587,
+            Self::Tls => 465,
+            Self::None => 25,
+        }
+    }
+}
+
+impl SmtpSpec {
+    /// The security mode in effect (`starttls` unless set).
+    pub fn effective_security(&self) -> Security {
+        self.security.unwrap_or(Security::Starttls)
+    }
+
+    /// The port in effect (the mode's conventional port unless set).
+    pub fn effective_port(&self) -> u16 {
+        self.port
+            .unwrap_or_else(|| self.effective_security().default_port())
+    }
+}
+
 /// TLS certificate verification settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,190 @@
+//! Admin and public route handlers.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{AppState, error};
+use crate::config::Connection;
+use crate::daemon::ReloadRequest;
+use crate::daemon::reload::Snapshot;
+
+fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The webhook endpoint URL of a connection.
+pub fn webhook_url(state: &AppState, name: &str) -> String {
+    format!("{}/webhooks/{name}", state.public_url.trim_end_matches('/'))
+}
+
+fn summary(state: &AppState, c: &Connection) -> Value {
+    json!({
+        "name": c.spec.name,
+        "display_name": c.spec.display_name.as_deref().unwrap_or(&c.spec.name),
+        "provider": c.spec.provider,
+        "from": c.spec.from,
+        "workspaces": c.spec.workspaces,
+        "webhook_url": webhook_url(state, &c.spec.name),
+        "source": c.source.to_string(),
+    })
+}
+
+fn detail(state: &AppState, c: &Connection) -> Value {
+    let mut v = summary(state, c);
+    let smtp = c.spec.smtp.clone().unwrap_or_default();
+    let custom = c.spec.provider == "custom-smtp";
+    // Secrets are shown only as where they come from.
+    let redacted = |s: &Option<crate::config::SecretRef>| {
+        s.as_ref().map(|r| format!("<redacted: {}>", r.describe()))
+    };
+    v["smtp"] = json!({
+        "host": smtp.host,
+        "port": if custom { Some(smtp.effective_port()) } else { smtp.port },
+        "security": if custom { Some(smtp.effective_security().as_str()) } else { smtp.security.map(|s| s.as_str()) },
+        "username": smtp.username,
+        "password": redacted(&smtp.password),
+        "tls": {
+            "ca_file": smtp.tls.as_ref().and_then(|t| t.ca_file.clone()),
+            "verify": smtp.tls.as_ref().and_then(|t| t.verify).unwrap_or(true),
+        },
+        "helo_name": smtp.helo_name,
+        "allow_insecure_auth": smtp.allow_insecure_auth,
+    });
+    v["options"] = json!(c.spec.options);
+    v["webhook"] =
+        json!({ "secret": redacted(&c.spec.webhook.as_ref().and_then(|w| w.secret.clone())) });
+    v["limits"] = json!(c.spec.limits);
+    v
+}
+
+pub(super) async fn list_connections(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let snapshot = state.snapshot.load_full();
+    let items: Vec<Value> = snapshot
+        .connections
+        .values()
+        .map(|c| summary(&state, c))
+        .collect();
+    Json(json!({ "generation": snapshot.generation, "connections": items }))
+}
+
+pub(super) async fn get_connection(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let snapshot = state.snapshot.load_full();
+    match snapshot.connections.get(&name) {
+        Some(c) => {
+            let mut v = detail(&state, c);
+            v["generation"] = json!(snapshot.generation);
+            Json(v).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no connection named `{name}`"),
+        ),
+    }
+}
+
+/// The status document (also returned by `POST /v1/reload`).
+pub fn status_json(snapshot: &Snapshot) -> Value {
+    let invalid = snapshot.files.values().filter(|f| f.errors > 0).count();
+    json!({
+        "generation": snapshot.generation,
+        "connections": snapshot.connections.len(),
+        "plugins": snapshot.plugins.keys().collect::<Vec<_>>(),
+        "git_commit": snapshot.git_commit,
+        "last_reload": {
+            "at_unix": unix_seconds(snapshot.loaded_at),
+            "duration_ms": snapshot.duration.as_secs_f64() * 1e3,
+            "result": snapshot.result,
+        },
+        "files": {
+            "total": snapshot.files.len(),
+            "invalid": invalid,
+            "detail": snapshot.files.iter().map(|(p, s)| json!({
+                "path": p.display().to_string(), "live": s.live, "errors": s.errors, "warnings": s.warnings,
+            })).collect::<Vec<_>>(),
+        },
+        "errors": snapshot.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "diagnostics": snapshot.diagnostics,
+    })
+}
+
+pub(super) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(status_json(&state.snapshot.load_full()))
+}
+
+pub(super) async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let request = ReloadRequest {
+        cause: "api",
+        reply: Some(tx),
+    };
+    if state.reload.send(request).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(snapshot)) => Json(status_json(&snapshot)).into_response(),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "reload did not complete"),
+    }
+}
+
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.snapshot.load_full();
+    state
+        .metrics
+        .config_errors
+        .set(snapshot.error_count() as i64);
+    state
+        .metrics
+        .config_generation
+        .set(snapshot.generation as i64);
+    state
+        .metrics
+        .connections
+        .set(snapshot.connections.len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    let snapshot = state.snapshot.load_full();
+    if !snapshot.connections.contains_key(&name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no connection named `{name}`"),
+        );
+    }
+    // Accepting events needs the durable event store (never 2xx before the
+    // events are committed), which this build does not have yet; 503 makes
+    // providers retry later instead of dropping the events.
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "webhook ingestion is not enabled in this build",
+    )
+}

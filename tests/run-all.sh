@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh Debian machine with only the Rust
+# toolchain: installs what the tests need, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Plugins are built from source for this target by host/build.rs.
+rustup target add wasm32-wasip2 >/dev/null
+
+# The real SMTP server the integration tests talk to (aiosmtpd from PyPI).
+if [ -f tests/smtp/requirements.txt ]; then
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/smtp/requirements.txt
+fi
+
+cargo test --workspace --locked
