@@ -131,13 +131,21 @@ pub(crate) async fn handshake(
             "TLS certificate verification is disabled for this connection (tls.verify: false)"
         );
     }
+    let Some(server_name) = tls.server_name.clone() else {
+        return Err(Classification::local(
+            Class::ConfigError,
+            Stage::Tls,
+            format!("{:?} is not a valid TLS server name", target.host),
+            hint(target, Class::ConfigError, Stage::Tls, 0, None),
+        ));
+    };
     let first = Arc::new(Mutex::new(Vec::new()));
     let sniff = Sniff {
         inner: tcp,
         first: first.clone(),
         seen: 0,
     };
-    let connect = tls.connector.connect(tls.server_name.clone(), sniff);
+    let connect = tls.connector.connect(server_name, sniff);
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
         Ok(Err(err)) => {

@@ -11,13 +11,16 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
-use super::target::{SmtpTarget, TargetError};
+use super::target::{Security, SmtpTarget, TargetError};
 
 /// A ready TLS client for one target: config plus the name to verify.
 #[derive(Clone)]
 pub(crate) struct TlsSetup {
     pub(crate) connector: tokio_rustls::TlsConnector,
-    pub(crate) server_name: ServerName<'static>,
+    /// `None` only for `security: none` targets whose host is not a valid
+    /// TLS name: they never need one except to test whether a silent port
+    /// speaks TLS.
+    pub(crate) server_name: Option<ServerName<'static>>,
     pub(crate) verify: bool,
 }
 
@@ -66,8 +69,16 @@ impl TlsSetup {
                 )))
                 .with_no_client_auth()
         };
-        let server_name = ServerName::try_from(target.host.clone())
-            .map_err(|_| TargetError::ServerName(target.connection.clone(), target.host.clone()))?;
+        let server_name = match ServerName::try_from(target.host.clone()) {
+            Ok(name) => Some(name),
+            Err(_) if target.security == Security::None => None,
+            Err(_) => {
+                return Err(TargetError::ServerName(
+                    target.connection.clone(),
+                    target.host.clone(),
+                ));
+            }
+        };
         Ok(TlsSetup {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             server_name,

@@ -318,3 +318,22 @@ async fn a_recipient_with_line_breaks_is_refused_before_any_traffic() {
     assert_eq!(r.classification.class, Class::ConfigError, "{r:#?}");
     assert!(r.stages.is_empty());
 }
+
+#[tokio::test]
+async fn unresolvable_host_is_a_dns_failure() {
+    // A label longer than 63 octets cannot be encoded in a DNS query, so
+    // the resolver library fails locally: no packet leaves the machine
+    // (checked with strace), unlike a lookup of a merely unknown name.
+    let host = format!("{}.invalid", "a".repeat(64));
+    let mut t = target("probe-dns", 25, Security::None);
+    t.host = host;
+    t.username = None;
+    t.password = None;
+    let c = probe(&t, ProbeOptions::default()).await.classification;
+    assert_eq!(
+        (c.class, c.stage),
+        (Class::DnsFailure, Stage::Dns),
+        "{c:#?}"
+    );
+    assert!(c.hint.contains("does not resolve"), "{}", c.hint);
+}
