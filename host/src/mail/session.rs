@@ -59,7 +59,7 @@ impl Recorder {
             } else {
                 StageStatus::Failed
             },
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
             detail,
         });
     }
