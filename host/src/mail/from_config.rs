@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::config::{Connection, Security as ConfigSecurity};
 
-use super::target::{Security, SmtpTarget};
+use super::target::{Secret, Security, SmtpTarget};
 
 /// Why a configured connection cannot be turned into an SMTP target.
 #[derive(Debug, thiserror::Error)]
@@ -53,43 +53,88 @@ fn machine_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// SMTP settings a provider plugin's `adapt-connection` returned, mapped to
+/// host types by the plugin runtime (which also resolves the plugin's
+/// password source to a secret). The plugin never touches the network.
+#[derive(Debug, Clone)]
+pub struct ProviderSmtp {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Security mode.
+    pub security: Security,
+    /// AUTH user, if any.
+    pub username: Option<String>,
+    /// AUTH password, if any.
+    pub password: Option<Secret>,
+}
+
 /// Builds the SMTP target of `conn`, resolving its password reference.
-/// Provider connections need explicit `smtp` settings until the plugin
-/// runtime can supply them.
+/// Provider connections without an explicit `smtp.host` need their plugin's
+/// settings: use [`target_for_provider`].
 pub fn target_for(conn: &Connection) -> Result<SmtpTarget, ConfigError> {
     let spec = &conn.spec;
-    let name = spec.name.clone();
-    let smtp = spec.smtp.clone().unwrap_or_default();
-    let Some(host) = smtp.host.clone() else {
+    if spec.smtp.as_ref().and_then(|s| s.host.as_ref()).is_none() {
         if spec.provider != "custom-smtp" {
             return Err(ConfigError::NeedsPlugin {
-                connection: name,
+                connection: spec.name.clone(),
                 provider: spec.provider.clone(),
             });
         }
-        return Err(ConfigError::NoHost(name));
-    };
-    let security = match smtp.security.unwrap_or(ConfigSecurity::Starttls) {
-        ConfigSecurity::Starttls => Security::Starttls,
-        ConfigSecurity::Tls => Security::Tls,
-        ConfigSecurity::None => Security::None,
-    };
+        return Err(ConfigError::NoHost(spec.name.clone()));
+    }
+    build(conn, None)
+}
+
+/// Builds the SMTP target of a provider connection from its plugin's
+/// settings; fields set in the connection's `smtp` section override them.
+pub fn target_for_provider(
+    conn: &Connection,
+    adapted: ProviderSmtp,
+) -> Result<SmtpTarget, ConfigError> {
+    build(conn, Some(adapted))
+}
+
+fn build(conn: &Connection, adapted: Option<ProviderSmtp>) -> Result<SmtpTarget, ConfigError> {
+    let spec = &conn.spec;
+    let name = spec.name.clone();
+    let smtp = spec.smtp.clone().unwrap_or_default();
     let base = conn.base_dir();
+    let security = match smtp.security {
+        Some(ConfigSecurity::Starttls) => Security::Starttls,
+        Some(ConfigSecurity::Tls) => Security::Tls,
+        Some(ConfigSecurity::None) => Security::None,
+        None => adapted.as_ref().map_or(Security::Starttls, |a| a.security),
+    };
     let password = match &smtp.password {
         Some(r) => Some(r.resolve(base).map_err(|e| ConfigError::Secret {
             connection: name.clone(),
             reason: e.to_string(),
         })?),
-        None => None,
+        None => adapted.as_ref().and_then(|a| a.password.clone()),
     };
+    let host = smtp
+        .host
+        .clone()
+        .or_else(|| adapted.as_ref().map(|a| a.host.clone()))
+        .ok_or_else(|| ConfigError::NoHost(name.clone()))?;
+    let port = smtp
+        .port
+        .or_else(|| adapted.as_ref().map(|a| a.port))
+        .unwrap_or(default_port(security));
+    let username = smtp
+        .username
+        .clone()
+        .or_else(|| adapted.as_ref().and_then(|a| a.username.clone()));
     let tls = smtp.tls.clone().unwrap_or_default();
     let timeout = Duration::from_secs(u64::from(spec.limits.timeout_seconds.max(1)));
     Ok(SmtpTarget {
         connection: name,
-        port: smtp.port.unwrap_or(default_port(security)),
         host,
+        port,
         security,
-        username: smtp.username.clone(),
+        username,
         password,
         ca_file: tls
             .ca_file
@@ -103,4 +148,74 @@ pub fn target_for(conn: &Connection) -> Result<SmtpTarget, ConfigError> {
         command_timeout: timeout,
         max_connections: usize::try_from(spec.limits.max_connections.max(1)).unwrap_or(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, LoadOptions};
+
+    fn load(yaml: &str) -> Connection {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let loaded = config::load(&[path], &LoadOptions::default(), None);
+        let diags: Vec<String> = loaded.all_diagnostics().map(ToString::to_string).collect();
+        let conn = loaded.connections().next().cloned();
+        conn.unwrap_or_else(|| panic!("no connection: {diags:?}"))
+    }
+
+    const HEAD: &str =
+        "api_version: mailplug/v1\nkind: Connection\nname: c\nfrom: { email: a@example.test }\n";
+
+    #[test]
+    fn custom_smtp_defaults_follow_the_security_mode() {
+        let conn = load(&format!(
+            "{HEAD}smtp:\n  host: mx.example.test\n  security: tls\n  tls: {{ ca_file: ca.pem }}\nlimits: {{ timeout_seconds: 7, max_connections: 3 }}\n"
+        ));
+        let t = target_for(&conn).unwrap();
+        assert_eq!((t.port, t.security), (465, Security::Tls));
+        assert!(t.verify_tls);
+        assert_eq!(t.ca_file, Some(conn.base_dir().join("ca.pem")));
+        assert_eq!(t.command_timeout, Duration::from_secs(7));
+        assert_eq!(t.max_connections, 3);
+        assert!(!t.helo_name.is_empty());
+    }
+
+    #[test]
+    fn provider_settings_fill_in_and_explicit_fields_override() {
+        let conn = load(&format!(
+            "{HEAD}provider: sendgrid\nsmtp:\n  password: {{ env: MAILPLUG_FROM_CONFIG_TEST_PW }}\n"
+        ));
+        assert!(matches!(
+            target_for(&conn),
+            Err(ConfigError::NeedsPlugin { .. })
+        ));
+        let adapted = ProviderSmtp {
+            host: "smtp.sendgrid.net".into(),
+            port: 587,
+            security: Security::Starttls,
+            username: Some("apikey".into()),
+            password: None,
+        };
+        let err = target_for_provider(&conn, adapted.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("MAILPLUG_FROM_CONFIG_TEST_PW"),
+            "{err}"
+        );
+        let conn = load(&format!("{HEAD}provider: sendgrid\n"));
+        let t = target_for_provider(
+            &conn,
+            ProviderSmtp {
+                password: Some(Secret::new("k")),
+                ..adapted
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.username.as_deref()),
+            ("smtp.sendgrid.net", 587, Some("apikey"))
+        );
+        assert!(t.password.is_some());
+    }
 }
