@@ -10,6 +10,7 @@ line on stdout once every listener is bound:
   throttle    no TLS, no AUTH, every MAIL FROM answered 451 4.7.1 (rate limit)
   login       no TLS, only AUTH LOGIN offered (exercises the LOGIN exchange)
   brief       no TLS, AUTH optional, PIPELINING, closes sessions idle for 1 s
+  refuse      greets with 554 5.3.2 and hangs up (a server refusing service)
 
 Rules shared by every port:
   * an authenticated session may only use a MAIL FROM listed in
@@ -148,6 +149,12 @@ async def main():
             smtp(rules, auth_require_tls=False, auth_exclude_mechanism=["PLAIN"]), "127.0.0.1", 0),
         "brief": await loop.create_server(smtp(piped, timeout=1, auth_require_tls=False), "127.0.0.1", 0),
     }
+    async def refuse(reader, writer):
+        writer.write(b"554 5.3.2 mx.test.invalid Service not available, closing channel\r\n")
+        await writer.drain()
+        writer.close()
+
+    servers["refuse"] = await asyncio.start_server(refuse, "127.0.0.1", 0)
     ports = {name: s.sockets[0].getsockname()[1] for name, s in servers.items()}
     print(json.dumps(ports), flush=True)
 

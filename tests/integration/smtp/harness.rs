@@ -24,6 +24,7 @@ pub struct Server {
     pub throttle: u16,
     pub login: u16,
     pub brief: u16,
+    pub refuse: u16,
     pub spool: PathBuf,
     pub ca_file: PathBuf,
     /// Held so the server lives as long as the test process: it exits when
@@ -125,6 +126,7 @@ fn start() -> Server {
         throttle: port("throttle"),
         login: port("login"),
         brief: port("brief"),
+        refuse: port("refuse"),
         spool,
         ca_file,
         _stdin: Mutex::new(stdin),

@@ -337,3 +337,35 @@ async fn unresolvable_host_is_a_dns_failure() {
     );
     assert!(c.hint.contains("does not resolve"), "{}", c.hint);
 }
+
+#[tokio::test]
+async fn refusing_greeting_is_a_permanent_failure_at_the_banner() {
+    let s = server();
+    let c = probe(
+        &target("probe-refuse", s.refuse, Security::Starttls),
+        ProbeOptions::default(),
+    )
+    .await
+    .classification;
+    assert_eq!(
+        (c.class, c.stage, c.reply_code),
+        (Class::PermanentFailure, Stage::Banner, Some(554)),
+        "{c:#?}"
+    );
+    assert_eq!(c.enhanced_status.as_deref(), Some("5.3.2"));
+    assert!(!c.temporary);
+}
+
+#[tokio::test]
+async fn missing_credentials_on_a_submission_port_is_auth_required() {
+    let s = server();
+    let mut t = target("probe-noauth-creds", s.submission, Security::Starttls);
+    t.username = None;
+    t.password = None;
+    let c = probe(&t, ProbeOptions::default()).await.classification;
+    assert_eq!(
+        (c.class, c.stage, c.reply_code),
+        (Class::AuthRequired, Stage::MailFrom, Some(530)),
+        "{c:#?}"
+    );
+}
