@@ -174,9 +174,10 @@ async fn pipelined(
     let mut note = |r: Result<Response, Classification>| -> Result<(), Failure> {
         match r {
             Ok(_) => Ok(()),
-            // No reply at all: the session is gone, stop reading.
+            // No reply at all: the session is gone, stop reading. An earlier
+            // refusal (e.g. 421 before the server hung up) explains more.
             Err(c) if c.reply_code.is_none() => Err(Failure {
-                classification: c,
+                classification: first_failure.take().unwrap_or(c),
                 usable: false,
             }),
             Err(c) => {
