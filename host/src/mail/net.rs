@@ -336,3 +336,37 @@ impl lettre::transport::smtp::client::AsyncTokioStream for Replay {
         self.inner.peer_addr()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sockets_are_opened_with_tcp_nodelay() {
+        // Without it every message waits for the server's delayed ACK
+        // (see host/benches/smtp_throughput.rs, lettre-default column).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut target = crate::mail::target::tests::sample();
+        target.port = listener.local_addr().unwrap().port();
+        let addrs = resolve(&target).await.unwrap();
+        let stream = connect(&target, &addrs).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn replay_serves_the_greeting_before_the_socket() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut server, b"after")
+            .await
+            .unwrap();
+        drop(server);
+        let mut r = Replay::new(b"220 hi\r\n".to_vec(), Conn::Plain(client));
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"220 hi\r\nafter");
+    }
+}
