@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
 use super::session::{Opened, Recorder, StageReport, open};
-use super::target::SmtpTarget;
+use super::target::{Security, SmtpTarget};
 use super::tls::TlsSetup;
 use super::wire::{Reply, Wire};
 
@@ -74,10 +74,18 @@ async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) ->
         let c = Classification::local(Class::ConfigError, Stage::Config, detail.clone(), detail);
         return Err((warnings, c));
     }
+    let mut warnings = warnings;
     let tls = TlsSetup::new(target).map_err(|e| (warnings.clone(), config_error(e)))?;
+    let opened = open(target, &tls, rec).await;
+    let Opened { mut wire, ehlo, .. } = opened.map_err(|c| (warnings.clone(), c))?;
+    if target.security == Security::None && ehlo.has_extension("STARTTLS") {
+        warnings.push(format!(
+            "connection {}: the server offers STARTTLS on this port; \
+             security: starttls would encrypt the session",
+            target.connection
+        ));
+    }
     let fail = |c: Classification| (warnings.clone(), c);
-
-    let Opened { mut wire, ehlo, .. } = open(target, &tls, rec).await.map_err(fail)?;
     let timeout = target.command_timeout;
 
     match target.credentials() {

@@ -369,3 +369,52 @@ async fn missing_credentials_on_a_submission_port_is_auth_required() {
         "{c:#?}"
     );
 }
+
+#[tokio::test]
+async fn plaintext_injected_after_starttls_is_refused() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    // A scripted man-in-the-middle: it answers STARTTLS and appends a reply
+    // in clear, hoping the client takes it as the first encrypted one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut io = BufReader::new(sock);
+        let mut line = String::new();
+        io.get_mut().write_all(b"220 fake ESMTP\r\n").await.unwrap();
+        io.read_line(&mut line).await.unwrap();
+        io.get_mut()
+            .write_all(b"250-fake\r\n250 STARTTLS\r\n")
+            .await
+            .unwrap();
+        line.clear();
+        io.read_line(&mut line).await.unwrap();
+        assert_eq!(line.trim_end(), "STARTTLS");
+        io.get_mut()
+            .write_all(b"220 go ahead\r\n250 injected\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    });
+    let t = target("probe-injected", port, Security::Starttls);
+    let c = probe(&t, ProbeOptions::default()).await.classification;
+    assert_eq!(
+        (c.class, c.stage),
+        (Class::ProtocolError, Stage::Tls),
+        "{c:#?}"
+    );
+    fake.abort();
+}
+
+#[tokio::test]
+async fn plaintext_mode_suggests_starttls_when_the_server_offers_it() {
+    let s = server();
+    let mut t = target("probe-plain-suggest", s.submission, Security::None);
+    t.username = None;
+    t.password = None;
+    let r = probe(&t, ProbeOptions::default()).await;
+    assert!(
+        r.warnings.iter().any(|w| w.contains("offers STARTTLS")),
+        "{r:#?}"
+    );
+}
