@@ -75,7 +75,7 @@ impl Mailer {
         let tls = TlsSetup::new(&target)?;
         Ok(Mailer {
             inner: Arc::new(Inner {
-                permits: Semaphore::new(target.max_connections),
+                permits: Semaphore::new(target.max_connections.min(Semaphore::MAX_PERMITS)),
                 target,
                 tls,
                 idle: Mutex::new(Vec::new()),
