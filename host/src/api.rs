@@ -19,6 +19,9 @@ use crate::daemon::reload::Snapshot;
 use crate::metrics::Metrics;
 
 mod handlers;
+mod smtp;
+
+pub use smtp::LastOutcomes;
 
 /// Everything a request handler can reach.
 #[derive(Debug)]
@@ -38,6 +41,8 @@ pub struct AppState {
     /// `GET /v1/connections` rendered once per configuration generation: with
     /// thousands of connections, rendering per request dominated its latency.
     pub list_cache: std::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
+    /// Last check/test outcome per connection name.
+    pub outcomes: std::sync::Mutex<std::collections::HashMap<String, LastOutcomes>>,
 }
 
 /// A JSON error body with a status.
@@ -54,6 +59,8 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/connections", get(handlers::list_connections))
         .route("/v1/connections/{name}", get(handlers::get_connection))
+        .route("/v1/connections/{name}/check", post(smtp::check))
+        .route("/v1/connections/{name}/test", post(smtp::test))
         .route("/v1/status", get(handlers::status))
         .route("/v1/reload", post(handlers::reload))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -133,6 +133,7 @@ pub async fn run(
         public_url,
         ready: false.into(),
         list_cache: std::sync::Mutex::new(None),
+        outcomes: std::sync::Mutex::new(Default::default()),
     });
 
     let reload_task = tokio::spawn(reload_loop(

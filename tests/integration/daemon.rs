@@ -30,6 +30,11 @@ impl Drop for Daemon {
 impl Daemon {
     /// Starts `mailplug serve` on `dir` with extra flags and waits for its ready line.
     pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Self::start_env(dir, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let data = dir.parent().unwrap().join(format!(
             "data-{}",
             dir.file_name().unwrap().to_string_lossy()
@@ -52,6 +57,7 @@ impl Daemon {
             .arg(&data)
             .args(extra)
             .env("MAILPLUG_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -111,11 +117,19 @@ impl Daemon {
 
     /// POST an admin path (empty body); returns (status, JSON body).
     pub fn post(&self, path: &str) -> (u16, Value) {
+        self.post_body(path, "")
+    }
+
+    /// POST an admin path with a JSON body; returns (status, JSON body).
+    pub fn post_body(&self, path: &str, body: &str) -> (u16, Value) {
         let mut req = self.agent.post(format!("{}{path}", self.admin));
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let mut resp = req.send_empty().expect("POST");
+        let mut resp = req
+            .content_type("application/json")
+            .send(body)
+            .expect("POST");
         let body = resp.body_mut().read_to_string().unwrap();
         (
             resp.status().as_u16(),

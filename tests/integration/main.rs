@@ -8,6 +8,7 @@
     reason = "test code: a failed setup step should abort the test loudly"
 )]
 mod daemon;
+mod daemon_smtp;
 mod smtp;
 mod support;
 mod validate;

@@ -3,8 +3,8 @@
 //! produced on loopback is covered, and accepted test emails are checked in
 //! the server's spool. The server failing to start fails the tests.
 
-mod cli;
-mod harness;
+pub mod cli;
+pub mod harness;
 mod probe;
 mod secrets;
 mod send;

@@ -84,6 +84,14 @@ pub(super) async fn get_connection(
         Some(c) => {
             let mut v = detail(&state, c);
             v["generation"] = json!(snapshot.generation);
+            let last = state
+                .outcomes
+                .lock()
+                .ok()
+                .and_then(|o| o.get(&name).cloned())
+                .unwrap_or_default();
+            v["last_check"] = last.check.unwrap_or(Value::Null);
+            v["last_test"] = last.test.unwrap_or(Value::Null);
             Json(v).into_response()
         }
         None => error(
