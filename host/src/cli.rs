@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod plugin;
 pub mod schema;
 pub mod validate;
 
@@ -33,6 +34,8 @@ enum Command {
     Validate(validate::Args),
     /// Write the JSON Schemas generated from the configuration types.
     Schema(schema::Args),
+    /// Inspect and test provider plugins (author tools).
+    Plugin(plugin::Args),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Plugin(args) => plugin::run(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),
