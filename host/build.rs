@@ -26,8 +26,16 @@ const WATCHED: &[&str] = &[
 /// Variables describing the outer build that must not reach the inner one
 /// (flags, wrappers such as clippy-driver, target/profile selection).
 fn leaks_from_outer_build(name: &str) -> bool {
-    const KEEP: &[&str] = &["CARGO_HOME", "CARGO_MAKEFLAGS", "CARGO_NET_OFFLINE", "CARGO_TERM_COLOR"];
-    if KEEP.contains(&name) || name.starts_with("CARGO_HTTP_") || name.starts_with("CARGO_REGISTRIES_") {
+    const KEEP: &[&str] = &[
+        "CARGO_HOME",
+        "CARGO_MAKEFLAGS",
+        "CARGO_NET_OFFLINE",
+        "CARGO_TERM_COLOR",
+    ];
+    if KEEP.contains(&name)
+        || name.starts_with("CARGO_HTTP_")
+        || name.starts_with("CARGO_REGISTRIES_")
+    {
         return false;
     }
     name.starts_with("CARGO_")
@@ -35,8 +43,19 @@ fn leaks_from_outer_build(name: &str) -> bool {
         || name.starts_with("CLIPPY_")
         || matches!(
             name,
-            "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTC" | "RUSTDOC"
-                | "TARGET" | "HOST" | "OUT_DIR" | "PROFILE" | "OPT_LEVEL" | "DEBUG" | "NUM_JOBS"
+            "RUSTFLAGS"
+                | "RUSTDOCFLAGS"
+                | "RUSTC_WRAPPER"
+                | "RUSTC_WORKSPACE_WRAPPER"
+                | "RUSTC"
+                | "RUSTDOC"
+                | "TARGET"
+                | "HOST"
+                | "OUT_DIR"
+                | "PROFILE"
+                | "OPT_LEVEL"
+                | "DEBUG"
+                | "NUM_JOBS"
         )
 }
 
@@ -45,7 +64,11 @@ fn target_installed(rustc: &str) -> bool {
         return true; // let the inner build report whatever is wrong
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    sysroot.is_empty() || Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir()
+    sysroot.is_empty()
+        || Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .is_dir()
 }
 
 fn main() -> ExitCode {
@@ -90,7 +113,9 @@ fn main() -> ExitCode {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         eprintln!("error: building the plugins/ workspace for {TARGET} failed:\n{stderr}");
-        if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `std`") {
+        if stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `std`")
+        {
             eprintln!("hint: run `rustup target add {TARGET}`");
         }
         return ExitCode::FAILURE;
@@ -113,6 +138,9 @@ fn main() -> ExitCode {
     if !staged {
         return ExitCode::FAILURE;
     }
-    println!("cargo::rustc-env=MAILPLUG_TEST_GUESTS_DIR={}", guests.display());
+    println!(
+        "cargo::rustc-env=MAILPLUG_TEST_GUESTS_DIR={}",
+        guests.display()
+    );
     ExitCode::SUCCESS
 }

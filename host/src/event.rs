@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn formats_whole_seconds_in_utc() {
-        assert_eq!(format_unix_seconds(1_767_268_800).as_deref(), Some("2026-01-01T12:00:00Z"));
+        assert_eq!(
+            format_unix_seconds(1_767_268_800).as_deref(),
+            Some("2026-01-01T12:00:00Z")
+        );
         assert_eq!(format_unix_seconds(-1), None);
         assert_eq!(format_unix_seconds(i64::MAX), None);
     }

@@ -23,7 +23,8 @@ mod instance;
 pub mod metrics;
 
 pub use bindings::mailplug::provider::types::{
-    FieldError, ParseError, PasswordSource, Security, SmtpOverrides, SmtpSettings, VerifyError, WebhookRequest,
+    FieldError, ParseError, PasswordSource, Security, SmtpOverrides, SmtpSettings, VerifyError,
+    WebhookRequest,
 };
 pub use cache::CacheOutcome;
 pub use convert::{Capability, MAX_EVENTS, PluginInfo};
@@ -84,7 +85,12 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { engine: EngineOptions::default(), cache_dir: None, clock: Clock::System, default_limits: Limits::default() }
+        Self {
+            engine: EngineOptions::default(),
+            cache_dir: None,
+            clock: Clock::System,
+            default_limits: Limits::default(),
+        }
     }
 }
 
@@ -148,13 +154,18 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("plugins", &self.plugins.keys()).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("plugins", &self.plugins.keys())
+            .finish_non_exhaustive()
     }
 }
 
 /// sha256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Runtime {
@@ -163,7 +174,12 @@ impl Runtime {
         let engine = engine::build(&options.engine)?;
         let mut linker = Linker::new(&engine);
         instance::link(&mut linker)?;
-        Ok(Self { engine, linker, options, plugins: BTreeMap::new() })
+        Ok(Self {
+            engine,
+            linker,
+            options,
+            plugins: BTreeMap::new(),
+        })
     }
 
     /// An engine with every first-party plugin loaded.
@@ -187,20 +203,41 @@ impl Runtime {
             WasmSource::Bytes(bytes) => (bytes, "builtin".to_owned()),
             WasmSource::Path(path) => match std::fs::read(&path) {
                 Ok(bytes) => (bytes, path.display().to_string()),
-                Err(source) => return Err(LoadError::Read { id: label, path, source }),
+                Err(source) => {
+                    return Err(LoadError::Read {
+                        id: label,
+                        path,
+                        source,
+                    });
+                }
             },
         };
         let sha256 = sha256_hex(&bytes);
         if let Some(expected) = &source.expected_sha256
             && !expected.trim().eq_ignore_ascii_case(&sha256)
         {
-            return Err(LoadError::HashMismatch { id: label, expected: expected.clone(), actual: sha256 });
+            return Err(LoadError::HashMismatch {
+                id: label,
+                expected: expected.clone(),
+                actual: sha256,
+            });
         }
         let limits = self.limits(&label, source.limits)?;
-        let invalid = |detail: String| LoadError::Invalid { id: label.clone(), detail };
-        let (component, cache) =
-            cache::load(&self.engine, &bytes, &sha256, self.options.cache_dir.as_deref()).map_err(|e| invalid(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+        let invalid = |detail: String| LoadError::Invalid {
+            id: label.clone(),
+            detail,
+        };
+        let (component, cache) = cache::load(
+            &self.engine,
+            &bytes,
+            &sha256,
+            self.options.cache_dir.as_deref(),
+        )
+        .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = ProviderPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
         let shared = Arc::new(Shared {
             id: Arc::from(label.as_str()),
@@ -212,7 +249,10 @@ impl Runtime {
         let info = PluginInstance::new(shared.clone()).describe()?;
         if source.id.as_ref().is_some_and(|id| *id != info.id) {
             return Err(LoadError::BadDescription {
-                detail: format!("describe() reports id `{}`; the registration says `{label}`", info.id),
+                detail: format!(
+                    "describe() reports id `{}`; the registration says `{label}`",
+                    info.id
+                ),
                 id: label,
             });
         }
@@ -232,7 +272,13 @@ impl Runtime {
                 metrics: Arc::default(),
             })
         };
-        let plugin = Plugin { shared, info, sha256, origin, cache };
+        let plugin = Plugin {
+            shared,
+            info,
+            sha256,
+            origin,
+            cache,
+        };
         Ok(self.plugins.entry(id).or_insert(plugin))
     }
 
@@ -246,13 +292,19 @@ impl Runtime {
         if limits.memory_mib == 0 || limits.memory_mib > max_memory {
             return Err(LoadError::BadDescription {
                 id: id.to_owned(),
-                detail: format!("limits.memory_mib must be 1..={max_memory}, not {}", limits.memory_mib),
+                detail: format!(
+                    "limits.memory_mib must be 1..={max_memory}, not {}",
+                    limits.memory_mib
+                ),
             });
         }
         if limits.deadline_ms == 0 || limits.deadline_ms > 60_000 {
             return Err(LoadError::BadDescription {
                 id: id.to_owned(),
-                detail: format!("limits.deadline_ms must be 1..=60000, not {}", limits.deadline_ms),
+                detail: format!(
+                    "limits.deadline_ms must be 1..=60000, not {}",
+                    limits.deadline_ms
+                ),
             });
         }
         Ok(limits)

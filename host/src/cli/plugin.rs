@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::runtime::{
-    Clock, LoadError, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime, RuntimeOptions, VerifyError,
-    WasmSource, WebhookRequest,
+    Clock, LoadError, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime,
+    RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
 };
 
 mod expect;
@@ -42,7 +42,7 @@ enum Command {
         plugin: String,
     },
     /// Run a recorded webhook request through a plugin and print the unified events (JSON).
-    Test(TestArgs),
+    Test(Box<TestArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,10 +95,20 @@ fn emit(text: &str) -> anyhow::Result<()> {
 
 /// Runs `mailplug plugin`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let level = if args.verbose { tracing::Level::DEBUG } else { tracing::Level::WARN };
+    let level = if args.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
     // Another subscriber may already be installed (e.g. by tests); keep it.
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
-    let mut options = RuntimeOptions { cache_dir: cache_dir(&args), ..RuntimeOptions::default() };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut options = RuntimeOptions {
+        cache_dir: cache_dir(&args),
+        ..RuntimeOptions::default()
+    };
     if let Command::Test(test) = &args.command
         && let Some(now) = test.now
     {
@@ -114,11 +124,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             inspect(&runtime, &id)
         }
         Command::Test(test) => {
-            let limits = PluginLimits { memory_mib: test.memory_mib, deadline_ms: test.deadline_ms };
+            let limits = PluginLimits {
+                memory_mib: test.memory_mib,
+                deadline_ms: test.deadline_ms,
+            };
             let Some(id) = resolve(&mut runtime, &test.plugin, limits)? else {
                 return Ok(super::exit::CONFIG);
             };
-            let Some(plugin) = runtime.plugin(&id) else { bail!("plugin `{id}` vanished") };
+            let Some(plugin) = runtime.plugin(&id) else {
+                bail!("plugin `{id}` vanished")
+            };
             webhook_test(plugin.instance(), &test)
         }
     }
@@ -139,19 +154,35 @@ fn cache_dir(args: &Args) -> Option<PathBuf> {
 
 /// Loads `spec` if it is a file and returns the plugin id; `None` after
 /// printing why a file could not be loaded.
-fn resolve(runtime: &mut Runtime, spec: &str, limits: PluginLimits) -> anyhow::Result<Option<String>> {
+fn resolve(
+    runtime: &mut Runtime,
+    spec: &str,
+    limits: PluginLimits,
+) -> anyhow::Result<Option<String>> {
     let path = Path::new(spec);
     if runtime.plugin(spec).is_some() && !path.exists() {
         return Ok(Some(spec.to_owned()));
     }
     if !spec.ends_with(".wasm") && !path.exists() {
         let known: Vec<_> = runtime.plugins().map(|p| p.info().id.clone()).collect();
-        bail!("no plugin `{spec}` (first-party plugins: {}; or give a path to a .wasm file)", known.join(", "));
+        bail!(
+            "no plugin `{spec}` (first-party plugins: {}; or give a path to a .wasm file)",
+            known.join(", ")
+        );
     }
-    let source = PluginSource { id: None, wasm: WasmSource::Path(path.to_owned()), expected_sha256: None, limits };
+    let source = PluginSource {
+        id: None,
+        wasm: WasmSource::Path(path.to_owned()),
+        expected_sha256: None,
+        limits,
+    };
     match runtime.load(source) {
         Ok(plugin) => Ok(Some(plugin.info().id.clone())),
-        Err(err @ (LoadError::Describe(_) | LoadError::Invalid { .. } | LoadError::BadDescription { .. })) => {
+        Err(
+            err @ (LoadError::Describe(_)
+            | LoadError::Invalid { .. }
+            | LoadError::BadDescription { .. }),
+        ) => {
             eprintln!("mailplug: {err}");
             Ok(None)
         }
@@ -162,15 +193,26 @@ fn resolve(runtime: &mut Runtime, spec: &str, limits: PluginLimits) -> anyhow::R
 fn list(runtime: &Runtime) -> anyhow::Result<u8> {
     for plugin in runtime.plugins() {
         let info = plugin.info();
-        let caps: Vec<String> =
-            info.capabilities.iter().filter_map(|c| json!(c).as_str().map(str::to_owned)).collect();
-        emit(&format!("{:<16} {:<8} {:<24} {}", info.id, info.version, info.display_name, caps.join(",")))?;
+        let caps: Vec<String> = info
+            .capabilities
+            .iter()
+            .filter_map(|c| json!(c).as_str().map(str::to_owned))
+            .collect();
+        emit(&format!(
+            "{:<16} {:<8} {:<24} {}",
+            info.id,
+            info.version,
+            info.display_name,
+            caps.join(",")
+        ))?;
     }
     Ok(super::exit::OK)
 }
 
 fn inspect(runtime: &Runtime, id: &str) -> anyhow::Result<u8> {
-    let Some(plugin) = runtime.plugin(id) else { bail!("no plugin `{id}`") };
+    let Some(plugin) = runtime.plugin(id) else {
+        bail!("no plugin `{id}`")
+    };
     let out = json!({
         "describe": plugin.info(),
         "sha256": plugin.sha256(),
@@ -184,9 +226,11 @@ fn inspect(runtime: &Runtime, id: &str) -> anyhow::Result<u8> {
 
 fn resolve_secret(reference: &str) -> anyhow::Result<String> {
     if let Some(name) = reference.strip_prefix("env:") {
-        std::env::var(name).with_context(|| format!("secret reference env:{name}: variable not set"))
+        std::env::var(name)
+            .with_context(|| format!("secret reference env:{name}: variable not set"))
     } else if let Some(path) = reference.strip_prefix("file:") {
-        let text = std::fs::read_to_string(path).with_context(|| format!("secret reference file:{path}"))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("secret reference file:{path}"))?;
         Ok(text.trim_end_matches(['\r', '\n']).to_owned())
     } else {
         Ok(reference.to_owned())
@@ -194,14 +238,18 @@ fn resolve_secret(reference: &str) -> anyhow::Result<String> {
 }
 
 fn request(test: &TestArgs) -> anyhow::Result<WebhookRequest> {
-    let body = std::fs::read(&test.body).with_context(|| format!("reading --body {}", test.body.display()))?;
+    let body = std::fs::read(&test.body)
+        .with_context(|| format!("reading --body {}", test.body.display()))?;
     let mut headers = Vec::new();
     if let Some(file) = &test.headers_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let map: serde_json::Map<String, Value> =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a JSON object", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let map: serde_json::Map<String, Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object", file.display()))?;
         for (name, value) in map {
-            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
             headers.push((name.to_ascii_lowercase(), value));
         }
     }
@@ -211,12 +259,19 @@ fn request(test: &TestArgs) -> anyhow::Result<WebhookRequest> {
         };
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    Ok(WebhookRequest { method: test.method.clone(), path: test.path.clone(), headers, body })
+    Ok(WebhookRequest {
+        method: test.method.clone(),
+        path: test.path.clone(),
+        headers,
+        body,
+    })
 }
 
 fn verify_error_json(err: &VerifyError) -> Value {
     match err {
-        VerifyError::MissingHeader(h) => json!({"verify_error": {"kind": "missing-header", "detail": h}}),
+        VerifyError::MissingHeader(h) => {
+            json!({"verify_error": {"kind": "missing-header", "detail": h}})
+        }
         VerifyError::Malformed(m) => json!({"verify_error": {"kind": "malformed", "detail": m}}),
         VerifyError::TimestampOutOfTolerance(s) => {
             json!({"verify_error": {"kind": "timestamp-out-of-tolerance", "detail": s}})
@@ -233,7 +288,11 @@ fn parse_error_json(err: &ParseError) -> Value {
 }
 
 /// Verifies (with --secret) and parses; the outcome as JSON and whether it is a success.
-fn outcome(mut instance: PluginInstance, test: &TestArgs, request: &WebhookRequest) -> anyhow::Result<(Value, bool)> {
+fn outcome(
+    mut instance: PluginInstance,
+    test: &TestArgs,
+    request: &WebhookRequest,
+) -> anyhow::Result<(Value, bool)> {
     if let Some(reference) = &test.secret {
         let secret = resolve_secret(reference)?;
         if let Err(err) = instance.verify_webhook(request, &secret)? {
@@ -258,16 +317,22 @@ fn webhook_test(instance: PluginInstance, test: &TestArgs) -> anyhow::Result<u8>
     let rendered = serde_json::to_string_pretty(&actual)?;
     emit(&rendered)?;
     let Some(expect_path) = &test.expect else {
-        return Ok(if success { super::exit::OK } else { TEST_FAILED });
+        return Ok(if success {
+            super::exit::OK
+        } else {
+            TEST_FAILED
+        });
     };
     if test.bless {
-        std::fs::write(expect_path, format!("{rendered}\n")).with_context(|| format!("writing {}", expect_path.display()))?;
+        std::fs::write(expect_path, format!("{rendered}\n"))
+            .with_context(|| format!("writing {}", expect_path.display()))?;
         eprintln!("mailplug: wrote {}", expect_path.display());
         return Ok(super::exit::OK);
     }
-    let text = std::fs::read_to_string(expect_path).with_context(|| format!("reading --expect {}", expect_path.display()))?;
-    let expected: Value =
-        serde_json::from_str(&text).with_context(|| format!("--expect {} is not JSON", expect_path.display()))?;
+    let text = std::fs::read_to_string(expect_path)
+        .with_context(|| format!("reading --expect {}", expect_path.display()))?;
+    let expected: Value = serde_json::from_str(&text)
+        .with_context(|| format!("--expect {} is not JSON", expect_path.display()))?;
     let differences = expect::diff(&expected, &actual);
     if differences.is_empty() {
         eprintln!("mailplug: output matches {}", expect_path.display());

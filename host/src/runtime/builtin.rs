@@ -11,5 +11,7 @@ pub struct Builtin {
 }
 
 /// Every first-party plugin.
-pub const BUILTINS: &[Builtin] =
-    &[Builtin { id: "custom-smtp", wasm: include_bytes!(concat!(env!("OUT_DIR"), "/custom_smtp.wasm")) }];
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    id: "custom-smtp",
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/custom_smtp.wasm")),
+}];

@@ -48,7 +48,9 @@ pub(crate) fn load(
     if path.is_file() {
         match deserialize(engine, &path) {
             Ok(component) => return Ok((component, CacheOutcome::Hit)),
-            Err(err) => tracing::warn!(path = %path.display(), "ignoring unusable compiled-plugin cache entry: {err:#}"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable compiled-plugin cache entry: {err:#}")
+            }
         }
     }
     let component = Component::new(engine, wasm)?;
@@ -61,7 +63,10 @@ pub(crate) fn load(
     }
 }
 
-#[allow(unsafe_code, reason = "wasmtime marks loading precompiled code unsafe; see the SAFETY note")]
+#[allow(
+    unsafe_code,
+    reason = "wasmtime marks loading precompiled code unsafe; see the SAFETY note"
+)]
 fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     // SAFETY: wasmtime requires that the file was produced by `serialize` of
     // a compatible engine and is not modified while mapped. Entries are only

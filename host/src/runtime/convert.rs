@@ -46,14 +46,19 @@ pub struct PluginInfo {
 
 fn valid_id(id: &str) -> bool {
     let mut bytes = id.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && id.len() <= 64
 }
 
 pub(crate) fn plugin_info(info: wit::PluginInfo) -> Result<PluginInfo, String> {
     if !valid_id(&info.id) {
-        return Err(format!("describe() returned id {:?}, which is not [a-z0-9][a-z0-9-]* (≤ 64)", info.id));
+        return Err(format!(
+            "describe() returned id {:?}, which is not [a-z0-9][a-z0-9-]* (≤ 64)",
+            info.id
+        ));
     }
     if info.options_schema.len() > MAX_SCHEMA_LEN {
         return Err("describe() returned an options schema over 1 MiB".into());
@@ -61,7 +66,9 @@ pub(crate) fn plugin_info(info: wit::PluginInfo) -> Result<PluginInfo, String> {
     let options_schema: serde_json::Value = serde_json::from_str(&info.options_schema)
         .map_err(|e| format!("describe() returned an options schema that is not JSON: {e}"))?;
     if !options_schema.is_object() && !options_schema.is_boolean() {
-        return Err("describe() returned an options schema that is neither an object nor a boolean".into());
+        return Err(
+            "describe() returned an options schema that is neither an object nor a boolean".into(),
+        );
     }
     let capabilities = info
         .capabilities
@@ -84,7 +91,10 @@ pub(crate) fn plugin_info(info: wit::PluginInfo) -> Result<PluginInfo, String> {
 
 fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
-        return Err(format!("{field} is {} bytes long (limit {max})", value.len()));
+        return Err(format!(
+            "{field} is {} bytes long (limit {max})",
+            value.len()
+        ));
     }
     // Tabs survive in SMTP diagnostics; other control characters would let a
     // plugin forge log lines or headers downstream.
@@ -100,14 +110,21 @@ fn optional(field: &str, value: &Option<String>, max: usize) -> Result<(), Strin
 
 fn smtp_code(code: &str) -> bool {
     let b = code.as_bytes();
-    b.len() == 3 && matches!(b[0], b'2' | b'4' | b'5') && b[1].is_ascii_digit() && b[2].is_ascii_digit()
+    b.len() == 3
+        && matches!(b[0], b'2' | b'4' | b'5')
+        && b[1].is_ascii_digit()
+        && b[2].is_ascii_digit()
 }
 
 fn enhanced_code(code: &str) -> bool {
     let mut parts = code.split('.');
     let class = parts.next().is_some_and(|p| matches!(p, "2" | "4" | "5"));
     let rest: Vec<&str> = parts.collect();
-    class && rest.len() == 2 && rest.iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    class
+        && rest.len() == 2
+        && rest
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn delivery_event(e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
@@ -124,10 +141,19 @@ fn delivery_event(e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
     optional("message_id", &e.message_id, MAX_ID_LEN)?;
     optional("diagnostic", &e.diagnostic, MAX_DIAGNOSTIC_LEN)?;
     if e.smtp_status.as_deref().is_some_and(|c| !smtp_code(c)) {
-        return Err(format!("smtp_status {:?} is not a 3-digit SMTP reply code", e.smtp_status));
+        return Err(format!(
+            "smtp_status {:?} is not a 3-digit SMTP reply code",
+            e.smtp_status
+        ));
     }
-    if e.enhanced_status.as_deref().is_some_and(|c| !enhanced_code(c)) {
-        return Err(format!("enhanced_status {:?} is not an RFC 3463 status code", e.enhanced_status));
+    if e.enhanced_status
+        .as_deref()
+        .is_some_and(|c| !enhanced_code(c))
+    {
+        return Err(format!(
+            "enhanced_status {:?} is not an RFC 3463 status code",
+            e.enhanced_status
+        ));
     }
     let kind = match e.kind {
         wit::EventKind::Delivered => EventKind::Delivered,
@@ -163,9 +189,14 @@ fn delivery_event(e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
 }
 
 /// Checks and converts every event; the first violation fails the whole call.
-pub(crate) fn delivery_events(events: Vec<wit::DeliveryEvent>) -> Result<Vec<NormalizedEvent>, String> {
+pub(crate) fn delivery_events(
+    events: Vec<wit::DeliveryEvent>,
+) -> Result<Vec<NormalizedEvent>, String> {
     if events.len() > MAX_EVENTS {
-        return Err(format!("{} events in one call (limit {MAX_EVENTS})", events.len()));
+        return Err(format!(
+            "{} events in one call (limit {MAX_EVENTS})",
+            events.len()
+        ));
     }
     events
         .into_iter()
@@ -185,7 +216,9 @@ pub(crate) fn smtp_settings(s: &wit::SmtpSettings) -> Result<(), String> {
     }
     for (name, value) in &s.extra_headers {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(format!("extra header name {name:?} is not a header field name"));
+            return Err(format!(
+                "extra header name {name:?} is not a header field name"
+            ));
         }
         text("extra header value", value, 998)?;
     }

@@ -2,8 +2,8 @@
 //! implemented with the RustCrypto / dalek crates.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -59,7 +59,9 @@ pub fn verify_ecdsa_p256(key: &[u8], message: &[u8], signature: &[u8]) -> Result
     use p256::ecdsa::{Signature, VerifyingKey};
     use p256::pkcs8::DecodePublicKey;
     let key = match is_pem(key) {
-        Some(pem) => VerifyingKey::from_public_key_pem(pem).map_err(|e| format!("P-256 public key: {e}"))?,
+        Some(pem) => {
+            VerifyingKey::from_public_key_pem(pem).map_err(|e| format!("P-256 public key: {e}"))?
+        }
         None => VerifyingKey::from_public_key_der(key)
             .or_else(|_| VerifyingKey::from_sec1_bytes(key))
             .map_err(|e| format!("P-256 public key: {e}"))?,
@@ -71,18 +73,29 @@ pub fn verify_ecdsa_p256(key: &[u8], message: &[u8], signature: &[u8]) -> Result
 }
 
 /// RSA PKCS#1 v1.5 with SHA-1 or SHA-256; key SPKI or PKCS#1, DER or PEM.
-pub fn verify_rsa_pkcs1v15(hash: Hash, key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, String> {
+pub fn verify_rsa_pkcs1v15(
+    hash: Hash,
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
     use rsa::pkcs1::DecodeRsaPublicKey;
     use rsa::pkcs8::DecodePublicKey;
     use rsa::{Pkcs1v15Sign, RsaPublicKey};
-    let key = match is_pem(key) {
-        Some(pem) => RsaPublicKey::from_public_key_pem(pem).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem)),
-        None => RsaPublicKey::from_public_key_der(key).or_else(|_| RsaPublicKey::from_pkcs1_der(key)),
-    }
-    .map_err(|e| format!("RSA public key: {e}"))?;
+    let key =
+        match is_pem(key) {
+            Some(pem) => RsaPublicKey::from_public_key_pem(pem)
+                .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem)),
+            None => RsaPublicKey::from_public_key_der(key)
+                .or_else(|_| RsaPublicKey::from_pkcs1_der(key)),
+        }
+        .map_err(|e| format!("RSA public key: {e}"))?;
     let (scheme, hashed) = match hash {
         Hash::Sha1 => (Pkcs1v15Sign::new::<Sha1>(), Sha1::digest(message).to_vec()),
-        Hash::Sha256 => (Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(message).to_vec()),
+        Hash::Sha256 => (
+            Pkcs1v15Sign::new::<Sha256>(),
+            Sha256::digest(message).to_vec(),
+        ),
     };
     Ok(key.verify(scheme, &hashed, signature).is_ok())
 }
@@ -98,7 +111,8 @@ pub fn verify_ed25519(key: &[u8], message: &[u8], signature: &[u8]) -> Result<bo
     } else {
         VerifyingKey::from_public_key_der(key).map_err(|e| format!("Ed25519 public key: {e}"))?
     };
-    let signature = Signature::from_slice(signature).map_err(|e| format!("Ed25519 signature: {e}"))?;
+    let signature =
+        Signature::from_slice(signature).map_err(|e| format!("Ed25519 signature: {e}"))?;
     Ok(key.verify_strict(message, &signature).is_ok())
 }
 
@@ -115,20 +129,42 @@ impl Host for StoreData {
         a.len() == b.len() && bool::from(a.ct_eq(&b))
     }
 
-    fn verify_ecdsa_p256_sha256(&mut self, key: Vec<u8>, message: Vec<u8>, signature: Vec<u8>) -> Result<bool, String> {
+    fn verify_ecdsa_p256_sha256(
+        &mut self,
+        key: Vec<u8>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, String> {
         verify_ecdsa_p256(&key, &message, &signature)
     }
 
-    fn verify_rsa_pkcs1v15(&mut self, hash: Hash, key: Vec<u8>, message: Vec<u8>, signature: Vec<u8>) -> Result<bool, String> {
+    fn verify_rsa_pkcs1v15(
+        &mut self,
+        hash: Hash,
+        key: Vec<u8>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, String> {
         verify_rsa_pkcs1v15(hash, &key, &message, &signature)
     }
 
-    fn verify_ed25519(&mut self, key: Vec<u8>, message: Vec<u8>, signature: Vec<u8>) -> Result<bool, String> {
+    fn verify_ed25519(
+        &mut self,
+        key: Vec<u8>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, String> {
         verify_ed25519(&key, &message, &signature)
     }
 
-    fn base64_decode(&mut self, alphabet: Base64Alphabet, input: String) -> Result<Vec<u8>, String> {
-        engine(alphabet).decode(input.trim()).map_err(|e| e.to_string())
+    fn base64_decode(
+        &mut self,
+        alphabet: Base64Alphabet,
+        input: String,
+    ) -> Result<Vec<u8>, String> {
+        engine(alphabet)
+            .decode(input.trim())
+            .map_err(|e| e.to_string())
     }
 
     fn base64_encode(&mut self, alphabet: Base64Alphabet, data: Vec<u8>) -> String {

@@ -23,7 +23,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { max_instances: 256, max_memory_mib: 512, memory_keep_resident: 1 << 20 }
+        Self {
+            max_instances: 256,
+            max_memory_mib: 512,
+            memory_keep_resident: 1 << 20,
+        }
     }
 }
 
@@ -59,13 +63,15 @@ pub(crate) fn build(options: &EngineOptions) -> anyhow::Result<Engine> {
 /// thread holds only a weak reference so it never keeps the engine alive.
 fn start_ticker(engine: &Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
-    thread::Builder::new().name("mailplug-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            thread::sleep(TICK);
-        }
-    })?;
+    thread::Builder::new()
+        .name("mailplug-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(TICK);
+            }
+        })?;
     Ok(())
 }
 

@@ -19,7 +19,12 @@ pub enum Export {
 
 impl Export {
     /// Every export, in WIT order.
-    pub const ALL: [Export; 4] = [Self::Describe, Self::AdaptConnection, Self::VerifyWebhook, Self::ParseWebhook];
+    pub const ALL: [Export; 4] = [
+        Self::Describe,
+        Self::AdaptConnection,
+        Self::VerifyWebhook,
+        Self::ParseWebhook,
+    ];
 
     /// The WIT name of the export.
     pub fn name(self) -> &'static str {
@@ -72,11 +77,19 @@ pub enum FailureCause {
 }
 
 fn guest_output_suffix(output: &str) -> String {
-    if output.trim().is_empty() { String::new() } else { format!("\nguest stderr: {}", output.trim_end()) }
+    if output.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\nguest stderr: {}", output.trim_end())
+    }
 }
 
 fn backtrace_suffix(backtrace: &str) -> String {
-    if backtrace.is_empty() { String::new() } else { format!("\n{}", backtrace.trim_end()) }
+    if backtrace.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", backtrace.trim_end())
+    }
 }
 
 /// A call that failed: only that call; the plugin and the host keep serving.
@@ -105,7 +118,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file's sha256 differs from the pinned one.
-    #[error("plugin `{id}`: sha256 mismatch: the registration pins {expected} but the file has {actual}; refusing to load it")]
+    #[error(
+        "plugin `{id}`: sha256 mismatch: the registration pins {expected} but the file has {actual}; refusing to load it"
+    )]
     HashMismatch {
         /// Plugin id.
         id: String,

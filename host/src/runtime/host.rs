@@ -70,7 +70,12 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap || maximum.is_some_and(|m| desired > m) {
             self.refused = true;
             // An error (rather than `Ok(false)`) traps at once instead of
@@ -83,7 +88,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -119,7 +129,10 @@ impl StoreData {
         Self {
             plugin,
             clock,
-            limiter: Limiter { memory_cap, refused: false },
+            limiter: Limiter {
+                memory_cap,
+                refused: false,
+            },
             wasi,
             table: ResourceTable::new(),
             stdout,
@@ -133,8 +146,10 @@ impl StoreData {
     pub(crate) fn drain_guest_output(&mut self) -> String {
         let out = self.stdout.contents();
         let err = self.stderr.contents();
-        let new_out = String::from_utf8_lossy(out.get(self.logged.0..).unwrap_or_default()).into_owned();
-        let new_err = String::from_utf8_lossy(err.get(self.logged.1..).unwrap_or_default()).into_owned();
+        let new_out =
+            String::from_utf8_lossy(out.get(self.logged.0..).unwrap_or_default()).into_owned();
+        let new_err =
+            String::from_utf8_lossy(err.get(self.logged.1..).unwrap_or_default()).into_owned();
         self.logged = (out.len(), err.len());
         for line in new_out.lines().filter(|l| !l.is_empty()) {
             tracing::info!(plugin = %self.plugin, stream = "stdout", "{line}");
@@ -148,7 +163,10 @@ impl StoreData {
 
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

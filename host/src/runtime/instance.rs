@@ -29,7 +29,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_mib: 32, deadline_ms: 100 }
+        Self {
+            memory_mib: 32,
+            deadline_ms: 100,
+        }
     }
 }
 
@@ -44,7 +47,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn fail(&self, export: Export, cause: FailureCause) -> PluginError {
-        PluginError { plugin: self.id.to_string(), export, cause }
+        PluginError {
+            plugin: self.id.to_string(),
+            export,
+            cause,
+        }
     }
 }
 
@@ -76,28 +83,65 @@ fn outcome<T, E>(result: &Result<Result<T, E>, PluginError>) -> Outcome {
     }
 }
 
+/// The trap code in an error's chain (it sits under the backtrace context).
+fn trap_code(err: &wasmtime::Error) -> Option<Trap> {
+    err.downcast_ref::<Trap>()
+        .copied()
+        .or_else(|| err.chain().find_map(|e| e.downcast_ref::<Trap>().copied()))
+}
+
+/// An error's causes joined by ": ", without the backtrace (reported apart).
+fn describe_error(err: &wasmtime::Error) -> String {
+    // The backtrace is attached as the outermost context.
+    let skip = usize::from(err.downcast_ref::<WasmBacktrace>().is_some());
+    let parts: Vec<String> = err.chain().skip(skip).map(ToString::to_string).collect();
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
 /// Turns a wasmtime error into a typed cause, using what the store recorded.
-fn classify(err: &wasmtime::Error, data: &mut StoreData, limits: Limits, instantiating: bool) -> FailureCause {
+fn classify(
+    err: &wasmtime::Error,
+    data: &mut StoreData,
+    limits: Limits,
+    instantiating: bool,
+) -> FailureCause {
     let guest_output = data.drain_guest_output();
     let memory_refused = data.limiter.refused;
     if instantiating {
         return FailureCause::Instantiate(if memory_refused {
-            format!("its initial memory exceeds the {} MiB memory cap", limits.memory_mib)
-        } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            format!("its start-up did not finish within the {} ms deadline", limits.deadline_ms)
+            format!(
+                "its initial memory exceeds the {} MiB memory cap",
+                limits.memory_mib
+            )
+        } else if trap_code(err) == Some(Trap::Interrupt) {
+            format!(
+                "its start-up did not finish within the {} ms deadline",
+                limits.deadline_ms
+            )
         } else {
-            format!("{err:#}")
+            describe_error(err)
         });
     }
     if memory_refused {
-        return FailureCause::MemoryCap { cap_mib: limits.memory_mib };
+        return FailureCause::MemoryCap {
+            cap_mib: limits.memory_mib,
+        };
     }
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => FailureCause::Deadline { deadline_ms: limits.deadline_ms },
+    match trap_code(err) {
+        Some(Trap::Interrupt) => FailureCause::Deadline {
+            deadline_ms: limits.deadline_ms,
+        },
         trap => FailureCause::Trap {
-            message: trap.map_or_else(|| format!("{err:#}"), ToString::to_string),
+            message: trap.map_or_else(|| describe_error(err), |t| t.to_string()),
             guest_output,
-            backtrace: err.downcast_ref::<WasmBacktrace>().map(ToString::to_string).unwrap_or_default(),
+            backtrace: err
+                .downcast_ref::<WasmBacktrace>()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         },
     }
 }
@@ -124,12 +168,19 @@ impl PluginInstance {
         let live = match self.live.take() {
             Some(live) => live,
             None => {
-                let data = StoreData::new(shared.id.clone(), shared.clock, shared.limits.memory_mib as usize * (1 << 20));
+                let data = StoreData::new(
+                    shared.id.clone(),
+                    shared.clock,
+                    shared.limits.memory_mib as usize * (1 << 20),
+                );
                 let mut store = Store::new(shared.pre.engine(), data);
                 store.limiter(|d| &mut d.limiter);
                 store.epoch_deadline_trap();
                 store.set_epoch_deadline(ticks);
-                shared.metrics.instantiations.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .instantiations
+                    .fetch_add(1, Ordering::Relaxed);
                 match shared.pre.instantiate(&mut store) {
                     Ok(bindings) => Live { store, bindings },
                     Err(err) => {
@@ -139,7 +190,10 @@ impl PluginInstance {
                 }
             }
         };
-        let Live { mut store, bindings } = live;
+        let Live {
+            mut store,
+            bindings,
+        } = live;
         store.set_epoch_deadline(ticks);
         match run(&bindings, &mut store) {
             Ok(value) => {
@@ -147,17 +201,29 @@ impl PluginInstance {
                 self.live = Some(Live { store, bindings });
                 Ok(value)
             }
-            Err(err) => Err(shared.fail(export, classify(&err, store.data_mut(), shared.limits, false))),
+            Err(err) => Err(shared.fail(
+                export,
+                classify(&err, store.data_mut(), shared.limits, false),
+            )),
         }
     }
 
     fn invalid(&mut self, export: Export, message: String) -> PluginError {
         self.live = None;
-        self.shared.fail(export, FailureCause::InvalidOutput(message))
+        self.shared
+            .fail(export, FailureCause::InvalidOutput(message))
     }
 
-    fn record<T, E>(&self, export: Export, start: Instant, result: &Result<Result<T, E>, PluginError>) {
-        self.shared.metrics.export(export).record(start.elapsed(), outcome(result));
+    fn record<T, E>(
+        &self,
+        export: Export,
+        start: Instant,
+        result: &Result<Result<T, E>, PluginError>,
+    ) {
+        self.shared
+            .metrics
+            .export(export)
+            .record(start.elapsed(), outcome(result));
     }
 
     /// Calls `describe` and checks its answer.
@@ -165,9 +231,18 @@ impl PluginInstance {
         let start = Instant::now();
         let result = self
             .invoke(Export::Describe, |p, s| p.call_describe(s))
-            .and_then(|info| convert::plugin_info(info).map_err(|m| self.invalid(Export::Describe, m)));
-        let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Failed };
-        self.shared.metrics.export(Export::Describe).record(start.elapsed(), outcome);
+            .and_then(|info| {
+                convert::plugin_info(info).map_err(|m| self.invalid(Export::Describe, m))
+            });
+        let outcome = if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        self.shared
+            .metrics
+            .export(Export::Describe)
+            .record(start.elapsed(), outcome);
         result
     }
 
@@ -179,7 +254,9 @@ impl PluginInstance {
     ) -> Result<Result<SmtpSettings, Vec<FieldError>>, PluginError> {
         let start = Instant::now();
         let result = self
-            .invoke(Export::AdaptConnection, |p, s| p.call_adapt_connection(s, options, overrides))
+            .invoke(Export::AdaptConnection, |p, s| {
+                p.call_adapt_connection(s, options, overrides)
+            })
             .and_then(|r| match r {
                 Ok(settings) => match convert::smtp_settings(&settings) {
                     Ok(()) => Ok(Ok(settings)),
@@ -198,7 +275,9 @@ impl PluginInstance {
         secret: &str,
     ) -> Result<Result<(), VerifyError>, PluginError> {
         let start = Instant::now();
-        let result = self.invoke(Export::VerifyWebhook, |p, s| p.call_verify_webhook(s, request, secret));
+        let result = self.invoke(Export::VerifyWebhook, |p, s| {
+            p.call_verify_webhook(s, request, secret)
+        });
         self.record(Export::VerifyWebhook, start, &result);
         result
     }
@@ -210,7 +289,9 @@ impl PluginInstance {
     ) -> Result<Result<Vec<NormalizedEvent>, ParseError>, PluginError> {
         let start = Instant::now();
         let result = self
-            .invoke(Export::ParseWebhook, |p, s| p.call_parse_webhook(s, request))
+            .invoke(Export::ParseWebhook, |p, s| {
+                p.call_parse_webhook(s, request)
+            })
             .and_then(|r| match r {
                 Ok(events) => convert::delivery_events(events)
                     .map(Ok)

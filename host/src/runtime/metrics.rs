@@ -8,7 +8,8 @@ use super::error::Export;
 
 /// Upper bounds (inclusive, microseconds) of the latency histogram buckets;
 /// a final implicit bucket counts everything slower.
-pub const LATENCY_BUCKETS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 5_000, 25_000, 100_000];
+pub const LATENCY_BUCKETS_US: [u64; 10] =
+    [10, 25, 50, 100, 250, 500, 1_000, 5_000, 25_000, 100_000];
 
 /// Counters of one export of one plugin.
 #[derive(Debug, Default)]
@@ -41,7 +42,10 @@ impl ExportMetrics {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.latency_ns_sum.fetch_add(ns, Ordering::Relaxed);
         let us = ns / 1_000;
-        let bucket = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -70,11 +74,17 @@ impl PluginMetrics {
 
     /// Host-side failures over all exports.
     pub fn failures(&self) -> u64 {
-        self.exports.iter().map(|e| e.failures.load(Ordering::Relaxed)).sum()
+        self.exports
+            .iter()
+            .map(|e| e.failures.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Calls over all exports.
     pub fn calls(&self) -> u64 {
-        self.exports.iter().map(|e| e.calls.load(Ordering::Relaxed)).sum()
+        self.exports
+            .iter()
+            .map(|e| e.calls.load(Ordering::Relaxed))
+            .sum()
     }
 }

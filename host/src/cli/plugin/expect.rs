@@ -16,7 +16,11 @@ fn show(value: &Value) -> String {
 }
 
 fn compare(expected: &Value, actual: &Value, path: &mut String, out: &mut Vec<String>) {
-    let here = if path.is_empty() { "(top level)".to_owned() } else { path.clone() };
+    let here = if path.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        path.clone()
+    };
     match (expected, actual) {
         (Value::Object(want), Value::Object(got)) => {
             for (key, want_value) in want {
@@ -25,14 +29,21 @@ fn compare(expected: &Value, actual: &Value, path: &mut String, out: &mut Vec<St
                 path.push_str(key);
                 match got.get(key) {
                     Some(got_value) => compare(want_value, got_value, path, out),
-                    None => out.push(format!("{path}: expected {}, but the field is missing", show(want_value))),
+                    None => out.push(format!(
+                        "{path}: expected {}, but the field is missing",
+                        show(want_value)
+                    )),
                 }
                 path.truncate(len);
             }
         }
         (Value::Array(want), Value::Array(got)) => {
             if want.len() != got.len() {
-                out.push(format!("{here}: expected {} items, got {}", want.len(), got.len()));
+                out.push(format!(
+                    "{here}: expected {} items, got {}",
+                    want.len(),
+                    got.len()
+                ));
             }
             for (i, (w, g)) in want.iter().zip(got).enumerate() {
                 let len = path.len();
@@ -70,8 +81,23 @@ mod tests {
         let expected = json!([{"kind": "bounced", "smtp_status": "550"}]);
         let actual = json!([{"kind": "bounced", "smtp_status": null}, {"kind": "delivered"}]);
         let lines = diff(&expected, &actual);
-        assert!(lines.iter().any(|l| l == "[0].smtp_status: expected \"550\", got null"), "{lines:?}");
-        assert!(lines.iter().any(|l| l.starts_with("(top level): expected 1 items, got 2")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.starts_with("(top level)[1]: unexpected item")), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "[0].smtp_status: expected \"550\", got null"),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("(top level): expected 1 items, got 2")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("(top level)[1]: unexpected item")),
+            "{lines:?}"
+        );
     }
 }

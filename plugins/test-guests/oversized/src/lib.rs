@@ -11,7 +11,9 @@ struct Oversized;
 
 impl Guest for Oversized {
     fn describe() -> PluginInfo {
-        let first = BALLAST.lock().map(|b| b[0]).unwrap_or(0);
+        // Indexed by run-time values so the optimiser cannot drop the array.
+        let index = usize::try_from(host::now()).unwrap_or(0) % (64 << 20);
+        let first = BALLAST.lock().map(|b| b[index]).unwrap_or(0);
         PluginInfo {
             id: "oversized".into(),
             version: format!("0.0.{first}"),
@@ -30,9 +32,10 @@ impl Guest for Oversized {
         Ok(())
     }
 
-    fn parse_webhook(_request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
+    fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
         let mut b = BALLAST.lock().map_err(|_| ParseError::Invalid("poisoned".into()))?;
-        b[1] = b[1].wrapping_add(1);
+        let index = request.body.len() % (64 << 20);
+        b[index] = b[index].wrapping_add(1);
         Ok(vec![])
     }
 }
