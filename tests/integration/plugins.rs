@@ -1,7 +1,11 @@
 //! Plugin runtime and author CLI, against real components built from
 //! plugins/ (first-party and hostile test guests).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly on broken fixtures")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly on broken fixtures"
+)]
 
 mod cli_golden;
 mod custom_smtp;

@@ -28,7 +28,10 @@ struct Options {
 }
 
 fn error(path: &str, message: impl Into<String>) -> FieldError {
-    FieldError { path: path.into(), message: message.into() }
+    FieldError {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 /// Default port for a security mode, and the security a well-known port implies.
@@ -46,11 +49,19 @@ fn defaults(port: Option<u16>, security: Option<Security>) -> (u16, Security) {
 fn headers(options: Options, errors: &mut Vec<FieldError>) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(options.headers.len());
     for (name, value) in options.headers {
-        let path = format!("/options/headers/{}", name.replace('~', "~0").replace('/', "~1"));
-        let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        let path = format!(
+            "/options/headers/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        );
+        let valid_name =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
         match value {
-            serde_json::Value::String(v) if valid_name && !v.contains(['\r', '\n']) => out.push((name, v)),
-            serde_json::Value::String(_) if valid_name => errors.push(error(&path, "header values cannot contain CR or LF")),
+            serde_json::Value::String(v) if valid_name && !v.contains(['\r', '\n']) => {
+                out.push((name, v))
+            }
+            serde_json::Value::String(_) if valid_name => {
+                errors.push(error(&path, "header values cannot contain CR or LF"))
+            }
             serde_json::Value::String(_) => errors.push(error(&path, "not a valid header name")),
             _ => errors.push(error(&path, "header values must be strings")),
         }
@@ -93,13 +104,22 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
         _ => {}
     }
     if o.has_password && o.username.is_none() {
-        errors.push(error("/smtp/username", "a password is configured but no username"));
+        errors.push(error(
+            "/smtp/username",
+            "a password is configured but no username",
+        ));
     }
     if o.username.is_some() && !o.has_password {
-        errors.push(error("/smtp/password", "a username is configured but no password reference"));
+        errors.push(error(
+            "/smtp/password",
+            "a username is configured but no password reference",
+        ));
     }
     if o.has_password && security == Security::None {
-        errors.push(error("/smtp/security", "credentials would be sent in clear text with security: none"));
+        errors.push(error(
+            "/smtp/security",
+            "credentials would be sent in clear text with security: none",
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -109,7 +129,11 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
         port,
         security,
         username: o.username,
-        password: if o.has_password { PasswordSource::SmtpPassword } else { PasswordSource::None },
+        password: if o.has_password {
+            PasswordSource::SmtpPassword
+        } else {
+            PasswordSource::None
+        },
         extra_headers,
     })
 }

@@ -25,12 +25,19 @@ impl Guest for CustomSmtp {
             version: env!("CARGO_PKG_VERSION").into(),
             display_name: "Custom SMTP".into(),
             options_schema: adapt::OPTIONS_SCHEMA.into(),
-            capabilities: vec![Capability::AdaptsSmtp, Capability::VerifiesWebhooks, Capability::ParsesWebhooks],
+            capabilities: vec![
+                Capability::AdaptsSmtp,
+                Capability::VerifiesWebhooks,
+                Capability::ParsesWebhooks,
+            ],
             signature_scheme: Some("standard-webhooks-v1".into()),
         }
     }
 
-    fn adapt_connection(options: String, overrides: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
+    fn adapt_connection(
+        options: String,
+        overrides: SmtpOverrides,
+    ) -> Result<SmtpSettings, Vec<FieldError>> {
         adapt::adapt(&options, overrides)
     }
 
@@ -59,10 +66,13 @@ impl Guest for CustomSmtp {
             Some(b'{') => {
                 let item: Incoming<'_> = json::parse_borrowed(&request.body)?;
                 let mut events = Vec::with_capacity(1);
-                item.convert(webhook_id, true, &mut events).map_err(ParseError::Invalid)?;
+                item.convert(webhook_id, true, &mut events)
+                    .map_err(ParseError::Invalid)?;
                 Ok(events)
             }
-            _ => Err(ParseError::Malformed("body is not a JSON object or array".into())),
+            _ => Err(ParseError::Malformed(
+                "body is not a JSON object or array".into(),
+            )),
         }
     }
 }
@@ -168,24 +178,34 @@ fn required<'a>(value: &'a Text<'_>, field: &str) -> Result<&'a str, String> {
 }
 
 fn timestamp(value: &str, field: &str) -> Result<i64, String> {
-    time::parse_rfc3339(value).ok_or_else(|| format!("{field} {value:?} is not an RFC 3339 date-time"))
+    time::parse_rfc3339(value)
+        .ok_or_else(|| format!("{field} {value:?} is not an RFC 3339 date-time"))
 }
 
 impl Incoming<'_> {
     /// `single`: the body holds just this event, so the `webhook-id` header
     /// identifies it when the event carries no `provider_event_id`.
-    fn convert(self, webhook_id: Option<&str>, single: bool, out: &mut Vec<DeliveryEvent>) -> Result<(), String> {
+    fn convert(
+        self,
+        webhook_id: Option<&str>,
+        single: bool,
+        out: &mut Vec<DeliveryEvent>,
+    ) -> Result<(), String> {
         if self.envelope_type.is_some() {
             return self.convert_envelope(webhook_id, out);
         }
         if self.timestamp.is_some() || self.data.is_some() {
-            return Err("`timestamp`/`data` belong to the envelope format, which needs `type`".into());
+            return Err(
+                "`timestamp`/`data` belong to the envelope format, which needs `type`".into(),
+            );
         }
         let kind_name = required(&self.kind, "kind")?;
         let kind = event_kind(kind_name).ok_or_else(|| format!("unknown kind {kind_name:?}"))?;
         let bounce_class = match self.bounce_class.as_deref() {
             None => None,
-            Some(_) if kind != EventKind::Bounced => return Err("bounce_class is only allowed on bounced events".into()),
+            Some(_) if kind != EventKind::Bounced => {
+                return Err("bounce_class is only allowed on bounced events".into());
+            }
             Some(name) => Some(bounce_class(name)?),
         };
         let recipient = required(&self.recipient, "recipient")?.to_owned();
@@ -195,7 +215,9 @@ impl Incoming<'_> {
             bounce_class,
             recipient,
             occurred_at,
-            provider: self.provider.map_or_else(|| DEFAULT_PROVIDER.to_owned(), Cow::into_owned),
+            provider: self
+                .provider
+                .map_or_else(|| DEFAULT_PROVIDER.to_owned(), Cow::into_owned),
             provider_event_id: owned(self.provider_event_id)
                 .or_else(|| webhook_id.filter(|_| single).map(str::to_owned)),
             provider_message_id: owned(self.provider_message_id),
@@ -207,13 +229,19 @@ impl Incoming<'_> {
         Ok(())
     }
 
-    fn convert_envelope(self, webhook_id: Option<&str>, out: &mut Vec<DeliveryEvent>) -> Result<(), String> {
+    fn convert_envelope(
+        self,
+        webhook_id: Option<&str>,
+        out: &mut Vec<DeliveryEvent>,
+    ) -> Result<(), String> {
         if self.kind.is_some() || self.recipient.is_some() || self.occurred_at.is_some() {
             return Err("unified-format fields are not allowed in a `type` envelope".into());
         }
         let event_type = self.envelope_type.as_deref().unwrap_or_default();
         let Some(kind) = event_type.strip_prefix("email.").and_then(event_kind) else {
-            host::log_debug(&format!("skipping envelope event type {event_type:?}: no unified kind"));
+            host::log_debug(&format!(
+                "skipping envelope event type {event_type:?}: no unified kind"
+            ));
             return Ok(());
         };
         let data = self.data.ok_or("envelope has no `data`")?;

@@ -40,12 +40,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// ECDSA P-256/SHA-256 verification; `Err` for an unusable key or signature encoding.
-pub fn verify_ecdsa_p256_sha256(key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, String> {
+pub fn verify_ecdsa_p256_sha256(
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
     crypto::verify_ecdsa_p256_sha256(key, message, signature)
 }
 
 /// RSA PKCS#1 v1.5 verification with `hash`.
-pub fn verify_rsa_pkcs1v15(hash: Hash, key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, String> {
+pub fn verify_rsa_pkcs1v15(
+    hash: Hash,
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
     crypto::verify_rsa_pkcs1v15(hash, key, message, signature)
 }
 

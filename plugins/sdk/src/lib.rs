@@ -26,8 +26,8 @@ pub mod smtp;
 pub mod standard_webhooks;
 pub mod time;
 
-pub use bindings::{Guest, export};
 pub use bindings::mailplug::provider::types;
+pub use bindings::{Guest, export};
 
 /// Everything a plugin usually needs in scope.
 pub mod prelude {

@@ -9,7 +9,10 @@ pub fn extract_status(text: &str) -> Option<(String, Option<String>)> {
     let b = text.as_bytes();
     let boundary = |i: usize| b.get(i).is_none_or(|c| !c.is_ascii_digit() && *c != b'.');
     for i in 0..b.len().saturating_sub(2) {
-        if !matches!(b[i], b'2' | b'4' | b'5') || !b[i + 1].is_ascii_digit() || !b[i + 2].is_ascii_digit() {
+        if !matches!(b[i], b'2' | b'4' | b'5')
+            || !b[i + 1].is_ascii_digit()
+            || !b[i + 2].is_ascii_digit()
+        {
             continue;
         }
         if i > 0 && (b[i - 1].is_ascii_digit() || b[i - 1] == b'.') {
@@ -30,14 +33,19 @@ pub fn extract_status(text: &str) -> Option<(String, Option<String>)> {
 
 /// End of `[ -][245].\d{1,3}.\d{1,3}` starting at `start`, with maximal digit runs.
 fn enhanced_end(b: &[u8], start: usize) -> Option<usize> {
-    if !matches!(b.get(start), Some(b' ' | b'-')) || !matches!(b.get(start + 1), Some(b'2' | b'4' | b'5')) {
+    if !matches!(b.get(start), Some(b' ' | b'-'))
+        || !matches!(b.get(start + 1), Some(b'2' | b'4' | b'5'))
+    {
         return None;
     }
     if b.get(start + 2) != Some(&b'.') {
         return None;
     }
     let run = |from: usize| {
-        let n = b[from.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let n = b[from.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         (1..=3).contains(&n).then_some(from + n)
     };
     let mid = run(start + 3)?;
@@ -57,8 +65,14 @@ mod tests {
 
     #[test]
     fn finds_code_and_enhanced_status() {
-        assert_eq!(st("550 5.1.1 user unknown"), Some(("550".into(), Some("5.1.1".into()))));
-        assert_eq!(st("smtp;550-5.7.1 blocked"), Some(("550".into(), Some("5.7.1".into()))));
+        assert_eq!(
+            st("550 5.1.1 user unknown"),
+            Some(("550".into(), Some("5.1.1".into())))
+        );
+        assert_eq!(
+            st("smtp;550-5.7.1 blocked"),
+            Some(("550".into(), Some("5.7.1".into())))
+        );
         assert_eq!(st("421 try later"), Some(("421".into(), None)));
         assert_eq!(st("550 5.1.1. oops"), Some(("550".into(), None)));
     }
@@ -67,7 +81,10 @@ mod tests {
     fn ignores_numbers_inside_other_numbers() {
         assert_eq!(st("192.0.2.250 said no"), None);
         assert_eq!(st("code 5500"), None);
-        assert_eq!(st("id 1550 then 452 4.2.2 full"), Some(("452".into(), Some("4.2.2".into()))));
+        assert_eq!(
+            st("id 1550 then 452 4.2.2 full"),
+            Some(("452".into(), Some("4.2.2".into())))
+        );
         assert_eq!(st("nothing here"), None);
     }
 }

@@ -29,7 +29,11 @@ pub const STANDARD: Headers = Headers {
 };
 
 /// `svix-id` / `svix-timestamp` / `svix-signature`.
-pub const SVIX: Headers = Headers { id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature" };
+pub const SVIX: Headers = Headers {
+    id: "svix-id",
+    timestamp: "svix-timestamp",
+    signature: "svix-signature",
+};
 
 enum Key {
     Symmetric(Vec<u8>),
@@ -46,15 +50,22 @@ fn parse_keys(secret: &str) -> Result<Vec<Key>, VerifyError> {
             Some(rest) => (true, rest),
             None => (false, item.strip_prefix("whsec_").unwrap_or(item)),
         };
-        let bytes = host::base64_decode(b64)
-            .map_err(|e| VerifyError::Malformed(format!("webhook secret is not valid base64: {e}")))?;
+        let bytes = host::base64_decode(b64).map_err(|e| {
+            VerifyError::Malformed(format!("webhook secret is not valid base64: {e}"))
+        })?;
         if bytes.is_empty() {
             return Err(VerifyError::Malformed("webhook secret is empty".into()));
         }
-        keys.push(if is_public { Key::Ed25519(bytes) } else { Key::Symmetric(bytes) });
+        keys.push(if is_public {
+            Key::Ed25519(bytes)
+        } else {
+            Key::Symmetric(bytes)
+        });
     }
     if keys.is_empty() {
-        return Err(VerifyError::Malformed("no webhook secret configured".into()));
+        return Err(VerifyError::Malformed(
+            "no webhook secret configured".into(),
+        ));
     }
     Ok(keys)
 }
@@ -70,11 +81,12 @@ pub fn verify(
     now: i64,
     tolerance: i64,
 ) -> Result<(), VerifyError> {
-    let id = header(request, names.id).ok_or_else(|| VerifyError::MissingHeader(names.id.into()))?;
-    let ts_text =
-        header(request, names.timestamp).ok_or_else(|| VerifyError::MissingHeader(names.timestamp.into()))?;
-    let signatures =
-        header(request, names.signature).ok_or_else(|| VerifyError::MissingHeader(names.signature.into()))?;
+    let id =
+        header(request, names.id).ok_or_else(|| VerifyError::MissingHeader(names.id.into()))?;
+    let ts_text = header(request, names.timestamp)
+        .ok_or_else(|| VerifyError::MissingHeader(names.timestamp.into()))?;
+    let signatures = header(request, names.signature)
+        .ok_or_else(|| VerifyError::MissingHeader(names.signature.into()))?;
     let timestamp: i64 = ts_text
         .trim()
         .parse()
@@ -130,6 +142,9 @@ pub fn verify(
     if seen_known_version {
         Err(VerifyError::BadSignature)
     } else {
-        Err(VerifyError::Malformed(format!("{} has no v1/v1a signature", names.signature)))
+        Err(VerifyError::Malformed(format!(
+            "{} has no v1/v1a signature",
+            names.signature
+        )))
     }
 }

@@ -54,7 +54,10 @@ impl Cursor<'_> {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM|±HHMM]` (also with a space
 /// instead of `T`) into Unix seconds. Returns `None` for anything else.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let mut c = Cursor { bytes: text.as_bytes(), pos: 0 };
+    let mut c = Cursor {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
     let year = c.digits(4)?;
     c.eat(b"-")?;
     let month = c.digits(2)?;
@@ -112,16 +115,32 @@ mod tests {
     #[test]
     fn parses_utc_offsets_and_fractions() {
         assert_eq!(parse_rfc3339("2026-01-01T12:00:00Z"), Some(1_767_268_800));
-        assert_eq!(parse_rfc3339("2026-01-01T12:00:00.999Z"), Some(1_767_268_800));
-        assert_eq!(parse_rfc3339("2026-01-01T07:00:00-05:00"), Some(1_767_268_800));
-        assert_eq!(parse_rfc3339("2026-01-01T13:00:00+0100"), Some(1_767_268_800));
+        assert_eq!(
+            parse_rfc3339("2026-01-01T12:00:00.999Z"),
+            Some(1_767_268_800)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T07:00:00-05:00"),
+            Some(1_767_268_800)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T13:00:00+0100"),
+            Some(1_767_268_800)
+        );
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800));
     }
 
     #[test]
     fn rejects_malformed_dates() {
-        for bad in ["", "2026-01-01", "2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00Zjunk"] {
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00Zjunk",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

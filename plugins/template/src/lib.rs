@@ -33,10 +33,19 @@ impl Guest for Example {
         }
     }
 
-    fn adapt_connection(options: String, overrides: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
-        let region = if options.contains("\"us\"") { "us" } else { "eu" };
+    fn adapt_connection(
+        options: String,
+        overrides: SmtpOverrides,
+    ) -> Result<SmtpSettings, Vec<FieldError>> {
+        let region = if options.contains("\"us\"") {
+            "us"
+        } else {
+            "eu"
+        };
         Ok(SmtpSettings {
-            host: overrides.host.unwrap_or_else(|| format!("smtp.{region}.example.net")),
+            host: overrides
+                .host
+                .unwrap_or_else(|| format!("smtp.{region}.example.net")),
             port: overrides.port.unwrap_or(587),
             security: overrides.security.unwrap_or(Security::Starttls),
             username: Some("apikey".into()),
@@ -47,15 +56,26 @@ impl Guest for Example {
 
     fn verify_webhook(request: WebhookRequest, secret: String) -> Result<(), VerifyError> {
         let missing = |h: &str| VerifyError::MissingHeader(h.into());
-        let ts = mailplug_sdk::header(&request, "x-example-timestamp").ok_or_else(|| missing("x-example-timestamp"))?;
-        let sig = mailplug_sdk::header(&request, "x-example-signature").ok_or_else(|| missing("x-example-signature"))?;
-        let sent: i64 = ts.parse().map_err(|_| VerifyError::Malformed("bad timestamp".into()))?;
+        let ts = mailplug_sdk::header(&request, "x-example-timestamp")
+            .ok_or_else(|| missing("x-example-timestamp"))?;
+        let sig = mailplug_sdk::header(&request, "x-example-signature")
+            .ok_or_else(|| missing("x-example-signature"))?;
+        let sent: i64 = ts
+            .parse()
+            .map_err(|_| VerifyError::Malformed("bad timestamp".into()))?;
         let skew = host::now() - sent;
         if skew.abs() > 300 {
             return Err(VerifyError::TimestampOutOfTolerance(skew));
         }
-        let mac = host::hmac(host::Hash::Sha256, secret.as_bytes(), &[ts.as_bytes(), &request.body].concat());
-        if host::constant_time_eq(hex(&mac).as_bytes(), sig.trim().to_ascii_lowercase().as_bytes()) {
+        let mac = host::hmac(
+            host::Hash::Sha256,
+            secret.as_bytes(),
+            &[ts.as_bytes(), &request.body].concat(),
+        );
+        if host::constant_time_eq(
+            hex(&mac).as_bytes(),
+            sig.trim().to_ascii_lowercase().as_bytes(),
+        ) {
             Ok(())
         } else {
             Err(VerifyError::BadSignature)
@@ -77,10 +97,11 @@ impl Guest for Example {
             };
             let occurred_at = time::parse_rfc3339(&e.time)
                 .ok_or_else(|| ParseError::Invalid(format!("bad time {:?}", e.time)))?;
-            let (smtp_status, enhanced_status) = match e.reason.as_deref().and_then(smtp::extract_status) {
-                Some((code, enhanced)) => (Some(code), enhanced),
-                None => (None, None),
-            };
+            let (smtp_status, enhanced_status) =
+                match e.reason.as_deref().and_then(smtp::extract_status) {
+                    Some((code, enhanced)) => (Some(code), enhanced),
+                    None => (None, None),
+                };
             out.push(DeliveryEvent {
                 kind,
                 bounce_class,

@@ -28,7 +28,11 @@ fn adapt(
     o: SmtpOverrides,
 ) -> Result<mailplug::runtime::SmtpSettings, Vec<FieldError>> {
     let rt = runtime(FIXTURE_NOW);
-    rt.plugin("custom-smtp").unwrap().instance().adapt_connection(options, &o).unwrap()
+    rt.plugin("custom-smtp")
+        .unwrap()
+        .instance()
+        .adapt_connection(options, &o)
+        .unwrap()
 }
 
 #[test]

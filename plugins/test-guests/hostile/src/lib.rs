@@ -40,9 +40,14 @@ fn grow() -> ! {
 
 fn flood(spec: &str) -> Vec<DeliveryEvent> {
     let mut parts = spec.split(':');
-    let count: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let count: usize = parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let len: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(100);
-    (0..count).map(|i| event(format!("{i:0>len$}@example.com"))).collect()
+    (0..count)
+        .map(|i| event(format!("{i:0>len$}@example.com")))
+        .collect()
 }
 
 fn invalid(case: &str) -> Vec<DeliveryEvent> {
@@ -70,8 +75,14 @@ impl Guest for Hostile {
         }
     }
 
-    fn adapt_connection(_options: String, _overrides: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
-        Err(vec![FieldError { path: "/".into(), message: "hostile guest adapts nothing".into() }])
+    fn adapt_connection(
+        _options: String,
+        _overrides: SmtpOverrides,
+    ) -> Result<SmtpSettings, Vec<FieldError>> {
+        Err(vec![FieldError {
+            path: "/".into(),
+            message: "hostile guest adapts nothing".into(),
+        }])
     }
 
     fn verify_webhook(request: WebhookRequest, _secret: String) -> Result<(), VerifyError> {

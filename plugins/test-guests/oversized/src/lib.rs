@@ -24,7 +24,10 @@ impl Guest for Oversized {
         }
     }
 
-    fn adapt_connection(_options: String, _overrides: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
+    fn adapt_connection(
+        _options: String,
+        _overrides: SmtpOverrides,
+    ) -> Result<SmtpSettings, Vec<FieldError>> {
         Err(vec![])
     }
 
@@ -33,7 +36,9 @@ impl Guest for Oversized {
     }
 
     fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
-        let mut b = BALLAST.lock().map_err(|_| ParseError::Invalid("poisoned".into()))?;
+        let mut b = BALLAST
+            .lock()
+            .map_err(|_| ParseError::Invalid("poisoned".into()))?;
         let index = request.body.len() % (64 << 20);
         b[index] = b[index].wrapping_add(1);
         Ok(vec![])
