@@ -14,6 +14,10 @@ use super::bindings::mailplug::provider::{clock, log, types};
 
 /// Guest stdout/stderr kept per store; beyond this the guest's writes fail.
 const GUEST_OUTPUT_CAPACITY: usize = 64 << 10;
+/// Log lines a plugin may emit per call; the rest are dropped (with a note).
+pub(crate) const LOG_LINES_PER_CALL: u32 = 256;
+/// Longest log line kept, in bytes.
+const MAX_LOG_LINE: usize = 4 << 10;
 /// Growth of tables beyond this is refused (Rust guests use a few hundred entries).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -109,6 +113,8 @@ pub(crate) struct StoreData {
     stderr: MemoryOutputPipe,
     /// Bytes of stdout/stderr already forwarded to the log.
     logged: (usize, usize),
+    /// Log lines the guest may still emit during the current call.
+    pub(crate) log_budget: u32,
 }
 
 impl StoreData {
@@ -138,6 +144,7 @@ impl StoreData {
             stdout,
             stderr,
             logged: (0, 0),
+            log_budget: LOG_LINES_PER_CALL,
         }
     }
 
@@ -179,8 +186,28 @@ impl clock::Host for StoreData {
 }
 
 impl log::Host for StoreData {
-    fn log(&mut self, level: log::Level, message: String) {
+    fn log(&mut self, level: log::Level, mut message: String) {
         let plugin = &*self.plugin;
+        match self.log_budget {
+            0 => return,
+            1 => {
+                self.log_budget = 0;
+                tracing::warn!(
+                    plugin,
+                    "plugin log limit of {LOG_LINES_PER_CALL} lines per call reached; dropping the rest"
+                );
+                return;
+            }
+            _ => self.log_budget -= 1,
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" …");
+        }
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, "{message}"),

@@ -195,6 +195,7 @@ impl PluginInstance {
             bindings,
         } = live;
         store.set_epoch_deadline(ticks);
+        store.data_mut().log_budget = super::host::LOG_LINES_PER_CALL;
         match run(&bindings, &mut store) {
             Ok(value) => {
                 store.data_mut().drain_guest_output();

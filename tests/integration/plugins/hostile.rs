@@ -243,3 +243,60 @@ fn guest_stdout_and_stderr_do_not_break_the_call() {
         .unwrap();
     assert_eq!(events[0].recipient, "printed@example.com");
 }
+
+/// Collects formatted log output of the current thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_logs_are_tagged_with_the_plugin_and_capped_per_call() {
+    let rt = hostile(PluginLimits {
+        deadline_ms: Some(10_000),
+        ..PluginLimits::default()
+    });
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut instance = rt.plugin("hostile").unwrap().instance();
+        let events = instance
+            .parse_webhook(&request("log-spam", &[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(events[0].recipient, "logged@example.com");
+        instance
+            .parse_webhook(&request("print", &[]))
+            .unwrap()
+            .unwrap();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let spam = text.lines().filter(|l| l.contains("spam line")).count();
+    assert_eq!(spam, 255, "one budget slot is kept for the notice");
+    assert!(
+        text.contains("plugin log limit of 256 lines per call reached"),
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|l| l.len() < 5_000),
+        "long lines are truncated"
+    );
+    assert!(
+        text.contains("plugin=\"hostile\"") || text.contains("plugin=hostile"),
+        "{text}"
+    );
+    assert!(text.contains("hello from the guest's stdout"), "{text}");
+    assert!(text.contains("hello from the guest's stderr"), "{text}");
+}

@@ -1,6 +1,6 @@
 //! Test-only hostile plugin. The request body picks the misbehaviour of
 //! `parse-webhook`: `loop`, `grow`, `panic`, `flood:<events>:<recipient-bytes>`,
-//! `invalid:<case>`, `print`, anything else answers one valid event.
+//! `invalid:<case>`, `print`, `log-spam`, anything else answers one valid event.
 
 use mailplug_sdk::prelude::*;
 
@@ -98,6 +98,12 @@ impl Guest for Hostile {
             "loop" => spin(),
             "grow" => grow(),
             "panic" => panic!("hostile guest panics on purpose"),
+            "log-spam" => {
+                for i in 0..100_000 {
+                    log_info(&format!("spam line {i} {}", "x".repeat(i % 10_000)));
+                }
+                Ok(vec![event("logged@example.com".into())])
+            }
             "print" => {
                 println!("hello from the guest's stdout");
                 eprintln!("hello from the guest's stderr");
