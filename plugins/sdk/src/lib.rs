@@ -9,7 +9,11 @@
 //! ```
 
 /// Bindings generated from `wit/provider.wit` (world `provider`).
-#[allow(unsafe_code, reason = "generated canonical-ABI glue")]
+#[allow(
+    unsafe_code,
+    clippy::too_many_arguments,
+    reason = "generated canonical-ABI glue"
+)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "provider",
