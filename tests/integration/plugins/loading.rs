@@ -135,3 +135,39 @@ fn a_corrupt_cache_entry_is_replaced() {
             .all(|p| p.cache_outcome() == CacheOutcome::Stored)
     );
 }
+
+#[test]
+fn runtime_is_shareable_and_instances_can_move_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    fn movable<T: Send>() {}
+    shareable::<Runtime>();
+    shareable::<mailplug::runtime::Plugin>();
+    movable::<mailplug::runtime::PluginInstance>();
+    // And calls really work from several threads at once.
+    let rt = runtime(FIXTURE_NOW);
+    let plugin = rt.plugin("custom-smtp").unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let mut instance = plugin.instance();
+                for _ in 0..20 {
+                    assert!(
+                        instance
+                            .parse_webhook(&super::request("[]", &[]))
+                            .unwrap()
+                            .unwrap()
+                            .is_empty()
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(
+        plugin
+            .metrics()
+            .export(mailplug::runtime::Export::ParseWebhook)
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        80
+    );
+}
