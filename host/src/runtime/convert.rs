@@ -89,6 +89,17 @@ pub(crate) fn plugin_info(info: wit::PluginInfo) -> Result<PluginInfo, String> {
     })
 }
 
+/// Whether `s` has a control character (Unicode Cc: U+0000–U+001F,
+/// U+007F–U+009F) other than tab; a byte scan, this runs on every field.
+fn has_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        (c < 0x20 && c != b'\t')
+            || c == 0x7f
+            || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    })
+}
+
 fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!(
@@ -98,14 +109,47 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
     }
     // Tabs survive in SMTP diagnostics; other control characters would let a
     // plugin forge log lines or headers downstream.
-    if value.chars().any(|c| c.is_control() && c != '\t') {
+    if has_control(value) {
         return Err(format!("{field} contains control characters"));
     }
     Ok(())
 }
 
-fn optional(field: &str, value: &Option<String>, max: usize) -> Result<(), String> {
-    value.as_deref().map_or(Ok(()), |v| text(field, v, max))
+/// Resolves a `text` (a span of the request body, or an owned string) and
+/// checks it.
+fn resolve(body: &[u8], field: &str, value: wit::Text, max: usize) -> Result<String, String> {
+    let value = match value {
+        wit::Text::Owned(s) => s,
+        wit::Text::Span((offset, len)) => {
+            if len as usize > max {
+                return Err(format!("{field} is {len} bytes long (limit {max})"));
+            }
+            let start = offset as usize;
+            let bytes = start
+                .checked_add(len as usize)
+                .and_then(|end| body.get(start..end))
+                .ok_or_else(|| {
+                    format!(
+                        "{field} span {offset}+{len} is outside the {}-byte body",
+                        body.len()
+                    )
+                })?;
+            std::str::from_utf8(bytes)
+                .map_err(|_| format!("{field} span {offset}+{len} is not UTF-8"))?
+                .to_owned()
+        }
+    };
+    text(field, &value, max)?;
+    Ok(value)
+}
+
+fn optional(
+    body: &[u8],
+    field: &str,
+    value: Option<wit::Text>,
+    max: usize,
+) -> Result<Option<String>, String> {
+    value.map(|v| resolve(body, field, v, max)).transpose()
 }
 
 fn smtp_code(code: &str) -> bool {
@@ -127,32 +171,37 @@ fn enhanced_code(code: &str) -> bool {
             .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn delivery_event(e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
-    if e.recipient.is_empty() {
+fn delivery_event(body: &[u8], e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
+    let recipient = resolve(body, "recipient", e.recipient, MAX_ID_LEN)?;
+    if recipient.is_empty() {
         return Err("recipient is empty".into());
     }
-    text("recipient", &e.recipient, MAX_ID_LEN)?;
-    if e.provider.is_empty() {
+    let provider = resolve(body, "provider", e.provider, 64)?;
+    if provider.is_empty() {
         return Err("provider is empty".into());
     }
-    text("provider", &e.provider, 64)?;
-    optional("provider_event_id", &e.provider_event_id, MAX_ID_LEN)?;
-    optional("provider_message_id", &e.provider_message_id, MAX_ID_LEN)?;
-    optional("message_id", &e.message_id, MAX_ID_LEN)?;
-    optional("diagnostic", &e.diagnostic, MAX_DIAGNOSTIC_LEN)?;
-    if e.smtp_status.as_deref().is_some_and(|c| !smtp_code(c)) {
+    let provider_event_id = optional(body, "provider_event_id", e.provider_event_id, MAX_ID_LEN)?;
+    let provider_message_id = optional(
+        body,
+        "provider_message_id",
+        e.provider_message_id,
+        MAX_ID_LEN,
+    )?;
+    let message_id = optional(body, "message_id", e.message_id, MAX_ID_LEN)?;
+    let diagnostic = optional(body, "diagnostic", e.diagnostic, MAX_DIAGNOSTIC_LEN)?;
+    let smtp_status = optional(body, "smtp_status", e.smtp_status, 3)?;
+    if smtp_status.as_deref().is_some_and(|c| !smtp_code(c)) {
         return Err(format!(
-            "smtp_status {:?} is not a 3-digit SMTP reply code",
-            e.smtp_status
+            "smtp_status {smtp_status:?} is not a 3-digit SMTP reply code"
         ));
     }
-    if e.enhanced_status
+    let enhanced_status = optional(body, "enhanced_status", e.enhanced_status, 11)?;
+    if enhanced_status
         .as_deref()
         .is_some_and(|c| !enhanced_code(c))
     {
         return Err(format!(
-            "enhanced_status {:?} is not an RFC 3463 status code",
-            e.enhanced_status
+            "enhanced_status {enhanced_status:?} is not an RFC 3463 status code"
         ));
     }
     let kind = match e.kind {
@@ -176,20 +225,22 @@ fn delivery_event(e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
     Ok(NormalizedEvent {
         kind,
         bounce_class,
-        recipient: e.recipient,
+        recipient,
         occurred_at,
-        provider: e.provider,
-        provider_event_id: e.provider_event_id,
-        provider_message_id: e.provider_message_id,
-        message_id: e.message_id,
-        smtp_status: e.smtp_status,
-        enhanced_status: e.enhanced_status,
-        diagnostic: e.diagnostic,
+        provider,
+        provider_event_id,
+        provider_message_id,
+        message_id,
+        smtp_status,
+        enhanced_status,
+        diagnostic,
     })
 }
 
-/// Checks and converts every event; the first violation fails the whole call.
+/// Checks and converts every event (spans refer to `body`, the request the
+/// host sent); the first violation fails the whole call.
 pub(crate) fn delivery_events(
+    body: &[u8],
     events: Vec<wit::DeliveryEvent>,
 ) -> Result<Vec<NormalizedEvent>, String> {
     if events.len() > MAX_EVENTS {
@@ -201,7 +252,7 @@ pub(crate) fn delivery_events(
     events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| delivery_event(e).map_err(|m| format!("event {i}: {m}")))
+        .map(|(i, e)| delivery_event(body, e).map_err(|m| format!("event {i}: {m}")))
         .collect()
 }
 
@@ -223,4 +274,28 @@ pub(crate) fn smtp_settings(s: &wit::SmtpSettings) -> Result<(), String> {
         text("extra header value", value, 998)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control;
+
+    #[test]
+    fn control_characters_are_found_by_the_byte_scan() {
+        for (s, expected) in [
+            ("plain", false),
+            ("tab\there", false),
+            ("nul\0", true),
+            ("del\u{7f}", true),
+            ("c1\u{85}", true),
+            ("é ü €", false),
+        ] {
+            assert_eq!(has_control(s), expected, "{s:?}");
+            assert_eq!(
+                has_control(s),
+                s.chars().any(|c| c.is_control() && c != '\t'),
+                "{s:?}"
+            );
+        }
+    }
 }

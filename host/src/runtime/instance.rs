@@ -294,7 +294,7 @@ impl PluginInstance {
                 p.call_parse_webhook(s, request)
             })
             .and_then(|r| match r {
-                Ok(events) => convert::delivery_events(events)
+                Ok(events) => convert::delivery_events(&request.body, events)
                     .map(Ok)
                     .map_err(|m| self.invalid(Export::ParseWebhook, m)),
                 Err(e) => Ok(Err(e)),

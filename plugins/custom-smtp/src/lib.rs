@@ -7,7 +7,6 @@ use std::borrow::Cow;
 
 use mailplug_sdk::prelude::*;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 mod adapt;
 
@@ -58,7 +57,7 @@ impl Guest for CustomSmtp {
                 let items: Vec<Incoming<'_>> = json::parse_borrowed(&request.body)?;
                 let mut events = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
-                    item.convert(webhook_id, false, &mut events)
+                    item.convert(&request.body, webhook_id, false, &mut events)
                         .map_err(|e| ParseError::Invalid(format!("event {i}: {e}")))?;
                 }
                 Ok(events)
@@ -66,7 +65,7 @@ impl Guest for CustomSmtp {
             Some(b'{') => {
                 let item: Incoming<'_> = json::parse_borrowed(&request.body)?;
                 let mut events = Vec::with_capacity(1);
-                item.convert(webhook_id, true, &mut events)
+                item.convert(&request.body, webhook_id, true, &mut events)
                     .map_err(ParseError::Invalid)?;
                 Ok(events)
             }
@@ -110,12 +109,12 @@ struct Incoming<'a> {
     diagnostic: Text<'a>,
     /// Host-assigned fields of a stored event: accepted and ignored, so
     /// events exported by one mailplug can be fed to another.
-    #[serde(default, rename = "id")]
-    _id: Option<IgnoredAny>,
-    #[serde(default, rename = "connection")]
-    _connection: Option<IgnoredAny>,
-    #[serde(default, rename = "received_at")]
-    _received_at: Option<IgnoredAny>,
+    #[serde(borrow, rename = "id")]
+    _id: Text<'a>,
+    #[serde(borrow, rename = "connection")]
+    _connection: Text<'a>,
+    #[serde(borrow, rename = "received_at")]
+    _received_at: Text<'a>,
     #[serde(borrow, rename = "type")]
     envelope_type: Text<'a>,
     #[serde(borrow)]
@@ -144,8 +143,13 @@ struct EnvelopeSmtp<'a> {
     text: Text<'a>,
 }
 
-fn owned(text: Text<'_>) -> Option<String> {
-    text.map(Cow::into_owned)
+/// The output form of an optional field: a span of the body when borrowed.
+fn out(body: &[u8], value: Text<'_>) -> Option<mailplug_sdk::types::Text> {
+    value.map(|v| text_cow(body, v))
+}
+
+fn owned(value: String) -> mailplug_sdk::types::Text {
+    mailplug_sdk::types::Text::Owned(value)
 }
 
 fn event_kind(name: &str) -> Option<EventKind> {
@@ -187,12 +191,13 @@ impl Incoming<'_> {
     /// identifies it when the event carries no `provider_event_id`.
     fn convert(
         self,
+        body: &[u8],
         webhook_id: Option<&str>,
         single: bool,
-        out: &mut Vec<DeliveryEvent>,
+        events: &mut Vec<DeliveryEvent>,
     ) -> Result<(), String> {
         if self.envelope_type.is_some() {
-            return self.convert_envelope(webhook_id, out);
+            return self.convert_envelope(body, webhook_id, events);
         }
         if self.timestamp.is_some() || self.data.is_some() {
             return Err(
@@ -208,31 +213,31 @@ impl Incoming<'_> {
             }
             Some(name) => Some(bounce_class(name)?),
         };
-        let recipient = required(&self.recipient, "recipient")?.to_owned();
+        let recipient = text(body, required(&self.recipient, "recipient")?);
         let occurred_at = timestamp(required(&self.occurred_at, "occurred_at")?, "occurred_at")?;
-        out.push(DeliveryEvent {
+        let header_id = webhook_id.filter(|_| single).map(|id| owned(id.to_owned()));
+        events.push(DeliveryEvent {
             kind,
             bounce_class,
             recipient,
             occurred_at,
-            provider: self
-                .provider
-                .map_or_else(|| DEFAULT_PROVIDER.to_owned(), Cow::into_owned),
-            provider_event_id: owned(self.provider_event_id)
-                .or_else(|| webhook_id.filter(|_| single).map(str::to_owned)),
-            provider_message_id: owned(self.provider_message_id),
-            message_id: owned(self.message_id),
-            smtp_status: owned(self.smtp_status),
-            enhanced_status: owned(self.enhanced_status),
-            diagnostic: owned(self.diagnostic),
+            provider: out(body, self.provider)
+                .unwrap_or_else(|| owned(DEFAULT_PROVIDER.to_owned())),
+            provider_event_id: out(body, self.provider_event_id).or(header_id),
+            provider_message_id: out(body, self.provider_message_id),
+            message_id: out(body, self.message_id),
+            smtp_status: out(body, self.smtp_status),
+            enhanced_status: out(body, self.enhanced_status),
+            diagnostic: out(body, self.diagnostic),
         });
         Ok(())
     }
 
     fn convert_envelope(
         self,
+        body: &[u8],
         webhook_id: Option<&str>,
-        out: &mut Vec<DeliveryEvent>,
+        events: &mut Vec<DeliveryEvent>,
     ) -> Result<(), String> {
         if self.kind.is_some() || self.recipient.is_some() || self.occurred_at.is_some() {
             return Err("unified-format fields are not allowed in a `type` envelope".into());
@@ -245,7 +250,7 @@ impl Incoming<'_> {
             return Ok(());
         };
         let data = self.data.ok_or("envelope has no `data`")?;
-        let recipient = required(&data.recipient, "data.recipient")?.to_owned();
+        let recipient = text(body, required(&data.recipient, "data.recipient")?);
         let occurred_at = timestamp(required(&self.timestamp, "timestamp")?, "timestamp")?;
         let bounce_class = match (kind, data.bounce_type.as_deref()) {
             (EventKind::Bounced, Some(name)) => Some(bounce_class(name)?),
@@ -253,24 +258,24 @@ impl Incoming<'_> {
         };
         let (mut smtp_status, mut enhanced_status, mut diagnostic) = (None, None, None);
         if let Some(smtp) = data.smtp {
-            smtp_status = smtp.code.map(|c| c.to_string());
-            enhanced_status = owned(smtp.enhanced);
-            diagnostic = owned(smtp.text);
+            smtp_status = smtp.code.map(|c| owned(c.to_string()));
             if smtp_status.is_none()
-                && let Some((code, enhanced)) = diagnostic.as_deref().and_then(smtp::extract_status)
+                && let Some((code, enhanced)) = smtp.text.as_deref().and_then(smtp::extract_status)
             {
-                smtp_status = Some(code);
-                enhanced_status = enhanced_status.or(enhanced);
+                smtp_status = Some(owned(code));
+                enhanced_status = enhanced.map(owned);
             }
+            enhanced_status = out(body, smtp.enhanced).or(enhanced_status);
+            diagnostic = out(body, smtp.text);
         }
-        out.push(DeliveryEvent {
+        events.push(DeliveryEvent {
             kind,
             bounce_class,
             recipient,
             occurred_at,
-            provider: ENVELOPE_PROVIDER.to_owned(),
-            provider_event_id: webhook_id.map(str::to_owned),
-            provider_message_id: owned(data.message_id),
+            provider: owned(ENVELOPE_PROVIDER.to_owned()),
+            provider_event_id: webhook_id.map(|id| owned(id.to_owned())),
+            provider_message_id: out(body, data.message_id),
             message_id: None,
             smtp_status,
             enhanced_status,

@@ -52,8 +52,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {
 }
 
 /// Parses into `T`, borrowing strings from `body` where possible.
+///
+/// No pre-scan, sparing a pass over the body: a typed target bounds nesting
+/// by its own shape (serde_json also stops at 128 levels, and skips ignored
+/// values without recursion). Type every field you accept rather than
+/// ignoring it, and use [`parse`] for `serde_json::Value` targets.
 pub fn parse_borrowed<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ParseError> {
-    check_depth(body, DEFAULT_MAX_DEPTH)?;
     serde_json::from_slice(body).map_err(|e| ParseError::Malformed(format!("invalid JSON: {e}")))
 }
 

@@ -43,8 +43,34 @@ pub mod prelude {
     pub use crate::time;
     pub use crate::types::{
         BounceClass, Capability, DeliveryEvent, EventKind, FieldError, ParseError, PasswordSource,
-        PluginInfo, Security, SmtpOverrides, SmtpSettings, VerifyError, WebhookRequest,
+        PluginInfo, Security, SmtpOverrides, SmtpSettings, Text, VerifyError, WebhookRequest,
     };
+    pub use crate::{text, text_cow};
+}
+
+/// A `text` value for `parse-webhook` output: a span of `body` when `value`
+/// lies inside it (zero-copy, e.g. a string borrowed by serde_json), else an
+/// owned copy.
+pub fn text(body: &[u8], value: &str) -> types::Text {
+    let base = body.as_ptr() as usize;
+    let start = value.as_ptr() as usize;
+    match (start.checked_sub(base), u32::try_from(value.len())) {
+        (Some(offset), Ok(len)) if offset + value.len() <= body.len() => {
+            match u32::try_from(offset) {
+                Ok(offset) => types::Text::Span((offset, len)),
+                Err(_) => types::Text::Owned(value.to_owned()),
+            }
+        }
+        _ => types::Text::Owned(value.to_owned()),
+    }
+}
+
+/// Like [`text`] for a `Cow` from serde_json: borrowed → span, owned → owned.
+pub fn text_cow(body: &[u8], value: std::borrow::Cow<'_, str>) -> types::Text {
+    match value {
+        std::borrow::Cow::Borrowed(s) => text(body, s),
+        std::borrow::Cow::Owned(s) => types::Text::Owned(s),
+    }
 }
 
 /// Returns the value of the first header named `name` (ASCII case-insensitive).

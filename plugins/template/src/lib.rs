@@ -105,15 +105,15 @@ impl Guest for Example {
             out.push(DeliveryEvent {
                 kind,
                 bounce_class,
-                recipient: e.email,
+                recipient: Text::Owned(e.email),
                 occurred_at,
-                provider: "example".into(),
-                provider_event_id: e.id,
+                provider: Text::Owned("example".into()),
+                provider_event_id: e.id.map(Text::Owned),
                 provider_message_id: None,
                 message_id: None,
-                smtp_status,
-                enhanced_status,
-                diagnostic: e.reason,
+                smtp_status: smtp_status.map(Text::Owned),
+                enhanced_status: enhanced_status.map(Text::Owned),
+                diagnostic: e.reason.map(Text::Owned),
             });
         }
         Ok(out)

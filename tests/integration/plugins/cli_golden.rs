@@ -87,6 +87,7 @@ fn own_fixtures_match_their_golden_files() {
         "malformed_json",
         "unknown_kind",
         "deep_nesting",
+        "deep_in_ignored_field",
         "tampered_body",
     ] {
         let output = golden(

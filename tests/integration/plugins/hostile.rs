@@ -155,6 +155,10 @@ fn events_outside_the_contract_are_refused() {
         ("time-out-of-range", "outside years 1970-9999"),
         ("control-chars", "recipient contains control characters"),
         ("huge-field", "diagnostic is 1048576 bytes long"),
+        (
+            "span-out-of-bounds",
+            "recipient span 4294967293+10 is outside the 26-byte body",
+        ),
         ("empty-provider", "provider is empty"),
     ] {
         let err = parse_failure(&rt, &format!("invalid:{case}"));

@@ -10,9 +10,9 @@ fn event(recipient: String) -> DeliveryEvent {
     DeliveryEvent {
         kind: EventKind::Delivered,
         bounce_class: None,
-        recipient,
+        recipient: Text::Owned(recipient),
         occurred_at: 1_767_268_800,
-        provider: "hostile".into(),
+        provider: Text::Owned("hostile".into()),
         provider_event_id: None,
         provider_message_id: None,
         message_id: None,
@@ -53,12 +53,13 @@ fn flood(spec: &str) -> Vec<DeliveryEvent> {
 fn invalid(case: &str) -> Vec<DeliveryEvent> {
     let mut e = event("someone@example.com".into());
     match case {
-        "empty-recipient" => e.recipient.clear(),
+        "empty-recipient" => e.recipient = Text::Owned(String::new()),
         "bounce-class-on-delivered" => e.bounce_class = Some(BounceClass::Hard),
         "time-out-of-range" => e.occurred_at = i64::MAX,
-        "control-chars" => e.recipient = "a\u{0}b\r\n@example.com".into(),
-        "huge-field" => e.diagnostic = Some("x".repeat(1 << 20)),
-        _ => e.provider.clear(),
+        "control-chars" => e.recipient = Text::Owned("a\u{0}b\r\n@example.com".into()),
+        "huge-field" => e.diagnostic = Some(Text::Owned("x".repeat(1 << 20))),
+        "span-out-of-bounds" => e.recipient = Text::Span((u32::MAX - 2, 10)),
+        _ => e.provider = Text::Owned(String::new()),
     }
     vec![e]
 }
