@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+pub mod plugin;
 pub mod schema;
 pub mod serve;
 pub mod test_send;
@@ -48,6 +49,8 @@ enum Command {
     Check(check::Args),
     /// Send a test email through a connection and classify the outcome.
     TestSend(test_send::Args),
+    /// Inspect and test provider plugins (author tools).
+    Plugin(plugin::Args),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
         Command::TestSend(args) => test_send::run(args),
+        Command::Plugin(args) => plugin::run(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),

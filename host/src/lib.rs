@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod event;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
+pub mod runtime;

@@ -9,6 +9,7 @@
 )]
 mod daemon;
 mod daemon_smtp;
+mod plugins;
 mod smtp;
 mod support;
 mod validate;

@@ -1,0 +1,346 @@
+//! `mailplug plugin list|inspect|test`: run provider plugins without a
+//! daemon, e.g. replay a recorded webhook against a golden file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::runtime::{
+    Clock, LoadError, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime,
+    RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
+};
+
+mod expect;
+
+/// Exit code of a failed `plugin test`: rejected, parse error or golden mismatch.
+pub const TEST_FAILED: u8 = 1;
+
+/// Flags of `mailplug plugin`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// Data directory; compiled plugins are cached in `<data-dir>/plugin-cache`.
+    #[arg(long, env = "MAILPLUG_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Compile plugins in memory only (no on-disk cache).
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Show plugin log lines down to debug level on stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// List the first-party plugins.
+    List,
+    /// Print what a plugin's `describe` returns (JSON).
+    Inspect {
+        /// A plugin id (first-party) or a path to a `.wasm` component.
+        plugin: String,
+    },
+    /// Run a recorded webhook request through a plugin and print the unified events (JSON).
+    Test(Box<TestArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// A plugin id (first-party) or a path to a `.wasm` component.
+    plugin: String,
+    /// The request body, used byte for byte.
+    #[arg(long)]
+    body: PathBuf,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// A JSON object of request headers (the fixtures' `*.headers.json`).
+    #[arg(long, value_name = "FILE")]
+    headers_file: Option<PathBuf>,
+    /// Verify the signature first with this secret: `env:NAME`, `file:PATH` or the value itself.
+    #[arg(long, value_name = "REF")]
+    secret: Option<String>,
+    /// The clock plugins see, in Unix seconds (replay old signatures).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    now: Option<i64>,
+    /// Compare the output with this golden JSON file; exit 1 with a diff on mismatch.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+    /// With --expect: write the output to the golden file instead of comparing.
+    #[arg(long, requires = "expect")]
+    bless: bool,
+    /// HTTP method of the recorded request.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// Path (and query) of the recorded request.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Memory cap for a `.wasm` plugin, MiB.
+    #[arg(long)]
+    memory_mib: Option<u32>,
+    /// Deadline per call for a `.wasm` plugin, ms.
+    #[arg(long)]
+    deadline_ms: Option<u32>,
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Runs `mailplug plugin`.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let level = if args.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
+    // Another subscriber may already be installed (e.g. by tests); keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut options = RuntimeOptions {
+        cache_dir: cache_dir(&args),
+        ..RuntimeOptions::default()
+    };
+    if let Command::Test(test) = &args.command
+        && let Some(now) = test.now
+    {
+        options.clock = Clock::Fixed(now);
+    }
+    let mut runtime = Runtime::with_builtins(options).context("loading the first-party plugins")?;
+    match args.command {
+        Command::List => list(&runtime),
+        Command::Inspect { plugin } => {
+            let Some(id) = resolve(&mut runtime, &plugin, PluginLimits::default())? else {
+                return Ok(super::exit::CONFIG);
+            };
+            inspect(&runtime, &id)
+        }
+        Command::Test(test) => {
+            let limits = PluginLimits {
+                memory_mib: test.memory_mib,
+                deadline_ms: test.deadline_ms,
+            };
+            let Some(id) = resolve(&mut runtime, &test.plugin, limits)? else {
+                return Ok(super::exit::CONFIG);
+            };
+            let Some(plugin) = runtime.plugin(&id) else {
+                bail!("plugin `{id}` vanished")
+            };
+            webhook_test(plugin.instance(), &test)
+        }
+    }
+}
+
+fn cache_dir(args: &Args) -> Option<PathBuf> {
+    if args.no_cache {
+        return None;
+    }
+    let data = args.data_dir.clone().or_else(|| {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))?;
+        Some(base.join("mailplug"))
+    })?;
+    Some(data.join("plugin-cache"))
+}
+
+/// Loads `spec` if it is a file and returns the plugin id; `None` after
+/// printing why a file could not be loaded.
+fn resolve(
+    runtime: &mut Runtime,
+    spec: &str,
+    limits: PluginLimits,
+) -> anyhow::Result<Option<String>> {
+    let path = Path::new(spec);
+    if runtime.plugin(spec).is_some() && !path.exists() {
+        return Ok(Some(spec.to_owned()));
+    }
+    if !spec.ends_with(".wasm") && !path.exists() {
+        let known: Vec<_> = runtime.plugins().map(|p| p.info().id.clone()).collect();
+        bail!(
+            "no plugin `{spec}` (first-party plugins: {}; or give a path to a .wasm file)",
+            known.join(", ")
+        );
+    }
+    let source = PluginSource {
+        id: None,
+        wasm: WasmSource::Path(path.to_owned()),
+        expected_sha256: None,
+        limits,
+    };
+    match runtime.load(source) {
+        Ok(plugin) => Ok(Some(plugin.info().id.clone())),
+        Err(
+            err @ (LoadError::Describe(_)
+            | LoadError::Invalid { .. }
+            | LoadError::BadDescription { .. }),
+        ) => {
+            eprintln!("mailplug: {err}");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn list(runtime: &Runtime) -> anyhow::Result<u8> {
+    for plugin in runtime.plugins() {
+        let info = plugin.info();
+        let caps: Vec<String> = info
+            .capabilities
+            .iter()
+            .filter_map(|c| json!(c).as_str().map(str::to_owned))
+            .collect();
+        emit(&format!(
+            "{:<16} {:<8} {:<24} {}",
+            info.id,
+            info.version,
+            info.display_name,
+            caps.join(",")
+        ))?;
+    }
+    Ok(super::exit::OK)
+}
+
+fn inspect(runtime: &Runtime, id: &str) -> anyhow::Result<u8> {
+    let Some(plugin) = runtime.plugin(id) else {
+        bail!("no plugin `{id}`")
+    };
+    let out = json!({
+        "describe": plugin.info(),
+        "sha256": plugin.sha256(),
+        "origin": plugin.origin(),
+        "limits": plugin.limits(),
+        "compile": plugin.cache_outcome(),
+    });
+    emit(&serde_json::to_string_pretty(&out)?)?;
+    Ok(super::exit::OK)
+}
+
+fn resolve_secret(reference: &str) -> anyhow::Result<String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        std::env::var(name)
+            .with_context(|| format!("secret reference env:{name}: variable not set"))
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("secret reference file:{path}"))?;
+        Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        Ok(reference.to_owned())
+    }
+}
+
+fn request(test: &TestArgs) -> anyhow::Result<WebhookRequest> {
+    let body = std::fs::read(&test.body)
+        .with_context(|| format!("reading --body {}", test.body.display()))?;
+    let mut headers = Vec::new();
+    if let Some(file) = &test.headers_file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let map: serde_json::Map<String, Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object", file.display()))?;
+        for (name, value) in map {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            headers.push((name.to_ascii_lowercase(), value));
+        }
+    }
+    for header in &test.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("--header {header:?} is not `Name: value`");
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    Ok(WebhookRequest {
+        method: test.method.clone(),
+        path: test.path.clone(),
+        headers,
+        body,
+    })
+}
+
+fn verify_error_json(err: &VerifyError) -> Value {
+    match err {
+        VerifyError::MissingHeader(h) => {
+            json!({"verify_error": {"kind": "missing-header", "detail": h}})
+        }
+        VerifyError::Malformed(m) => json!({"verify_error": {"kind": "malformed", "detail": m}}),
+        VerifyError::TimestampOutOfTolerance(s) => {
+            json!({"verify_error": {"kind": "timestamp-out-of-tolerance", "detail": s}})
+        }
+        VerifyError::BadSignature => json!({"verify_error": {"kind": "bad-signature"}}),
+    }
+}
+
+fn parse_error_json(err: &ParseError) -> Value {
+    match err {
+        ParseError::Malformed(m) => json!({"parse_error": {"kind": "malformed", "detail": m}}),
+        ParseError::Invalid(m) => json!({"parse_error": {"kind": "invalid", "detail": m}}),
+    }
+}
+
+/// Verifies (with --secret) and parses; the outcome as JSON and whether it is a success.
+fn outcome(
+    mut instance: PluginInstance,
+    test: &TestArgs,
+    request: &WebhookRequest,
+) -> anyhow::Result<(Value, bool)> {
+    if let Some(reference) = &test.secret {
+        let secret = resolve_secret(reference)?;
+        if let Err(err) = instance.verify_webhook(request, &secret)? {
+            return Ok((verify_error_json(&err), false));
+        }
+    }
+    Ok(match instance.parse_webhook(request)? {
+        Ok(events) => (serde_json::to_value(events)?, true),
+        Err(err) => (parse_error_json(&err), false),
+    })
+}
+
+fn webhook_test(instance: PluginInstance, test: &TestArgs) -> anyhow::Result<u8> {
+    let request = request(test)?;
+    let (actual, success) = match outcome(instance, test, &request) {
+        Ok(result) => result,
+        Err(err) => {
+            eprintln!("mailplug: {err:#}");
+            return Ok(super::exit::SOFTWARE);
+        }
+    };
+    let rendered = serde_json::to_string_pretty(&actual)?;
+    emit(&rendered)?;
+    let Some(expect_path) = &test.expect else {
+        return Ok(if success {
+            super::exit::OK
+        } else {
+            TEST_FAILED
+        });
+    };
+    if test.bless {
+        std::fs::write(expect_path, format!("{rendered}\n"))
+            .with_context(|| format!("writing {}", expect_path.display()))?;
+        eprintln!("mailplug: wrote {}", expect_path.display());
+        return Ok(super::exit::OK);
+    }
+    let text = std::fs::read_to_string(expect_path)
+        .with_context(|| format!("reading --expect {}", expect_path.display()))?;
+    let expected: Value = serde_json::from_str(&text)
+        .with_context(|| format!("--expect {} is not JSON", expect_path.display()))?;
+    let differences = expect::diff(&expected, &actual);
+    if differences.is_empty() {
+        eprintln!("mailplug: output matches {}", expect_path.display());
+        return Ok(super::exit::OK);
+    }
+    eprintln!("mailplug: output differs from {}:", expect_path.display());
+    for line in differences {
+        eprintln!("  {line}");
+    }
+    Ok(TEST_FAILED)
+}

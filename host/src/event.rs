@@ -1,0 +1,131 @@
+//! The unified delivery event: what every plugin produces and every consumer
+//! codes against (`schemas/delivery-event.schema.json` is generated from it).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What happened to a message for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The receiving server accepted the message.
+    Delivered,
+    /// Delivery failed temporarily; the provider will retry.
+    Deferred,
+    /// The provider gave up on this recipient for this message.
+    Bounced,
+    /// The recipient reported the message as spam.
+    Complained,
+    /// The provider refused to attempt delivery (suppression, policy, invalid address).
+    Dropped,
+    /// The recipient opened the message (tracking pixel).
+    Opened,
+    /// The recipient clicked a tracked link.
+    Clicked,
+    /// The recipient unsubscribed.
+    Unsubscribed,
+}
+
+/// Whether a bounce is permanent (`hard`) or caused by a transient condition (`soft`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BounceClass {
+    /// Address or permanent failure: suppress the recipient.
+    Hard,
+    /// Transient cause (mailbox full, greylisting, ...).
+    Soft,
+}
+
+/// An event as a plugin normalizes it, before the host assigns identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizedEvent {
+    /// The unified event kind.
+    pub kind: EventKind,
+    /// Only for `bounced`: `hard`, `soft`, or null when the provider does not say.
+    pub bounce_class: Option<BounceClass>,
+    /// The recipient address as the provider states it.
+    pub recipient: String,
+    /// Time of the event itself, RFC 3339 UTC with whole seconds (`YYYY-MM-DDTHH:MM:SSZ`).
+    pub occurred_at: String,
+    /// Provider name as the payload format states it (e.g. `sendgrid`, `standard_webhooks`).
+    pub provider: String,
+    /// The provider's id of this event or delivery, when it has one.
+    pub provider_event_id: Option<String>,
+    /// The provider's message id, verbatim (large integers rendered exactly as decimal strings).
+    pub provider_message_id: Option<String>,
+    /// Our Message-ID when the provider echoes it.
+    pub message_id: Option<String>,
+    /// Basic SMTP reply code, e.g. `550` (a string).
+    pub smtp_status: Option<String>,
+    /// RFC 3463 enhanced status code, e.g. `5.1.1`.
+    pub enhanced_status: Option<String>,
+    /// The remote server's text, verbatim; null for engagement and complaint events.
+    pub diagnostic: Option<String>,
+}
+
+/// A stored delivery event: the normalized event plus host-assigned identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryEvent {
+    /// Host-assigned unique id.
+    pub id: String,
+    /// Name of the connection whose webhook received the event.
+    pub connection: String,
+    /// When the host received the webhook request, RFC 3339 UTC.
+    pub received_at: String,
+    /// The event as normalized by the provider plugin.
+    #[serde(flatten)]
+    pub event: NormalizedEvent,
+}
+
+/// JSON Schema of a stored delivery event (`schemas/delivery-event.schema.json`).
+pub fn delivery_event_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(DeliveryEvent)).unwrap_or_default()
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`; `None` outside years 1970–9999.
+pub fn format_unix_seconds(seconds: i64) -> Option<String> {
+    let secs = u64::try_from(seconds).ok()?;
+    if secs > 253_402_300_799 {
+        return None;
+    }
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))?;
+    Some(humantime::format_rfc3339_seconds(time).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `schemas/delivery-event.schema.json` is generated from these types;
+    /// run with `BLESS=1` to regenerate after an intended change.
+    #[test]
+    fn delivery_event_schema_file_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../schemas/delivery-event.schema.json");
+        let generated = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&delivery_event_schema()).unwrap()
+        );
+        if std::env::var_os("BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "{} is stale: run `BLESS=1 cargo test -p mailplug delivery_event_schema`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn formats_whole_seconds_in_utc() {
+        assert_eq!(
+            format_unix_seconds(1_767_268_800).as_deref(),
+            Some("2026-01-01T12:00:00Z")
+        );
+        assert_eq!(format_unix_seconds(-1), None);
+        assert_eq!(format_unix_seconds(i64::MAX), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! The plugin runtime — the only module that imports wasmtime: one Engine
+//! (component model, epoch deadlines, pooling allocator), a compiled and
+//! cached component plus an `InstancePre` per plugin, and instances with a
+//! memory cap and a deadline whose failures stay confined to one call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+mod bindings;
+pub mod builtin;
+mod cache;
+mod convert;
+pub mod crypto;
+mod engine;
+mod error;
+mod host;
+mod instance;
+pub mod metrics;
+
+pub use bindings::mailplug::provider::types::{
+    FieldError, ParseError, PasswordSource, Security, SmtpOverrides, SmtpSettings, VerifyError,
+    WebhookRequest,
+};
+pub use cache::CacheOutcome;
+pub use convert::{Capability, MAX_EVENTS, PluginInfo};
+pub use engine::EngineOptions;
+pub use error::{Export, FailureCause, LoadError, PluginError};
+pub use host::Clock;
+pub use instance::{Limits, PluginInstance};
+pub use metrics::PluginMetrics;
+
+use bindings::ProviderPre;
+use host::StoreData;
+use instance::Shared;
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone)]
+pub enum WasmSource {
+    /// A `.wasm` component file.
+    Path(PathBuf),
+    /// Component bytes already in memory.
+    Bytes(Vec<u8>),
+}
+
+/// Per-plugin limit overrides (`kind: Plugin` → `limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Memory cap in MiB (default 32).
+    pub memory_mib: Option<u32>,
+    /// Deadline per call in milliseconds (default 100).
+    pub deadline_ms: Option<u32>,
+}
+
+/// A plugin to register (from a `kind: Plugin` document or the author CLI).
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    /// Registered id; `describe` must report the same. `None` accepts the
+    /// plugin's own id (the author CLI on a bare `.wasm`).
+    pub id: Option<String>,
+    /// The component.
+    pub wasm: WasmSource,
+    /// Pinned sha256 (hex); loading is refused on mismatch.
+    pub expected_sha256: Option<String>,
+    /// Limit overrides.
+    pub limits: PluginLimits,
+}
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Engine sizing.
+    pub engine: EngineOptions,
+    /// Directory for compiled components (`<data dir>/plugin-cache`); `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// The clock plugins see.
+    pub clock: Clock,
+    /// Limits for plugins that do not override them.
+    pub default_limits: Limits,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions::default(),
+            cache_dir: None,
+            clock: Clock::System,
+            default_limits: Limits::default(),
+        }
+    }
+}
+
+/// A registered plugin.
+pub struct Plugin {
+    shared: Arc<Shared>,
+    info: PluginInfo,
+    sha256: String,
+    origin: String,
+    cache: CacheOutcome,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.info.id)
+            .field("origin", &self.origin)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// What `describe` returned at load.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+    /// sha256 (hex) of the component.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// `builtin` or the file path it was loaded from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+    /// Whether loading compiled the component or took it from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+    /// Effective limits.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+    /// Call counters.
+    pub fn metrics(&self) -> &Arc<PluginMetrics> {
+        &self.shared.metrics
+    }
+    /// A new instance, e.g. one per connection (instantiated on first call).
+    pub fn instance(&self) -> PluginInstance {
+        PluginInstance::new(self.shared.clone())
+    }
+}
+
+/// The set of loaded plugins and the engine they run on.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    options: RuntimeOptions,
+    plugins: BTreeMap<String, Plugin>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("plugins", &self.plugins.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// sha256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Runtime {
+    /// An engine with no plugins loaded.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let engine = engine::build(&options.engine)?;
+        let mut linker = Linker::new(&engine);
+        instance::link(&mut linker)?;
+        Ok(Self {
+            engine,
+            linker,
+            options,
+            plugins: BTreeMap::new(),
+        })
+    }
+
+    /// An engine with every first-party plugin loaded.
+    pub fn with_builtins(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let mut runtime = Self::new(options)?;
+        for builtin in builtin::BUILTINS {
+            runtime.load(PluginSource {
+                id: Some(builtin.id.to_owned()),
+                wasm: WasmSource::Bytes(builtin.wasm.to_vec()),
+                expected_sha256: None,
+                limits: PluginLimits::default(),
+            })?;
+        }
+        Ok(runtime)
+    }
+
+    /// Compiles (or takes from the cache), links, describes and registers a plugin.
+    pub fn load(&mut self, source: PluginSource) -> Result<&Plugin, LoadError> {
+        let label = source.id.clone().unwrap_or_else(|| "(unnamed)".into());
+        let (bytes, origin) = match source.wasm {
+            WasmSource::Bytes(bytes) => (bytes, "builtin".to_owned()),
+            WasmSource::Path(path) => match std::fs::read(&path) {
+                Ok(bytes) => (bytes, path.display().to_string()),
+                Err(source) => {
+                    return Err(LoadError::Read {
+                        id: label,
+                        path,
+                        source,
+                    });
+                }
+            },
+        };
+        let sha256 = sha256_hex(&bytes);
+        if let Some(expected) = &source.expected_sha256
+            && !expected.trim().eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::HashMismatch {
+                id: label,
+                expected: expected.clone(),
+                actual: sha256,
+            });
+        }
+        let limits = self.limits(&label, source.limits)?;
+        let invalid = |detail: String| LoadError::Invalid {
+            id: label.clone(),
+            detail,
+        };
+        let (component, cache) = cache::load(
+            &self.engine,
+            &bytes,
+            &sha256,
+            self.options.cache_dir.as_deref(),
+        )
+        .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = ProviderPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let shared = Arc::new(Shared {
+            id: Arc::from(label.as_str()),
+            pre,
+            limits,
+            clock: self.options.clock,
+            metrics: Arc::default(),
+        });
+        let info = PluginInstance::new(shared.clone()).describe()?;
+        if source.id.as_ref().is_some_and(|id| *id != info.id) {
+            return Err(LoadError::BadDescription {
+                detail: format!(
+                    "describe() reports id `{}`; the registration says `{label}`",
+                    info.id
+                ),
+                id: label,
+            });
+        }
+        let id = info.id.clone();
+        if self.plugins.contains_key(&id) {
+            return Err(LoadError::Duplicate(id));
+        }
+        let shared = if source.id.is_some() {
+            shared
+        } else {
+            // Re-tag with the plugin's own id so errors and logs name it.
+            Arc::new(Shared {
+                id: Arc::from(id.as_str()),
+                pre: shared.pre.clone(),
+                limits,
+                clock: self.options.clock,
+                metrics: Arc::default(),
+            })
+        };
+        let plugin = Plugin {
+            shared,
+            info,
+            sha256,
+            origin,
+            cache,
+        };
+        Ok(self.plugins.entry(id).or_insert(plugin))
+    }
+
+    fn limits(&self, id: &str, overrides: PluginLimits) -> Result<Limits, LoadError> {
+        let defaults = self.options.default_limits;
+        let limits = Limits {
+            memory_mib: overrides.memory_mib.unwrap_or(defaults.memory_mib),
+            deadline_ms: overrides.deadline_ms.unwrap_or(defaults.deadline_ms),
+        };
+        let max_memory = self.options.engine.max_memory_mib;
+        if limits.memory_mib == 0 || limits.memory_mib > max_memory {
+            return Err(LoadError::BadDescription {
+                id: id.to_owned(),
+                detail: format!(
+                    "limits.memory_mib must be 1..={max_memory}, not {}",
+                    limits.memory_mib
+                ),
+            });
+        }
+        if limits.deadline_ms == 0 || limits.deadline_ms > 60_000 {
+            return Err(LoadError::BadDescription {
+                id: id.to_owned(),
+                detail: format!(
+                    "limits.deadline_ms must be 1..=60000, not {}",
+                    limits.deadline_ms
+                ),
+            });
+        }
+        Ok(limits)
+    }
+
+    /// A loaded plugin.
+    pub fn plugin(&self, id: &str) -> Option<&Plugin> {
+        self.plugins.get(id)
+    }
+
+    /// Every loaded plugin, by id.
+    pub fn plugins(&self) -> impl Iterator<Item = &Plugin> {
+        self.plugins.values()
+    }
+
+    /// What a plugin's `describe` returned (its options schema included).
+    pub fn describe(&self, id: &str) -> Option<&PluginInfo> {
+        self.plugins.get(id).map(Plugin::info)
+    }
+}

@@ -1,0 +1,17 @@
+//! First-party plugins compiled from plugins/ by host/build.rs and embedded
+//! in the binary, so `mailplug` needs no setup step to use them.
+
+/// An embedded plugin component.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// Plugin id (what `describe` must report).
+    pub id: &'static str,
+    /// The component bytes.
+    pub wasm: &'static [u8],
+}
+
+/// Every first-party plugin.
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    id: "custom-smtp",
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/custom_smtp.wasm")),
+}];

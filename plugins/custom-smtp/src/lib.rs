@@ -1,0 +1,286 @@
+//! First-party plugin `custom-smtp`: passes Custom SMTP settings through
+//! (with the usual port/security defaults), verifies Standard Webhooks
+//! signatures and parses events sent in mailplug's unified format (one
+//! object or an array) or in the Standard Webhooks `email.*` envelope.
+
+use std::borrow::Cow;
+
+use mailplug_sdk::prelude::*;
+use serde::Deserialize;
+
+mod adapt;
+
+struct CustomSmtp;
+
+/// Provider name for events sent in the unified format without one.
+const DEFAULT_PROVIDER: &str = "custom-smtp";
+/// Provider name for events sent in the Standard Webhooks `email.*` envelope.
+const ENVELOPE_PROVIDER: &str = "standard_webhooks";
+
+impl Guest for CustomSmtp {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            id: "custom-smtp".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            display_name: "Custom SMTP".into(),
+            options_schema: adapt::OPTIONS_SCHEMA.into(),
+            capabilities: vec![
+                Capability::AdaptsSmtp,
+                Capability::VerifiesWebhooks,
+                Capability::ParsesWebhooks,
+            ],
+            signature_scheme: Some("standard-webhooks-v1".into()),
+        }
+    }
+
+    fn adapt_connection(
+        options: String,
+        overrides: SmtpOverrides,
+    ) -> Result<SmtpSettings, Vec<FieldError>> {
+        adapt::adapt(&options, overrides)
+    }
+
+    fn verify_webhook(request: WebhookRequest, secret: String) -> Result<(), VerifyError> {
+        standard_webhooks::verify(
+            &request,
+            &secret,
+            standard_webhooks::STANDARD,
+            host::now(),
+            standard_webhooks::DEFAULT_TOLERANCE_SECONDS,
+        )
+    }
+
+    fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
+        let webhook_id = mailplug_sdk::header(&request, "webhook-id");
+        match json::first_token(&request.body) {
+            Some(b'[') => {
+                let items: Vec<Incoming<'_>> = json::parse_borrowed(&request.body)?;
+                let mut events = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    item.convert(&request.body, webhook_id, false, &mut events)
+                        .map_err(|e| ParseError::Invalid(format!("event {i}: {e}")))?;
+                }
+                Ok(events)
+            }
+            Some(b'{') => {
+                let item: Incoming<'_> = json::parse_borrowed(&request.body)?;
+                let mut events = Vec::with_capacity(1);
+                item.convert(&request.body, webhook_id, true, &mut events)
+                    .map_err(ParseError::Invalid)?;
+                Ok(events)
+            }
+            _ => Err(ParseError::Malformed(
+                "body is not a JSON object or array".into(),
+            )),
+        }
+    }
+}
+
+mailplug_sdk::export!(CustomSmtp);
+
+type Text<'a> = Option<Cow<'a, str>>;
+
+/// One event object: the unified format, or (when `type` is present) the
+/// Standard Webhooks email envelope `{type, timestamp, data}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incoming<'a> {
+    #[serde(borrow)]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    bounce_class: Text<'a>,
+    #[serde(borrow)]
+    recipient: Text<'a>,
+    #[serde(borrow)]
+    occurred_at: Text<'a>,
+    #[serde(borrow)]
+    provider: Text<'a>,
+    #[serde(borrow)]
+    provider_event_id: Text<'a>,
+    #[serde(borrow)]
+    provider_message_id: Text<'a>,
+    #[serde(borrow)]
+    message_id: Text<'a>,
+    #[serde(borrow)]
+    smtp_status: Text<'a>,
+    #[serde(borrow)]
+    enhanced_status: Text<'a>,
+    #[serde(borrow)]
+    diagnostic: Text<'a>,
+    /// Host-assigned fields of a stored event: accepted and ignored, so
+    /// events exported by one mailplug can be fed to another.
+    #[serde(borrow, rename = "id")]
+    _id: Text<'a>,
+    #[serde(borrow, rename = "connection")]
+    _connection: Text<'a>,
+    #[serde(borrow, rename = "received_at")]
+    _received_at: Text<'a>,
+    #[serde(borrow, rename = "type")]
+    envelope_type: Text<'a>,
+    #[serde(borrow)]
+    timestamp: Text<'a>,
+    #[serde(borrow)]
+    data: Option<EnvelopeData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeData<'a> {
+    #[serde(borrow)]
+    recipient: Text<'a>,
+    #[serde(borrow)]
+    message_id: Text<'a>,
+    #[serde(borrow)]
+    bounce_type: Text<'a>,
+    smtp: Option<EnvelopeSmtp<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeSmtp<'a> {
+    code: Option<u16>,
+    #[serde(borrow)]
+    enhanced: Text<'a>,
+    #[serde(borrow)]
+    text: Text<'a>,
+}
+
+/// The output form of an optional field: a span of the body when borrowed.
+fn out(body: &[u8], value: Text<'_>) -> Option<mailplug_sdk::types::Text> {
+    value.map(|v| text_cow(body, v))
+}
+
+fn owned(value: String) -> mailplug_sdk::types::Text {
+    mailplug_sdk::types::Text::Owned(value)
+}
+
+fn event_kind(name: &str) -> Option<EventKind> {
+    Some(match name {
+        "delivered" => EventKind::Delivered,
+        "deferred" => EventKind::Deferred,
+        "bounced" => EventKind::Bounced,
+        "complained" => EventKind::Complained,
+        "dropped" => EventKind::Dropped,
+        "opened" => EventKind::Opened,
+        "clicked" => EventKind::Clicked,
+        "unsubscribed" => EventKind::Unsubscribed,
+        _ => return None,
+    })
+}
+
+fn bounce_class(name: &str) -> Result<BounceClass, String> {
+    match name {
+        "hard" => Ok(BounceClass::Hard),
+        "soft" => Ok(BounceClass::Soft),
+        other => Err(format!("bounce class {other:?} is not hard or soft")),
+    }
+}
+
+fn required<'a>(value: &'a Text<'_>, field: &str) -> Result<&'a str, String> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!("missing {field}")),
+    }
+}
+
+fn timestamp(value: &str, field: &str) -> Result<i64, String> {
+    time::parse_rfc3339(value)
+        .ok_or_else(|| format!("{field} {value:?} is not an RFC 3339 date-time"))
+}
+
+impl Incoming<'_> {
+    /// `single`: the body holds just this event, so the `webhook-id` header
+    /// identifies it when the event carries no `provider_event_id`.
+    fn convert(
+        self,
+        body: &[u8],
+        webhook_id: Option<&str>,
+        single: bool,
+        events: &mut Vec<DeliveryEvent>,
+    ) -> Result<(), String> {
+        if self.envelope_type.is_some() {
+            return self.convert_envelope(body, webhook_id, events);
+        }
+        if self.timestamp.is_some() || self.data.is_some() {
+            return Err(
+                "`timestamp`/`data` belong to the envelope format, which needs `type`".into(),
+            );
+        }
+        let kind_name = required(&self.kind, "kind")?;
+        let kind = event_kind(kind_name).ok_or_else(|| format!("unknown kind {kind_name:?}"))?;
+        let bounce_class = match self.bounce_class.as_deref() {
+            None => None,
+            Some(_) if kind != EventKind::Bounced => {
+                return Err("bounce_class is only allowed on bounced events".into());
+            }
+            Some(name) => Some(bounce_class(name)?),
+        };
+        let recipient = text(body, required(&self.recipient, "recipient")?);
+        let occurred_at = timestamp(required(&self.occurred_at, "occurred_at")?, "occurred_at")?;
+        let header_id = webhook_id.filter(|_| single).map(|id| owned(id.to_owned()));
+        events.push(DeliveryEvent {
+            kind,
+            bounce_class,
+            recipient,
+            occurred_at,
+            provider: out(body, self.provider)
+                .unwrap_or_else(|| owned(DEFAULT_PROVIDER.to_owned())),
+            provider_event_id: out(body, self.provider_event_id).or(header_id),
+            provider_message_id: out(body, self.provider_message_id),
+            message_id: out(body, self.message_id),
+            smtp_status: out(body, self.smtp_status),
+            enhanced_status: out(body, self.enhanced_status),
+            diagnostic: out(body, self.diagnostic),
+        });
+        Ok(())
+    }
+
+    fn convert_envelope(
+        self,
+        body: &[u8],
+        webhook_id: Option<&str>,
+        events: &mut Vec<DeliveryEvent>,
+    ) -> Result<(), String> {
+        if self.kind.is_some() || self.recipient.is_some() || self.occurred_at.is_some() {
+            return Err("unified-format fields are not allowed in a `type` envelope".into());
+        }
+        let event_type = self.envelope_type.as_deref().unwrap_or_default();
+        let Some(kind) = event_type.strip_prefix("email.").and_then(event_kind) else {
+            host::log_debug(&format!(
+                "skipping envelope event type {event_type:?}: no unified kind"
+            ));
+            return Ok(());
+        };
+        let data = self.data.ok_or("envelope has no `data`")?;
+        let recipient = text(body, required(&data.recipient, "data.recipient")?);
+        let occurred_at = timestamp(required(&self.timestamp, "timestamp")?, "timestamp")?;
+        let bounce_class = match (kind, data.bounce_type.as_deref()) {
+            (EventKind::Bounced, Some(name)) => Some(bounce_class(name)?),
+            _ => None,
+        };
+        let (mut smtp_status, mut enhanced_status, mut diagnostic) = (None, None, None);
+        if let Some(smtp) = data.smtp {
+            smtp_status = smtp.code.map(|c| owned(c.to_string()));
+            if smtp_status.is_none()
+                && let Some((code, enhanced)) = smtp.text.as_deref().and_then(smtp::extract_status)
+            {
+                smtp_status = Some(owned(code));
+                enhanced_status = enhanced.map(owned);
+            }
+            enhanced_status = out(body, smtp.enhanced).or(enhanced_status);
+            diagnostic = out(body, smtp.text);
+        }
+        events.push(DeliveryEvent {
+            kind,
+            bounce_class,
+            recipient,
+            occurred_at,
+            provider: owned(ENVELOPE_PROVIDER.to_owned()),
+            provider_event_id: webhook_id.map(|id| owned(id.to_owned())),
+            provider_message_id: out(body, data.message_id),
+            message_id: None,
+            smtp_status,
+            enhanced_status,
+            diagnostic,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! Thin wrappers over the host imports: logging, the clock and crypto.
+
+use crate::bindings::mailplug::provider::{clock, crypto, log};
+
+pub use crypto::{Base64Alphabet, Hash};
+
+/// Logs at debug level into the host log (tagged with the plugin id by the host).
+pub fn log_debug(message: &str) {
+    log::log(log::Level::Debug, message);
+}
+
+/// Logs at info level.
+pub fn log_info(message: &str) {
+    log::log(log::Level::Info, message);
+}
+
+/// Logs at warn level.
+pub fn log_warn(message: &str) {
+    log::log(log::Level::Warn, message);
+}
+
+/// The host clock in Unix seconds; pinned by `mailplug plugin test --now`.
+pub fn now() -> i64 {
+    clock::now()
+}
+
+/// HMAC over `data` with `key`.
+pub fn hmac(hash: Hash, key: &[u8], data: &[u8]) -> Vec<u8> {
+    crypto::hmac(hash, key, data)
+}
+
+/// Message digest of `data`.
+pub fn digest(hash: Hash, data: &[u8]) -> Vec<u8> {
+    crypto::digest(hash, data)
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    crypto::constant_time_eq(a, b)
+}
+
+/// ECDSA P-256/SHA-256 verification; `Err` for an unusable key or signature encoding.
+pub fn verify_ecdsa_p256_sha256(
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
+    crypto::verify_ecdsa_p256_sha256(key, message, signature)
+}
+
+/// RSA PKCS#1 v1.5 verification with `hash`.
+pub fn verify_rsa_pkcs1v15(
+    hash: Hash,
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
+    crypto::verify_rsa_pkcs1v15(hash, key, message, signature)
+}
+
+/// Ed25519 verification.
+pub fn verify_ed25519(key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, String> {
+    crypto::verify_ed25519(key, message, signature)
+}
+
+/// Standard-alphabet base64 decoding (padding optional).
+pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
+    crypto::base64_decode(Base64Alphabet::Standard, input)
+}
+
+/// Standard-alphabet padded base64 encoding.
+pub fn base64_encode(data: &[u8]) -> String {
+    crypto::base64_encode(Base64Alphabet::Standard, data)
+}

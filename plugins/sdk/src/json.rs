@@ -1,0 +1,100 @@
+//! JSON helpers: a nesting-depth limit checked before parsing, and exact
+//! rendering of 64-bit integer ids (never through a double).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::types::ParseError;
+
+/// Nesting depth that every known provider format stays well below.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Fails when `body` nests arrays/objects deeper than `max_depth`.
+///
+/// A linear byte scan (string contents are skipped), so hostile bodies such
+/// as a million `[` are refused before a parser recurses into them.
+pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), ParseError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(ParseError::Malformed(format!(
+                        "JSON nests deeper than {max_depth} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses `body` into `T` after the default depth check.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {
+    check_depth(body, DEFAULT_MAX_DEPTH)?;
+    serde_json::from_slice(body).map_err(|e| ParseError::Malformed(format!("invalid JSON: {e}")))
+}
+
+/// Parses into `T`, borrowing strings from `body` where possible.
+///
+/// No pre-scan, sparing a pass over the body: a typed target bounds nesting
+/// by its own shape (serde_json also stops at 128 levels, and skips ignored
+/// values without recursion). Type every field you accept rather than
+/// ignoring it, and use [`parse`] for `serde_json::Value` targets.
+pub fn parse_borrowed<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ParseError> {
+    serde_json::from_slice(body).map_err(|e| ParseError::Malformed(format!("invalid JSON: {e}")))
+}
+
+/// First non-whitespace byte of a JSON text: tells an object from an array.
+pub fn first_token(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// Renders an id that providers send as a string or as an integer.
+///
+/// Integers are rendered from their exact `u64`/`i64` value (Mailjet ids
+/// exceed 2^53); a fractional number is not an id and gives `None`.
+pub fn id_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_limit_counts_nesting_but_not_brackets_in_strings() {
+        assert!(check_depth(br#"{"a":"[[[[[[[["}"#, 2).is_ok());
+        assert!(check_depth(b"[[[]]]", 3).is_ok());
+        assert!(check_depth(b"[[[[]]]]", 3).is_err());
+        assert!(check_depth(br#"{"a":"\"[[["}"#, 1).is_ok());
+    }
+
+    #[test]
+    fn integer_ids_stay_exact() {
+        let v: Value = serde_json::from_str("19421777835146490").unwrap();
+        assert_eq!(id_string(&v).as_deref(), Some("19421777835146490"));
+        let v: Value = serde_json::from_str("1.5").unwrap();
+        assert_eq!(id_string(&v), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! SMTP status extraction from free-form diagnostic text.
+
+/// The first SMTP reply code (`2xx`/`4xx`/`5xx`) in `text`, with the RFC 3463
+/// enhanced status that directly follows it (after one space or hyphen).
+///
+/// Same result as the first match of
+/// `(?<![\d.])([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?![\d.])`.
+pub fn extract_status(text: &str) -> Option<(String, Option<String>)> {
+    let b = text.as_bytes();
+    let boundary = |i: usize| b.get(i).is_none_or(|c| !c.is_ascii_digit() && *c != b'.');
+    for i in 0..b.len().saturating_sub(2) {
+        if !matches!(b[i], b'2' | b'4' | b'5')
+            || !b[i + 1].is_ascii_digit()
+            || !b[i + 2].is_ascii_digit()
+        {
+            continue;
+        }
+        if i > 0 && (b[i - 1].is_ascii_digit() || b[i - 1] == b'.') {
+            continue;
+        }
+        let code = &text[i..i + 3];
+        if let Some(end) = enhanced_end(b, i + 3)
+            && boundary(end)
+        {
+            return Some((code.to_owned(), Some(text[i + 4..end].to_owned())));
+        }
+        if boundary(i + 3) {
+            return Some((code.to_owned(), None));
+        }
+    }
+    None
+}
+
+/// End of `[ -][245].\d{1,3}.\d{1,3}` starting at `start`, with maximal digit runs.
+fn enhanced_end(b: &[u8], start: usize) -> Option<usize> {
+    if !matches!(b.get(start), Some(b' ' | b'-'))
+        || !matches!(b.get(start + 1), Some(b'2' | b'4' | b'5'))
+    {
+        return None;
+    }
+    if b.get(start + 2) != Some(&b'.') {
+        return None;
+    }
+    let run = |from: usize| {
+        let n = b[from.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        (1..=3).contains(&n).then_some(from + n)
+    };
+    let mid = run(start + 3)?;
+    if b.get(mid) != Some(&b'.') {
+        return None;
+    }
+    run(mid + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extract_status;
+
+    fn st(t: &str) -> Option<(String, Option<String>)> {
+        extract_status(t)
+    }
+
+    #[test]
+    fn finds_code_and_enhanced_status() {
+        assert_eq!(
+            st("550 5.1.1 user unknown"),
+            Some(("550".into(), Some("5.1.1".into())))
+        );
+        assert_eq!(
+            st("smtp;550-5.7.1 blocked"),
+            Some(("550".into(), Some("5.7.1".into())))
+        );
+        assert_eq!(st("421 try later"), Some(("421".into(), None)));
+        assert_eq!(st("550 5.1.1. oops"), Some(("550".into(), None)));
+    }
+
+    #[test]
+    fn ignores_numbers_inside_other_numbers() {
+        assert_eq!(st("192.0.2.250 said no"), None);
+        assert_eq!(st("code 5500"), None);
+        assert_eq!(
+            st("id 1550 then 452 4.2.2 full"),
+            Some(("452".into(), Some("4.2.2".into())))
+        );
+        assert_eq!(st("nothing here"), None);
+    }
+}

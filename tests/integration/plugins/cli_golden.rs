@@ -1,0 +1,251 @@
+//! `mailplug plugin test|inspect|list` run as a user would, against the
+//! shared and our own golden fixtures.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use super::{FIXTURE_NOW, SW_SECRET, cache_dir, guest, own_fixtures, shared_fixtures};
+
+fn mailplug(args: &[&str]) -> Output {
+    let data_dir = cache_dir().parent().unwrap().to_owned();
+    Command::new(env!("CARGO_BIN_EXE_mailplug"))
+        .args(args)
+        .env("MAILPLUG_DATA_DIR", data_dir)
+        .output()
+        .expect("run mailplug")
+}
+
+/// `--header 'Name: value'` arguments from a fixture's headers.json.
+fn header_args(path: &Path) -> Vec<String> {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    headers
+        .iter()
+        .flat_map(|(k, v)| {
+            [
+                "--header".to_owned(),
+                format!("{k}: {}", v.as_str().unwrap()),
+            ]
+        })
+        .collect()
+}
+
+/// Runs `plugin test custom-smtp` on `dir/case` with the golden `expect` file.
+fn golden(dir: &Path, case: &str, secret: &str, now: i64, expect: &Path) -> Output {
+    let body = dir.join(format!("{case}.json"));
+    let mut args = vec![
+        "plugin".to_owned(),
+        "test".to_owned(),
+        "custom-smtp".to_owned(),
+    ];
+    args.extend(["--body".to_owned(), body.display().to_string()]);
+    args.extend(header_args(&dir.join(format!("{case}.headers.json"))));
+    args.extend([
+        "--secret".to_owned(),
+        secret.to_owned(),
+        "--now".to_owned(),
+        now.to_string(),
+    ]);
+    args.extend(["--expect".to_owned(), expect.display().to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    mailplug(&refs)
+}
+
+fn assert_passes(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn shared_standard_webhooks_fixtures_match_their_golden_files() {
+    let dir = shared_fixtures().join("standard_webhooks");
+    for case in ["hard_bounce_v1", "complaint_rotated_keys"] {
+        let output = golden(
+            &dir,
+            case,
+            SW_SECRET,
+            FIXTURE_NOW,
+            &dir.join(format!("{case}.expected.json")),
+        );
+        assert_passes(&output, case);
+    }
+}
+
+#[test]
+fn own_fixtures_match_their_golden_files() {
+    let dir = own_fixtures();
+    for case in [
+        "unified_array",
+        "unified_single",
+        "envelope_deferred",
+        "envelope_no_unified_kind",
+        "malformed_json",
+        "unknown_kind",
+        "deep_nesting",
+        "deep_in_ignored_field",
+        "tampered_body",
+    ] {
+        let output = golden(
+            &dir,
+            case,
+            SW_SECRET,
+            FIXTURE_NOW,
+            &dir.join(format!("{case}.expected.json")),
+        );
+        assert_passes(&output, case);
+    }
+}
+
+#[test]
+fn replayed_request_is_rejected_when_the_clock_is_not_pinned_back() {
+    let shared = shared_fixtures().join("standard_webhooks");
+    let expect = own_fixtures().join("replay.expected.json");
+    let output = golden(
+        &shared,
+        "hard_bounce_v1",
+        SW_SECRET,
+        1_767_268_800 + 7_230,
+        &expect,
+    );
+    assert_passes(&output, "replay");
+}
+
+#[test]
+fn a_golden_mismatch_exits_1_with_a_readable_diff() {
+    let dir = shared_fixtures().join("standard_webhooks");
+    // The complaint's output compared against the bounce's golden file.
+    let body = dir.join("complaint_rotated_keys.json");
+    let expect = dir.join("hard_bounce_v1.expected.json");
+    let output = mailplug(&[
+        "plugin",
+        "test",
+        "custom-smtp",
+        "--body",
+        body.to_str().unwrap(),
+        "--expect",
+        expect.to_str().unwrap(),
+        "--now",
+        &FIXTURE_NOW.to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[0].kind: expected \"bounced\", got \"complained\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[0].smtp_status: expected \"550\", got null"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_signature_without_expect_exits_1_and_says_why() {
+    let dir = own_fixtures();
+    let output = mailplug(&[
+        "plugin",
+        "test",
+        "custom-smtp",
+        "--body",
+        dir.join("tampered_body.json").to_str().unwrap(),
+        "--headers-file",
+        dir.join("tampered_body.headers.json").to_str().unwrap(),
+        "--secret",
+        SW_SECRET,
+        "--now",
+        &FIXTURE_NOW.to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("bad-signature"));
+}
+
+#[test]
+fn secret_references_resolve_from_env_and_file() {
+    let dir = shared_fixtures().join("standard_webhooks");
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), format!("{SW_SECRET}\n")).unwrap();
+    let reference = format!("file:{}", secret_file.path().display());
+    let output = golden(
+        &dir,
+        "hard_bounce_v1",
+        &reference,
+        FIXTURE_NOW,
+        &dir.join("hard_bounce_v1.expected.json"),
+    );
+    assert_passes(&output, "file: secret");
+    let output = golden(
+        &dir,
+        "hard_bounce_v1",
+        "env:MAILPLUG_TEST_UNSET_SECRET",
+        FIXTURE_NOW,
+        &dir.join("hard_bounce_v1.expected.json"),
+    );
+    assert_eq!(output.status.code(), Some(70));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MAILPLUG_TEST_UNSET_SECRET"));
+}
+
+#[test]
+fn list_and_inspect_show_the_first_party_plugin() {
+    let output = mailplug(&["plugin", "list"]);
+    assert_passes(&output, "list");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("custom-smtp"));
+    let output = mailplug(&["plugin", "inspect", "custom-smtp"]);
+    assert_passes(&output, "inspect");
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(info["describe"]["id"], "custom-smtp");
+    assert_eq!(info["describe"]["options_schema"]["type"], "object");
+    assert_eq!(info["limits"]["memory_mib"], 32);
+}
+
+#[test]
+fn inspect_and_test_accept_a_wasm_file() {
+    let example = guest("example_provider");
+    let output = mailplug(&["plugin", "inspect", example.to_str().unwrap()]);
+    assert_passes(&output, "inspect file");
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(info["describe"]["id"], "example");
+    let body = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body.path(), br#"[{"event":"bounce","email":"x@example.com","time":"2026-01-01T12:00:00Z","reason":"550 5.1.1 no such user"}]"#).unwrap();
+    let output = mailplug(&[
+        "plugin",
+        "test",
+        example.to_str().unwrap(),
+        "--body",
+        body.path().to_str().unwrap(),
+    ]);
+    assert_passes(&output, "test file");
+    let events: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(events[0]["enhanced_status"], "5.1.1");
+}
+
+#[test]
+fn hostile_wasm_file_fails_cleanly_in_the_cli() {
+    let hostile = guest("hostile");
+    let body = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body.path(), b"loop").unwrap();
+    let output = mailplug(&[
+        "plugin",
+        "test",
+        hostile.to_str().unwrap(),
+        "--body",
+        body.path().to_str().unwrap(),
+        "--deadline-ms",
+        "30",
+    ]);
+    assert_eq!(output.status.code(), Some(70));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "plugin `hostile` failed in `parse-webhook`: did not finish within its 30 ms deadline"
+        ),
+        "{stderr}"
+    );
+    let output = mailplug(&["plugin", "inspect", guest("oversized").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("could not be instantiated"));
+}

@@ -1,0 +1,173 @@
+//! Registering plugins: sha256 pins, ids, limits, and the compile cache.
+
+use mailplug::runtime::{
+    CacheOutcome, EngineOptions, LoadError, PluginLimits, PluginSource, Runtime, RuntimeOptions,
+    WasmSource, sha256_hex,
+};
+
+use super::{FIXTURE_NOW, guest, runtime};
+
+fn example(id: &str, sha256: Option<String>) -> PluginSource {
+    PluginSource {
+        id: Some(id.into()),
+        wasm: WasmSource::Path(guest("example_provider")),
+        expected_sha256: sha256,
+        limits: PluginLimits::default(),
+    }
+}
+
+#[test]
+fn community_plugin_with_the_pinned_hash_loads() {
+    let sha = sha256_hex(&std::fs::read(guest("example_provider")).unwrap());
+    let mut rt = runtime(FIXTURE_NOW);
+    let plugin = rt
+        .load(example("example", Some(sha.to_uppercase())))
+        .unwrap();
+    assert_eq!(plugin.info().id, "example");
+    assert_eq!(plugin.sha256(), sha);
+    assert_eq!(
+        rt.describe("example").unwrap().options_schema["properties"]["region"]["enum"][0],
+        "eu"
+    );
+}
+
+#[test]
+fn community_plugin_with_a_wrong_hash_is_refused() {
+    let mut rt = runtime(FIXTURE_NOW);
+    let err = rt
+        .load(example("example", Some("00".repeat(32))))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::HashMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    assert!(rt.plugin("example").is_none());
+}
+
+#[test]
+fn registration_id_must_match_describe() {
+    let mut rt = runtime(FIXTURE_NOW);
+    let err = rt.load(example("sendgrid", None)).unwrap_err();
+    assert!(
+        err.to_string().contains("describe() reports id `example`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_ids_and_missing_files_are_refused() {
+    let mut rt = runtime(FIXTURE_NOW);
+    rt.load(example("example", None)).unwrap();
+    assert!(matches!(
+        rt.load(example("example", None)),
+        Err(LoadError::Duplicate(_))
+    ));
+    let missing = PluginSource {
+        wasm: WasmSource::Path("/nonexistent/p.wasm".into()),
+        ..example("x", None)
+    };
+    assert!(matches!(rt.load(missing), Err(LoadError::Read { .. })));
+    let garbage = PluginSource {
+        wasm: WasmSource::Bytes(b"not wasm".to_vec()),
+        ..example("x", None)
+    };
+    assert!(matches!(rt.load(garbage), Err(LoadError::Invalid { .. })));
+}
+
+#[test]
+fn limits_out_of_range_are_refused() {
+    let mut rt = runtime(FIXTURE_NOW);
+    let source = PluginSource {
+        limits: PluginLimits {
+            memory_mib: Some(0),
+            deadline_ms: None,
+        },
+        ..example("example", None)
+    };
+    assert!(
+        rt.load(source)
+            .unwrap_err()
+            .to_string()
+            .contains("memory_mib")
+    );
+}
+
+#[test]
+fn second_start_compiles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || RuntimeOptions {
+        engine: EngineOptions {
+            max_instances: 4,
+            ..EngineOptions::default()
+        },
+        cache_dir: Some(dir.path().join("plugin-cache")),
+        ..RuntimeOptions::default()
+    };
+    let first = Runtime::with_builtins(options()).unwrap();
+    assert!(
+        first
+            .plugins()
+            .all(|p| p.cache_outcome() == CacheOutcome::Stored)
+    );
+    drop(first);
+    let second = Runtime::with_builtins(options()).unwrap();
+    assert!(second.plugins().count() >= 1);
+    assert!(
+        second
+            .plugins()
+            .all(|p| p.cache_outcome() == CacheOutcome::Hit)
+    );
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("plugin-cache");
+    let options = || RuntimeOptions {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeOptions::default()
+    };
+    drop(Runtime::with_builtins(options()).unwrap());
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let rt = Runtime::with_builtins(options()).unwrap();
+    assert!(
+        rt.plugins()
+            .all(|p| p.cache_outcome() == CacheOutcome::Stored)
+    );
+}
+
+#[test]
+fn runtime_is_shareable_and_instances_can_move_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    fn movable<T: Send>() {}
+    shareable::<Runtime>();
+    shareable::<mailplug::runtime::Plugin>();
+    movable::<mailplug::runtime::PluginInstance>();
+    // And calls really work from several threads at once.
+    let rt = runtime(FIXTURE_NOW);
+    let plugin = rt.plugin("custom-smtp").unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let mut instance = plugin.instance();
+                for _ in 0..20 {
+                    assert!(
+                        instance
+                            .parse_webhook(&super::request("[]", &[]))
+                            .unwrap()
+                            .unwrap()
+                            .is_empty()
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(
+        plugin
+            .metrics()
+            .export(mailplug::runtime::Export::ParseWebhook)
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        80
+    );
+}
