@@ -41,6 +41,11 @@ pub trait ProviderCatalog {
     fn options_schema(&self, id: &str) -> Option<&CompiledSchema>;
     /// Installed plugin ids, for hints.
     fn ids(&self) -> Vec<String>;
+    /// Field errors (JSON Pointer, message) the provider's plugin reports
+    /// for this connection's settings; empty when it accepts them.
+    fn adapt_errors(&self, _conn: &Connection) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Where an object was defined.

@@ -94,14 +94,15 @@ pub async fn run(
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
 
     let metrics = Arc::new(Metrics::new());
-    let mut reloader = Reloader::new(settings.config_dir.clone(), LoadOptions::default(), None);
-    let first = tokio::task::spawn_blocking(move || {
+    let config_dir = settings.config_dir.clone();
+    let cache_dir = settings.data_dir.join("plugin-cache");
+    let (reloader, snapshot) = tokio::task::spawn_blocking(move || {
+        let mut reloader = Reloader::new(config_dir, LoadOptions::default(), Some(cache_dir))?;
         let snapshot = reloader.reload();
-        (reloader, snapshot)
+        anyhow::Ok((reloader, snapshot))
     })
     .await
-    .context("initial load")?;
-    let (reloader, snapshot) = first;
+    .context("initial load")??;
     report(&snapshot, &metrics, "startup");
     if settings.strict && snapshot.error_count() > 0 {
         for d in &snapshot.diagnostics {

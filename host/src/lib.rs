@@ -12,3 +12,4 @@ pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod runtime;
+pub mod providers;

@@ -72,7 +72,9 @@ fn target(state: &AppState, name: &str) -> Result<SmtpTarget, Box<Response>> {
             format!("no connection named `{name}`"),
         )));
     };
-    let target = mail::target_for(conn)
+    let target = snapshot
+        .catalog
+        .smtp_target(conn)
         .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
     target
         .validate()

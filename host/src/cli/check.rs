@@ -5,7 +5,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::cli::exit;
-use crate::config::{self, LoadOptions};
+use crate::config::LoadOptions;
+use crate::providers;
 use crate::mail::{self, Classification, ProbeOptions, SmtpTarget, StageStatus};
 
 /// Output format.
@@ -149,7 +150,17 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
         eprintln!("mailplug: {}: {e}", config_path.display());
         return Err(exit::CONFIG);
     }
-    let loaded = config::load(&[config_path.to_path_buf()], &LoadOptions::default(), None);
+    let (loaded, catalog) = match providers::load_config(
+        &[config_path.to_path_buf()],
+        &LoadOptions::default(),
+        providers::default_cache_dir(),
+    ) {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("mailplug: cannot load the provider plugins: {e:#}");
+            return Err(exit::SOFTWARE);
+        }
+    };
     if let Some(conn) = loaded.connections().find(|c| c.name() == name) {
         for d in loaded
             .files
@@ -159,7 +170,7 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
         {
             eprintln!("{d}");
         }
-        let target = mail::target_for(conn).map_err(|e| {
+        let target = catalog.smtp_target(conn).map_err(|e| {
             eprintln!("mailplug: {e}");
             exit::CONFIG
         })?;
@@ -170,19 +181,6 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
             return Err(exit::CONFIG);
         }
         return Ok(target);
-    }
-    // Defined in a file with errors? Show that file's problems.
-    let broken: Vec<_> = loaded
-        .files
-        .iter()
-        .filter(|f| f.has_errors() && f.connections.iter().any(|c| c.name() == name))
-        .collect();
-    if !broken.is_empty() {
-        for d in broken.iter().flat_map(|f| &f.diagnostics) {
-            eprintln!("{d}");
-        }
-        eprintln!("mailplug: connection {name:?} is defined in a file with errors");
-        return Err(exit::CONFIG);
     }
     for d in loaded.all_diagnostics().filter(|d| d.is_error()) {
         eprintln!("{d}");

@@ -5,7 +5,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use crate::cli::exit;
-use crate::config::{self, LoadOptions};
+use crate::config::LoadOptions;
+use crate::providers;
 
 /// Output format of diagnostics.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -46,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         check_secrets: args.check_secrets,
         ..LoadOptions::default()
     };
-    let loaded = config::load(&args.paths, &opts, None);
+    let (loaded, _catalog) = providers::load_config(&args.paths, &opts, providers::default_cache_dir())?;
     let diagnostics: Vec<_> = loaded.all_diagnostics().collect();
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;

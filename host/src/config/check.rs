@@ -104,8 +104,24 @@ fn provider(ctx: &mut Ctx<'_>, spec: &ConnectionSpec, catalog: Option<&dyn Provi
         );
         return;
     }
+    let before = ctx.out.len();
     if let Some(schema) = catalog.options_schema(&spec.provider) {
         schema.check(ctx.file, ctx.doc, "/options", ctx.out);
+    }
+    if spec.provider == "custom-smtp" || ctx.out[before..].iter().any(Diagnostic::is_error) {
+        return;
+    }
+    // Ask the plugin itself: it knows which settings it can turn into SMTP.
+    let conn = super::Connection {
+        spec: spec.clone(),
+        source: super::SourceLocation {
+            file: ctx.file.to_path_buf(),
+            line: ctx.doc.start.line,
+            column: ctx.doc.start.col,
+        },
+    };
+    for (pointer, message) in catalog.adapt_errors(&conn) {
+        ctx.error(&pointer, format!("provider `{}`: {message}", spec.provider), None);
     }
 }
 

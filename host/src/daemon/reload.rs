@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::diagnostic::Diagnostic;
 use crate::config::{self, Connection, FileReport, LoadOptions, PluginRegistration};
+use crate::providers::Catalog;
 
 /// Which version of a file is live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,24 +79,11 @@ pub struct Snapshot {
     pub result: ReloadResult,
     /// The Git commit checked out in the config directory, if it is a work tree.
     pub git_commit: Option<String>,
+    /// The providers (first-party and registered plugins) these connections use.
+    pub catalog: Arc<Catalog>,
 }
 
 impl Snapshot {
-    /// An empty snapshot (before the first load).
-    pub fn empty() -> Self {
-        Self {
-            generation: 0,
-            connections: BTreeMap::new(),
-            plugins: BTreeMap::new(),
-            files: BTreeMap::new(),
-            diagnostics: Vec::new(),
-            loaded_at: SystemTime::now(),
-            duration: Duration::ZERO,
-            result: ReloadResult::Ok,
-            git_commit: None,
-        }
-    }
-
     /// Number of current errors.
     pub fn error_count(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
@@ -108,35 +96,33 @@ impl Snapshot {
 pub struct Reloader {
     dir: PathBuf,
     opts: LoadOptions,
-    catalog: Option<Arc<dyn config::ProviderCatalog + Send + Sync>>,
+    /// Where compiled plugin components are cached.
+    cache_dir: Option<PathBuf>,
+    catalog: Arc<Catalog>,
+    /// Identity of the plugin registrations `catalog` was built from.
+    plugins_key: String,
     last_good: HashMap<PathBuf, FileReport>,
     cache: config::FileCache,
     generation: u64,
     fingerprint: String,
 }
 
-impl std::fmt::Debug for dyn config::ProviderCatalog + Send + Sync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProviderCatalog({})", self.ids().join(", "))
-    }
-}
-
 impl Reloader {
-    /// A reloader for `dir`.
-    pub fn new(
-        dir: PathBuf,
-        opts: LoadOptions,
-        catalog: Option<Arc<dyn config::ProviderCatalog + Send + Sync>>,
-    ) -> Self {
-        Self {
+    /// A reloader for `dir`, with the first-party plugins loaded (compiled
+    /// components cached in `cache_dir`).
+    pub fn new(dir: PathBuf, opts: LoadOptions, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let catalog = Arc::new(Catalog::builtins(cache_dir.clone())?);
+        Ok(Self {
             dir,
             opts,
+            cache_dir,
             catalog,
+            plugins_key: String::new(),
             last_good: HashMap::new(),
             cache: config::FileCache::default(),
             generation: 0,
             fingerprint: String::new(),
-        }
+        })
     }
 
     /// The directory being loaded.
@@ -145,18 +131,44 @@ impl Reloader {
     }
 
     /// Loads the directory and builds the next snapshot (blocking I/O).
+    ///
+    /// When the `kind: Plugin` registrations changed, the plugins are loaded
+    /// into a new catalog and the files checked again against it. If any
+    /// registration fails (unreadable, hash mismatch, invalid component) the
+    /// previous catalog stays in use and the failures are reported.
     pub fn reload(&mut self) -> Snapshot {
         let started = Instant::now();
-        let catalog = self
-            .catalog
-            .as_deref()
-            .map(|c| c as &dyn config::ProviderCatalog);
-        let loaded = config::load_cached(
-            std::slice::from_ref(&self.dir),
-            &self.opts,
-            catalog,
-            &mut self.cache,
-        );
+        let mut snapshot = self.reload_files(started);
+        let key = plugins_key(&snapshot.plugins);
+        if key == self.plugins_key {
+            return snapshot;
+        }
+        let registrations: Vec<&PluginRegistration> = snapshot.plugins.values().map(|p| &**p).collect();
+        let mut next = match Catalog::builtins(self.cache_dir.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the plugin catalog; keeping the current one");
+                return snapshot;
+            }
+        };
+        let problems = next.register(&registrations);
+        if problems.is_empty() {
+            tracing::info!(plugins = ?snapshot.plugins.keys().collect::<Vec<_>>(), "plugin registrations changed; catalog swapped");
+            self.catalog = Arc::new(next);
+            self.plugins_key = key;
+            // Connections must be checked again against the new providers.
+            self.cache = config::FileCache::default();
+            snapshot = self.reload_files(started);
+        } else {
+            snapshot.diagnostics.extend(problems);
+            snapshot.result = ReloadResult::Partial;
+        }
+        snapshot
+    }
+
+    fn reload_files(&mut self, started: Instant) -> Snapshot {
+        let catalog: &dyn config::ProviderCatalog = &*self.catalog;
+        let loaded = config::load_cached(std::slice::from_ref(&self.dir), &self.opts, Some(catalog), &mut self.cache);
         let mut files = BTreeMap::new();
         let mut present = HashMap::new();
         for report in &loaded.files {
@@ -234,8 +246,26 @@ impl Reloader {
             duration: started.elapsed(),
             result,
             git_commit: super::git::head_commit(&self.dir),
+            catalog: self.catalog.clone(),
         }
     }
+}
+
+/// What a catalog built from these registrations depends on.
+fn plugins_key(plugins: &BTreeMap<String, Arc<PluginRegistration>>) -> String {
+    plugins
+        .values()
+        .map(|p| {
+            format!(
+                "{}|{}|{}|{:?}|{:?}\n",
+                p.spec.id,
+                p.spec.sha256,
+                p.wasm_path.display(),
+                p.spec.limits.memory_mib,
+                p.spec.limits.deadline_ms
+            )
+        })
+        .collect()
 }
 
 /// A cheap identity of the live configuration, to tell whether a reload changed anything.
@@ -271,7 +301,7 @@ mod tests {
         let b = dir.path().join("b.yaml");
         std::fs::write(&a, conn("a", "old.example.com")).unwrap();
         std::fs::write(&b, conn("b", "b1.example.com")).unwrap();
-        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None);
+        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None).unwrap();
         let s1 = r.reload();
         assert_eq!(s1.connections.len(), 2);
         assert_eq!(s1.result, ReloadResult::Ok);
@@ -309,7 +339,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.yaml");
         std::fs::write(&a, conn("a", "aaa.example.com")).unwrap();
-        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None);
+        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None).unwrap();
         r.reload();
         std::fs::write(&a, conn("a", "bbb.example.com")).unwrap();
         let s = r.reload();
@@ -330,7 +360,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ok.yaml"), conn("ok", "h")).unwrap();
         std::fs::write(dir.path().join("bad.yaml"), "kind: Connection\n").unwrap();
-        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None);
+        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None).unwrap();
         let s1 = r.reload();
         assert_eq!(s1.connections.keys().collect::<Vec<_>>(), ["ok"]);
         assert_eq!(s1.files[&dir.path().join("bad.yaml")].live, Live::None);
@@ -343,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.yaml");
         std::fs::write(&a, conn("x", "from-a")).unwrap();
-        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None);
+        let mut r = Reloader::new(dir.path().to_path_buf(), LoadOptions::default(), None).unwrap();
         r.reload();
         std::fs::write(&a, "kind: Connection\nname: [").unwrap();
         std::fs::write(dir.path().join("b.yaml"), conn("x", "from-b")).unwrap();
