@@ -11,5 +11,5 @@ pub mod event;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
-pub mod runtime;
 pub mod providers;
+pub mod runtime;

@@ -110,18 +110,38 @@ pub fn render_plugins(runtime: &crate::runtime::Runtime) -> String {
             let labels = format!("plugin=\"{id}\",export=\"{}\"", export.name());
             let count = m.calls.load(Relaxed);
             let _ = writeln!(calls, "mailplug_plugin_calls_total{{{labels}}} {count}");
-            let _ = writeln!(failures, "mailplug_plugin_failures_total{{{labels}}} {}", m.failures.load(Relaxed));
-            let _ = writeln!(rejections, "mailplug_plugin_rejections_total{{{labels}}} {}", m.rejections.load(Relaxed));
+            let _ = writeln!(
+                failures,
+                "mailplug_plugin_failures_total{{{labels}}} {}",
+                m.failures.load(Relaxed)
+            );
+            let _ = writeln!(
+                rejections,
+                "mailplug_plugin_rejections_total{{{labels}}} {}",
+                m.rejections.load(Relaxed)
+            );
             let mut cumulative = 0;
             for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
                 cumulative += m.latency_buckets[i].load(Relaxed);
                 let le = *bound as f64 / 1e6;
-                let _ = writeln!(latency, "mailplug_plugin_call_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    latency,
+                    "mailplug_plugin_call_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
             }
-            let _ = writeln!(latency, "mailplug_plugin_call_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                latency,
+                "mailplug_plugin_call_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
             let sum = m.latency_ns_sum.load(Relaxed) as f64 / 1e9;
-            let _ = writeln!(latency, "mailplug_plugin_call_seconds_sum{{{labels}}} {sum}");
-            let _ = writeln!(latency, "mailplug_plugin_call_seconds_count{{{labels}}} {count}");
+            let _ = writeln!(
+                latency,
+                "mailplug_plugin_call_seconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                latency,
+                "mailplug_plugin_call_seconds_count{{{labels}}} {count}"
+            );
         }
     }
     format!(

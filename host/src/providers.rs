@@ -11,7 +11,8 @@ use crate::config::schema::CompiledSchema;
 use crate::config::{self, Connection, PluginRegistration, ProviderCatalog, SecretRef};
 use crate::mail::{self, ProviderSmtp, SmtpTarget};
 use crate::runtime::{
-    self, PasswordSource, PluginLimits, PluginSource, Runtime, RuntimeOptions, SmtpOverrides, WasmSource,
+    self, PasswordSource, PluginLimits, PluginSource, Runtime, RuntimeOptions, SmtpOverrides,
+    WasmSource,
 };
 
 /// The installed providers: first-party plugins plus `kind: Plugin`
@@ -56,7 +57,9 @@ impl Catalog {
                 Ok(schema) => {
                     self.schemas.insert(info.id.clone(), schema);
                 }
-                Err(e) => tracing::warn!(plugin = %info.id, error = %e, "plugin options schema does not compile"),
+                Err(e) => {
+                    tracing::warn!(plugin = %info.id, error = %e, "plugin options schema does not compile")
+                }
             }
         }
     }
@@ -83,7 +86,12 @@ impl Catalog {
                     line: reg.source.line,
                     col: reg.source.column,
                 };
-                problems.push(Diagnostic::error(&reg.source.file, pos, "/id", e.to_string()));
+                problems.push(Diagnostic::error(
+                    &reg.source.file,
+                    pos,
+                    "/id",
+                    e.to_string(),
+                ));
             }
         }
         self.compile_schemas();
@@ -135,7 +143,8 @@ impl Catalog {
         };
         let base = conn.base_dir();
         let secret = |r: &SecretRef| {
-            r.resolve(base).map_err(|e| AdaptError::Secret(format!("connection {}: {e}", spec.name)))
+            r.resolve(base)
+                .map_err(|e| AdaptError::Secret(format!("connection {}: {e}", spec.name)))
         };
         let password = match &settings.password {
             PasswordSource::None => None,
@@ -146,7 +155,9 @@ impl Catalog {
                     .pointer(pointer)
                     .cloned()
                     .and_then(|v| serde_json::from_value(v).ok())
-                    .ok_or_else(|| AdaptError::Secret(format!("options{pointer} is not a secret reference")))?;
+                    .ok_or_else(|| {
+                        AdaptError::Secret(format!("options{pointer} is not a secret reference"))
+                    })?;
                 Some(secret(&reference)?)
             }
         };
@@ -203,7 +214,10 @@ impl ProviderCatalog for Catalog {
     }
 
     fn ids(&self) -> Vec<String> {
-        self.runtime.plugins().map(|p| p.info().id.clone()).collect()
+        self.runtime
+            .plugins()
+            .map(|p| p.info().id.clone())
+            .collect()
     }
 
     fn adapt_errors(&self, conn: &Connection) -> Vec<(String, String)> {

@@ -10,6 +10,7 @@
 mod daemon;
 mod daemon_smtp;
 mod plugins;
+mod providers;
 mod smtp;
 mod support;
 mod validate;

@@ -176,7 +176,10 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             // The registry ends with `# EOF`; the plugin families go before it.
             let mut text = state.metrics.render();
             let end = text.rfind("# EOF").unwrap_or(text.len());
-            text.insert_str(end, &crate::metrics::render_plugins(snapshot.catalog.runtime()));
+            text.insert_str(
+                end,
+                &crate::metrics::render_plugins(snapshot.catalog.runtime()),
+            );
             text
         },
     )

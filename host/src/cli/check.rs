@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::exit;
 use crate::config::LoadOptions;
-use crate::providers;
 use crate::mail::{self, Classification, ProbeOptions, SmtpTarget, StageStatus};
+use crate::providers;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

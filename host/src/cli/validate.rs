@@ -47,7 +47,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         check_secrets: args.check_secrets,
         ..LoadOptions::default()
     };
-    let (loaded, _catalog) = providers::load_config(&args.paths, &opts, providers::default_cache_dir())?;
+    let (loaded, _catalog) =
+        providers::load_config(&args.paths, &opts, providers::default_cache_dir())?;
     let diagnostics: Vec<_> = loaded.all_diagnostics().collect();
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;

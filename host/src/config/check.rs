@@ -121,7 +121,11 @@ fn provider(ctx: &mut Ctx<'_>, spec: &ConnectionSpec, catalog: Option<&dyn Provi
         },
     };
     for (pointer, message) in catalog.adapt_errors(&conn) {
-        ctx.error(&pointer, format!("provider `{}`: {message}", spec.provider), None);
+        ctx.error(
+            &pointer,
+            format!("provider `{}`: {message}", spec.provider),
+            None,
+        );
     }
 }
 

@@ -110,7 +110,11 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for `dir`, with the first-party plugins loaded (compiled
     /// components cached in `cache_dir`).
-    pub fn new(dir: PathBuf, opts: LoadOptions, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(
+        dir: PathBuf,
+        opts: LoadOptions,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let catalog = Arc::new(Catalog::builtins(cache_dir.clone())?);
         Ok(Self {
             dir,
@@ -143,7 +147,8 @@ impl Reloader {
         if key == self.plugins_key {
             return snapshot;
         }
-        let registrations: Vec<&PluginRegistration> = snapshot.plugins.values().map(|p| &**p).collect();
+        let registrations: Vec<&PluginRegistration> =
+            snapshot.plugins.values().map(|p| &**p).collect();
         let mut next = match Catalog::builtins(self.cache_dir.clone()) {
             Ok(c) => c,
             Err(e) => {
@@ -168,7 +173,12 @@ impl Reloader {
 
     fn reload_files(&mut self, started: Instant) -> Snapshot {
         let catalog: &dyn config::ProviderCatalog = &*self.catalog;
-        let loaded = config::load_cached(std::slice::from_ref(&self.dir), &self.opts, Some(catalog), &mut self.cache);
+        let loaded = config::load_cached(
+            std::slice::from_ref(&self.dir),
+            &self.opts,
+            Some(catalog),
+            &mut self.cache,
+        );
         let mut files = BTreeMap::new();
         let mut present = HashMap::new();
         for report in &loaded.files {
