@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     for (name, value) in schema::all() {
         let path = args.out.join(name);
-        let text = render(value)?;
+        let text = render(&value)?;
         if args.check {
             let current = std::fs::read_to_string(&path).unwrap_or_default();
             if current != text {

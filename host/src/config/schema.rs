@@ -106,10 +106,11 @@ fn strip_null(node: &mut Value) {
 }
 
 /// Every schema `mailplug schema` writes: (file name, schema).
-pub fn all() -> Vec<(&'static str, &'static Value)> {
+pub fn all() -> Vec<(&'static str, Value)> {
     vec![
-        ("connection.schema.json", &CONNECTION.schema),
-        ("plugin.schema.json", &PLUGIN.schema),
+        ("connection.schema.json", CONNECTION.schema.clone()),
+        ("plugin.schema.json", PLUGIN.schema.clone()),
+        ("delivery-event.schema.json", crate::event::delivery_event_schema()),
     ]
 }
 
