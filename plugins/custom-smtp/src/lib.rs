@@ -53,15 +53,7 @@ impl Guest for CustomSmtp {
     fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
         let webhook_id = mailplug_sdk::header(&request, "webhook-id");
         match json::first_token(&request.body) {
-            Some(b'[') => {
-                let items: Vec<Incoming<'_>> = json::parse_borrowed(&request.body)?;
-                let mut events = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    item.convert(&request.body, webhook_id, false, &mut events)
-                        .map_err(|e| ParseError::Invalid(format!("event {i}: {e}")))?;
-                }
-                Ok(events)
-            }
+            Some(b'[') => parse_array(&request.body, webhook_id),
             Some(b'{') => {
                 let item: Incoming<'_> = json::parse_borrowed(&request.body)?;
                 let mut events = Vec::with_capacity(1);
@@ -77,6 +69,54 @@ impl Guest for CustomSmtp {
 }
 
 mailplug_sdk::export!(CustomSmtp);
+
+/// Converts each array element as soon as it is parsed (no intermediate
+/// vector of raw events); a conversion error stops the parse.
+struct ArrayVisitor<'v> {
+    body: &'v [u8],
+    webhook_id: Option<&'v str>,
+    events: &'v mut Vec<DeliveryEvent>,
+    invalid: &'v mut Option<String>,
+}
+
+impl<'de> serde::de::Visitor<'de> for ArrayVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        while let Some(item) = seq.next_element::<Incoming<'de>>()? {
+            if let Err(e) = item.convert(self.body, self.webhook_id, false, self.events) {
+                *self.invalid = Some(format!("event {index}: {e}"));
+                return Err(serde::de::Error::custom("invalid event"));
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+fn parse_array(body: &[u8], webhook_id: Option<&str>) -> Result<Vec<DeliveryEvent>, ParseError> {
+    use serde::Deserializer as _;
+    let mut events = Vec::new();
+    let mut invalid = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let visitor = ArrayVisitor {
+        body,
+        webhook_id,
+        events: &mut events,
+        invalid: &mut invalid,
+    };
+    let parsed = de.deserialize_seq(visitor).and_then(|()| de.end());
+    match (parsed, invalid) {
+        (_, Some(message)) => Err(ParseError::Invalid(message)),
+        (Err(e), None) => Err(ParseError::Malformed(format!("invalid JSON: {e}"))),
+        (Ok(()), None) => Ok(events),
+    }
+}
 
 type Text<'a> = Option<Cow<'a, str>>;
 
