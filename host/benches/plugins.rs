@@ -223,7 +223,7 @@ fn summary(rt: &Runtime, body: &[u8]) {
     let mut reused = plugin.instance();
     let (mut native, mut warm, mut fresh, mut call, mut inst) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..15 {
+    for _ in 0..21 {
         native.push(median(5, 200, || {
             drop(black_box(native_parse(black_box(body))))
         }));
