@@ -198,16 +198,21 @@ impl Runtime {
 
     /// Compiles (or takes from the cache), links, describes and registers a plugin.
     pub fn load(&mut self, source: PluginSource) -> Result<&Plugin, LoadError> {
-        let label = source.id.clone().unwrap_or_else(|| "(unnamed)".into());
+        let label = source.id.clone().unwrap_or_else(|| match &source.wasm {
+            WasmSource::Path(path) => path
+                .file_stem()
+                .map_or_else(|| "(unnamed)".into(), |s| s.to_string_lossy().into_owned()),
+            WasmSource::Bytes(_) => "(unnamed)".into(),
+        });
         let (bytes, origin) = match source.wasm {
             WasmSource::Bytes(bytes) => (bytes, "builtin".to_owned()),
             WasmSource::Path(path) => match std::fs::read(&path) {
                 Ok(bytes) => (bytes, path.display().to_string()),
-                Err(source) => {
+                Err(error) => {
                     return Err(LoadError::Read {
                         id: label,
                         path,
-                        source,
+                        error,
                     });
                 }
             },

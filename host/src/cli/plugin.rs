@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::runtime::{
-    Clock, LoadError, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime,
-    RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
+    Clock, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime, RuntimeOptions,
+    VerifyError, WasmSource, WebhookRequest,
 };
 
 mod expect;
@@ -153,7 +153,7 @@ fn cache_dir(args: &Args) -> Option<PathBuf> {
 }
 
 /// Loads `spec` if it is a file and returns the plugin id; `None` after
-/// printing why a file could not be loaded.
+/// printing why a file could not be loaded (exit 78).
 fn resolve(
     runtime: &mut Runtime,
     spec: &str,
@@ -178,15 +178,10 @@ fn resolve(
     };
     match runtime.load(source) {
         Ok(plugin) => Ok(Some(plugin.info().id.clone())),
-        Err(
-            err @ (LoadError::Describe(_)
-            | LoadError::Invalid { .. }
-            | LoadError::BadDescription { .. }),
-        ) => {
+        Err(err) => {
             eprintln!("mailplug: {err}");
             Ok(None)
         }
-        Err(err) => Err(err.into()),
     }
 }
 

@@ -304,3 +304,30 @@ fn guest_logs_are_tagged_with_the_plugin_and_capped_per_call() {
     assert!(text.contains("hello from the guest's stdout"), "{text}");
     assert!(text.contains("hello from the guest's stderr"), "{text}");
 }
+
+#[test]
+fn a_component_with_the_wrong_export_shapes_is_refused_at_load() {
+    let mut rt = runtime(FIXTURE_NOW);
+    let source = mailplug::runtime::PluginSource {
+        id: Some("wrong-shape".into()),
+        wasm: mailplug::runtime::WasmSource::Path(super::guest("wrong_shape")),
+        expected_sha256: None,
+        limits: PluginLimits::default(),
+    };
+    let err = rt.load(source).unwrap_err();
+    assert!(
+        matches!(err, mailplug::runtime::LoadError::Invalid { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("not a usable provider component"),
+        "{err}"
+    );
+    assert!(rt.plugin("wrong-shape").is_none());
+    assert_still_serving_custom(&rt);
+}
+
+fn assert_still_serving_custom(rt: &Runtime) {
+    let custom = rt.plugin("custom-smtp").unwrap();
+    assert_eq!(custom.instance().describe().unwrap().id, "custom-smtp");
+}
