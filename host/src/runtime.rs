@@ -244,13 +244,17 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = ProviderPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let shared = Arc::new(Shared {
-            id: Arc::from(label.as_str()),
-            pre,
-            limits,
-            clock: self.options.clock,
-            metrics: Arc::default(),
-        });
+        let clock = self.options.clock;
+        let shared_as = |id: &str| {
+            Arc::new(Shared {
+                id: Arc::from(id),
+                pre: pre.clone(),
+                limits,
+                clock,
+                metrics: Arc::default(),
+            })
+        };
+        let shared = shared_as(&label);
         let info = PluginInstance::new(shared.clone()).describe()?;
         if source.id.as_ref().is_some_and(|id| *id != info.id) {
             return Err(LoadError::BadDescription {
@@ -265,18 +269,8 @@ impl Runtime {
         if self.plugins.contains_key(&id) {
             return Err(LoadError::Duplicate(id));
         }
-        let shared = if source.id.is_some() {
-            shared
-        } else {
-            // Re-tag with the plugin's own id so errors and logs name it.
-            Arc::new(Shared {
-                id: Arc::from(id.as_str()),
-                pre: shared.pre.clone(),
-                limits,
-                clock: self.options.clock,
-                metrics: Arc::default(),
-            })
-        };
+        // A bare file was labelled by its name until `describe` told its id.
+        let shared = if id == label { shared } else { shared_as(&id) };
         let plugin = Plugin {
             shared,
             info,

@@ -188,11 +188,7 @@ fn resolve(
 fn list(runtime: &Runtime) -> anyhow::Result<u8> {
     for plugin in runtime.plugins() {
         let info = plugin.info();
-        let caps: Vec<String> = info
-            .capabilities
-            .iter()
-            .filter_map(|c| json!(c).as_str().map(str::to_owned))
-            .collect();
+        let caps: Vec<&str> = info.capabilities.iter().map(|c| c.name()).collect();
         emit(&format!(
             "{:<16} {:<8} {:<24} {}",
             info.id,

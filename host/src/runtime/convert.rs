@@ -27,6 +27,17 @@ pub enum Capability {
     ParsesWebhooks,
 }
 
+impl Capability {
+    /// The WIT name, e.g. `adapts-smtp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AdaptsSmtp => "adapts-smtp",
+            Self::VerifiesWebhooks => "verifies-webhooks",
+            Self::ParsesWebhooks => "parses-webhooks",
+        }
+    }
+}
+
 /// What `describe` returns, checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginInfo {
