@@ -249,3 +249,10 @@ fn hostile_wasm_file_fails_cleanly_in_the_cli() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("could not be instantiated"));
 }
+
+#[test]
+fn unknown_plugin_id_is_a_usage_error() {
+    let output = mailplug(&["plugin", "inspect", "no-such-provider"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("first-party plugins: custom-smtp"));
+}
