@@ -3,8 +3,6 @@
 //! signatures and parses events sent in mailplug's unified format (one
 //! object or an array) or in the Standard Webhooks `email.*` envelope.
 
-use std::borrow::Cow;
-
 use mailplug_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -123,7 +121,7 @@ fn parse_array(body: &[u8], webhook_id: Option<&str>) -> Result<Vec<DeliveryEven
     }
 }
 
-type Text<'a> = Option<Cow<'a, str>>;
+type Text<'a> = Option<json::Str<'a>>;
 
 /// One event object: the unified format, or (when `type` is present) the
 /// Standard Webhooks email envelope `{type, timestamp, data}`.
@@ -190,7 +188,7 @@ struct EnvelopeSmtp<'a> {
 
 /// The output form of an optional field: a span of the body when borrowed.
 fn out(body: &[u8], value: Text<'_>) -> Option<mailplug_sdk::types::Text> {
-    value.map(|v| text_cow(body, v))
+    value.map(|v| text_cow(body, v.0))
 }
 
 fn owned(value: String) -> mailplug_sdk::types::Text {
