@@ -104,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let mut options = RuntimeOptions {
         cache_dir: cache_dir(&args),
