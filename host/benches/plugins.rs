@@ -262,7 +262,9 @@ fn summary(rt: &Runtime, body: &[u8]) {
         med(&mut inst),
     );
     let rate = |d: Duration| EVENTS as f64 / d.as_secs_f64();
-    println!("\n== summary (medians, one run) ==");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?");
+    println!("\n== summary (medians, one run; load average {load}) ==");
     println!(
         "native serde_json, 100-event batch        {:>10.1?}  {:>10.0} events/s",
         native,
