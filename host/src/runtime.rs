@@ -198,16 +198,21 @@ impl Runtime {
 
     /// Compiles (or takes from the cache), links, describes and registers a plugin.
     pub fn load(&mut self, source: PluginSource) -> Result<&Plugin, LoadError> {
-        let label = source.id.clone().unwrap_or_else(|| "(unnamed)".into());
+        let label = source.id.clone().unwrap_or_else(|| match &source.wasm {
+            WasmSource::Path(path) => path
+                .file_stem()
+                .map_or_else(|| "(unnamed)".into(), |s| s.to_string_lossy().into_owned()),
+            WasmSource::Bytes(_) => "(unnamed)".into(),
+        });
         let (bytes, origin) = match source.wasm {
             WasmSource::Bytes(bytes) => (bytes, "builtin".to_owned()),
             WasmSource::Path(path) => match std::fs::read(&path) {
                 Ok(bytes) => (bytes, path.display().to_string()),
-                Err(source) => {
+                Err(error) => {
                     return Err(LoadError::Read {
                         id: label,
                         path,
-                        source,
+                        error,
                     });
                 }
             },
@@ -239,13 +244,17 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = ProviderPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let shared = Arc::new(Shared {
-            id: Arc::from(label.as_str()),
-            pre,
-            limits,
-            clock: self.options.clock,
-            metrics: Arc::default(),
-        });
+        let clock = self.options.clock;
+        let shared_as = |id: &str| {
+            Arc::new(Shared {
+                id: Arc::from(id),
+                pre: pre.clone(),
+                limits,
+                clock,
+                metrics: Arc::default(),
+            })
+        };
+        let shared = shared_as(&label);
         let info = PluginInstance::new(shared.clone()).describe()?;
         if source.id.as_ref().is_some_and(|id| *id != info.id) {
             return Err(LoadError::BadDescription {
@@ -260,18 +269,8 @@ impl Runtime {
         if self.plugins.contains_key(&id) {
             return Err(LoadError::Duplicate(id));
         }
-        let shared = if source.id.is_some() {
-            shared
-        } else {
-            // Re-tag with the plugin's own id so errors and logs name it.
-            Arc::new(Shared {
-                id: Arc::from(id.as_str()),
-                pre: shared.pre.clone(),
-                limits,
-                clock: self.options.clock,
-                metrics: Arc::default(),
-            })
-        };
+        // A bare file was labelled by its name until `describe` told its id.
+        let shared = if id == label { shared } else { shared_as(&id) };
         let plugin = Plugin {
             shared,
             info,

@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::runtime::{
-    Clock, LoadError, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime,
-    RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
+    Clock, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime, RuntimeOptions,
+    VerifyError, WasmSource, WebhookRequest,
 };
 
 mod expect;
@@ -104,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let mut options = RuntimeOptions {
         cache_dir: cache_dir(&args),
@@ -118,21 +119,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     match args.command {
         Command::List => list(&runtime),
         Command::Inspect { plugin } => {
-            let Some(id) = resolve(&mut runtime, &plugin, PluginLimits::default())? else {
-                return Ok(super::exit::CONFIG);
-            };
-            inspect(&runtime, &id)
+            match resolve(&mut runtime, &plugin, PluginLimits::default()) {
+                Ok(id) => inspect(&runtime, &id),
+                Err(code) => Ok(code),
+            }
         }
         Command::Test(test) => {
             let limits = PluginLimits {
                 memory_mib: test.memory_mib,
                 deadline_ms: test.deadline_ms,
             };
-            let Some(id) = resolve(&mut runtime, &test.plugin, limits)? else {
-                return Ok(super::exit::CONFIG);
+            let id = match resolve(&mut runtime, &test.plugin, limits) {
+                Ok(id) => id,
+                Err(code) => return Ok(code),
             };
             let Some(plugin) = runtime.plugin(&id) else {
-                bail!("plugin `{id}` vanished")
+                bail!("plugin `{id}` is not loaded")
             };
             webhook_test(plugin.instance(), &test)
         }
@@ -152,23 +154,20 @@ fn cache_dir(args: &Args) -> Option<PathBuf> {
     Some(data.join("plugin-cache"))
 }
 
-/// Loads `spec` if it is a file and returns the plugin id; `None` after
-/// printing why a file could not be loaded.
-fn resolve(
-    runtime: &mut Runtime,
-    spec: &str,
-    limits: PluginLimits,
-) -> anyhow::Result<Option<String>> {
+/// Loads `spec` if it is a file and returns the plugin id; otherwise prints
+/// why and returns the exit code (2 unknown id, 78 unusable file).
+fn resolve(runtime: &mut Runtime, spec: &str, limits: PluginLimits) -> Result<String, u8> {
     let path = Path::new(spec);
     if runtime.plugin(spec).is_some() && !path.exists() {
-        return Ok(Some(spec.to_owned()));
+        return Ok(spec.to_owned());
     }
     if !spec.ends_with(".wasm") && !path.exists() {
         let known: Vec<_> = runtime.plugins().map(|p| p.info().id.clone()).collect();
-        bail!(
-            "no plugin `{spec}` (first-party plugins: {}; or give a path to a .wasm file)",
+        eprintln!(
+            "mailplug: no plugin `{spec}` (first-party plugins: {}; or give a path to a .wasm file)",
             known.join(", ")
         );
+        return Err(super::exit::USAGE);
     }
     let source = PluginSource {
         id: None,
@@ -177,27 +176,18 @@ fn resolve(
         limits,
     };
     match runtime.load(source) {
-        Ok(plugin) => Ok(Some(plugin.info().id.clone())),
-        Err(
-            err @ (LoadError::Describe(_)
-            | LoadError::Invalid { .. }
-            | LoadError::BadDescription { .. }),
-        ) => {
+        Ok(plugin) => Ok(plugin.info().id.clone()),
+        Err(err) => {
             eprintln!("mailplug: {err}");
-            Ok(None)
+            Err(super::exit::CONFIG)
         }
-        Err(err) => Err(err.into()),
     }
 }
 
 fn list(runtime: &Runtime) -> anyhow::Result<u8> {
     for plugin in runtime.plugins() {
         let info = plugin.info();
-        let caps: Vec<String> = info
-            .capabilities
-            .iter()
-            .filter_map(|c| json!(c).as_str().map(str::to_owned))
-            .collect();
+        let caps: Vec<&str> = info.capabilities.iter().map(|c| c.name()).collect();
         emit(&format!(
             "{:<16} {:<8} {:<24} {}",
             info.id,

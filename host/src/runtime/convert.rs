@@ -27,6 +27,17 @@ pub enum Capability {
     ParsesWebhooks,
 }
 
+impl Capability {
+    /// The WIT name, e.g. `adapts-smtp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AdaptsSmtp => "adapts-smtp",
+            Self::VerifiesWebhooks => "verifies-webhooks",
+            Self::ParsesWebhooks => "parses-webhooks",
+        }
+    }
+}
+
 /// What `describe` returns, checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginInfo {
@@ -93,11 +104,16 @@ pub(crate) fn plugin_info(info: wit::PluginInfo) -> Result<PluginInfo, String> {
 /// U+007F–U+009F) other than tab; a byte scan, this runs on every field.
 fn has_control(s: &str) -> bool {
     let b = s.as_bytes();
-    b.iter().enumerate().any(|(i, &c)| {
-        (c < 0x20 && c != b'\t')
-            || c == 0x7f
-            || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
-    })
+    // Branch-free pass first (vectorises): almost every value is plain text.
+    let suspicious = b.iter().fold(false, |acc, &c| {
+        acc | (c < 0x20) | (c == 0x7f) | (c == 0xc2)
+    });
+    suspicious
+        && b.iter().enumerate().any(|(i, &c)| {
+            (c < 0x20 && c != b'\t')
+                || c == 0x7f
+                || (c == 0xc2 && b.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+        })
 }
 
 fn text(field: &str, value: &str, max: usize) -> Result<(), String> {

@@ -108,14 +108,14 @@ pub struct PluginError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The wasm file cannot be read.
-    #[error("plugin `{id}`: cannot read {}: {source}", path.display())]
+    #[error("plugin `{id}`: cannot read {}: {error}", path.display())]
     Read {
         /// Plugin id from the registration.
         id: String,
         /// The configured path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file's sha256 differs from the pinned one.
     #[error(

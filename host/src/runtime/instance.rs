@@ -23,7 +23,8 @@ use crate::event::NormalizedEvent;
 pub struct Limits {
     /// Linear memory cap in MiB.
     pub memory_mib: u32,
-    /// Wall-clock deadline per call (instantiation included) in milliseconds.
+    /// Wall-clock deadline per call in milliseconds (instantiating a fresh
+    /// instance gets a budget of its own of the same length).
     pub deadline_ms: u32,
 }
 

@@ -3,8 +3,6 @@
 //! signatures and parses events sent in mailplug's unified format (one
 //! object or an array) or in the Standard Webhooks `email.*` envelope.
 
-use std::borrow::Cow;
-
 use mailplug_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -53,15 +51,7 @@ impl Guest for CustomSmtp {
     fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
         let webhook_id = mailplug_sdk::header(&request, "webhook-id");
         match json::first_token(&request.body) {
-            Some(b'[') => {
-                let items: Vec<Incoming<'_>> = json::parse_borrowed(&request.body)?;
-                let mut events = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    item.convert(&request.body, webhook_id, false, &mut events)
-                        .map_err(|e| ParseError::Invalid(format!("event {i}: {e}")))?;
-                }
-                Ok(events)
-            }
+            Some(b'[') => parse_array(&request.body, webhook_id),
             Some(b'{') => {
                 let item: Incoming<'_> = json::parse_borrowed(&request.body)?;
                 let mut events = Vec::with_capacity(1);
@@ -78,7 +68,60 @@ impl Guest for CustomSmtp {
 
 mailplug_sdk::export!(CustomSmtp);
 
-type Text<'a> = Option<Cow<'a, str>>;
+/// Converts each array element as soon as it is parsed (no intermediate
+/// vector of raw events); a conversion error stops the parse.
+struct ArrayVisitor<'v> {
+    body: &'v [u8],
+    webhook_id: Option<&'v str>,
+    events: &'v mut Vec<DeliveryEvent>,
+    invalid: &'v mut Option<String>,
+}
+
+impl<'de> serde::de::Visitor<'de> for ArrayVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        while let Some(item) = seq.next_element::<Incoming<'de>>()? {
+            if let Err(e) = item.convert(self.body, self.webhook_id, false, self.events) {
+                *self.invalid = Some(format!("event {index}: {e}"));
+                return Err(serde::de::Error::custom("invalid event"));
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound for the pre-allocated event vector (the host refuses more
+/// than 10,000 events per call anyway).
+const MAX_PREALLOCATED_EVENTS: usize = 10_000;
+
+fn parse_array(body: &[u8], webhook_id: Option<&str>) -> Result<Vec<DeliveryEvent>, ParseError> {
+    use serde::Deserializer as _;
+    // Real events take well over 64 bytes of JSON each: one allocation, no regrowth.
+    let mut events = Vec::with_capacity((body.len() / 64).min(MAX_PREALLOCATED_EVENTS));
+    let mut invalid = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let visitor = ArrayVisitor {
+        body,
+        webhook_id,
+        events: &mut events,
+        invalid: &mut invalid,
+    };
+    let parsed = de.deserialize_seq(visitor).and_then(|()| de.end());
+    match (parsed, invalid) {
+        (_, Some(message)) => Err(ParseError::Invalid(message)),
+        (Err(e), None) => Err(ParseError::Malformed(format!("invalid JSON: {e}"))),
+        (Ok(()), None) => Ok(events),
+    }
+}
+
+type Text<'a> = Option<json::Str<'a>>;
 
 /// One event object: the unified format, or (when `type` is present) the
 /// Standard Webhooks email envelope `{type, timestamp, data}`.
@@ -145,7 +188,7 @@ struct EnvelopeSmtp<'a> {
 
 /// The output form of an optional field: a span of the body when borrowed.
 fn out(body: &[u8], value: Text<'_>) -> Option<mailplug_sdk::types::Text> {
-    value.map(|v| text_cow(body, v))
+    value.map(|v| text_cow(body, v.0))
 }
 
 fn owned(value: String) -> mailplug_sdk::types::Text {

@@ -61,6 +61,23 @@ pub fn parse_borrowed<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T
     serde_json::from_slice(body).map_err(|e| ParseError::Malformed(format!("invalid JSON: {e}")))
 }
 
+/// A JSON string that borrows from the input when it has no escapes.
+///
+/// Use `Option<Str<'a>>` (with `#[serde(borrow)]`) for optional fields:
+/// serde never borrows into a bare `Option<Cow<str>>`, which silently
+/// allocates every value. Borrowed values become zero-copy `text` spans of
+/// the request body (see [`crate::text_cow`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Str<'a>(#[serde(borrow)] pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// First non-whitespace byte of a JSON text: tells an object from an array.
 pub fn first_token(body: &[u8]) -> Option<u8> {
     body.iter().copied().find(|b| !b.is_ascii_whitespace())
@@ -88,6 +105,23 @@ mod tests {
         assert!(check_depth(b"[[[]]]", 3).is_ok());
         assert!(check_depth(b"[[[[]]]]", 3).is_err());
         assert!(check_depth(br#"{"a":"\"[[["}"#, 1).is_ok());
+    }
+
+    #[test]
+    fn optional_strings_borrow_unless_escaped() {
+        #[derive(serde::Deserialize)]
+        struct T<'a> {
+            #[serde(borrow)]
+            a: Option<Str<'a>>,
+            #[serde(borrow)]
+            b: Option<Str<'a>>,
+        }
+        let t: T<'_> = serde_json::from_str(r#"{"a": "plain", "b": "esc\"aped"}"#).unwrap();
+        assert!(matches!(
+            t.a.unwrap().0,
+            std::borrow::Cow::Borrowed("plain")
+        ));
+        assert!(matches!(t.b.unwrap().0, std::borrow::Cow::Owned(_)));
     }
 
     #[test]

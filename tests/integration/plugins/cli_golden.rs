@@ -249,3 +249,45 @@ fn hostile_wasm_file_fails_cleanly_in_the_cli() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("could not be instantiated"));
 }
+
+#[test]
+fn unknown_plugin_id_is_a_usage_error() {
+    let output = mailplug(&["plugin", "inspect", "no-such-provider"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("first-party plugins: custom-smtp"));
+}
+
+#[test]
+fn guest_stdout_and_stderr_reach_the_log_tagged_with_the_plugin() {
+    let body = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body.path(), b"print").unwrap();
+    let hostile = guest("hostile");
+    let output = mailplug(&[
+        "plugin",
+        "test",
+        hostile.to_str().unwrap(),
+        "--body",
+        body.path().to_str().unwrap(),
+    ]);
+    assert_passes(&output, "print");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // stdout lines are logged at info (shown with -v), stderr lines at warn.
+    assert!(stderr.contains("hello from the guest's stderr"), "{stderr}");
+    assert!(
+        stderr.contains("plugin=hostile") || stderr.contains("plugin=\"hostile\""),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("hello from"),
+        "guest output must not mix into the events"
+    );
+    let output = mailplug(&[
+        "plugin",
+        "test",
+        hostile.to_str().unwrap(),
+        "--body",
+        body.path().to_str().unwrap(),
+        "-v",
+    ]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("hello from the guest's stdout"));
+}

@@ -262,6 +262,9 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Only callsites no other test hits concurrently are checked here: tracing
+/// caches per-callsite interest globally, and a callsite first reached on
+/// another thread without a subscriber can race with `with_default`.
 #[test]
 fn guest_logs_are_tagged_with_the_plugin_and_capped_per_call() {
     let rt = hostile(PluginLimits {
@@ -301,6 +304,69 @@ fn guest_logs_are_tagged_with_the_plugin_and_capped_per_call() {
         text.contains("plugin=\"hostile\"") || text.contains("plugin=hostile"),
         "{text}"
     );
-    assert!(text.contains("hello from the guest's stdout"), "{text}");
-    assert!(text.contains("hello from the guest's stderr"), "{text}");
+}
+
+#[test]
+fn a_component_with_the_wrong_export_shapes_is_refused_at_load() {
+    let mut rt = runtime(FIXTURE_NOW);
+    let source = mailplug::runtime::PluginSource {
+        id: Some("wrong-shape".into()),
+        wasm: mailplug::runtime::WasmSource::Path(super::guest("wrong_shape")),
+        expected_sha256: None,
+        limits: PluginLimits::default(),
+    };
+    let err = rt.load(source).unwrap_err();
+    assert!(
+        matches!(err, mailplug::runtime::LoadError::Invalid { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("not a usable provider component"),
+        "{err}"
+    );
+    assert!(rt.plugin("wrong-shape").is_none());
+    assert_still_serving_custom(&rt);
+}
+
+fn assert_still_serving_custom(rt: &Runtime) {
+    let custom = rt.plugin("custom-smtp").unwrap();
+    assert_eq!(custom.instance().describe().unwrap().id, "custom-smtp");
+}
+
+#[test]
+fn unbounded_recursion_traps_with_stack_exhaustion() {
+    let rt = hostile(PluginLimits::default());
+    let err = parse_failure(&rt, "recurse");
+    let FailureCause::Trap { message, .. } = &err.cause else {
+        panic!("expected a trap, got {err}")
+    };
+    assert!(message.contains("call stack exhausted"), "{message}");
+    assert_still_serving(&rt);
+}
+
+#[test]
+fn a_looping_plugin_does_not_hold_up_other_calls() {
+    let rt = hostile(PluginLimits {
+        deadline_ms: Some(2_000),
+        ..PluginLimits::default()
+    });
+    std::thread::scope(|s| {
+        let looping = s.spawn(|| parse_failure(&rt, "loop"));
+        // While one call spins until its deadline, others keep answering.
+        let custom = rt.plugin("custom-smtp").unwrap();
+        let mut instance = custom.instance();
+        for _ in 0..50 {
+            assert!(
+                instance
+                    .parse_webhook(&request("[]", &[]))
+                    .unwrap()
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        assert_eq!(
+            looping.join().unwrap().cause,
+            FailureCause::Deadline { deadline_ms: 2_000 }
+        );
+    });
 }

@@ -1,6 +1,6 @@
 //! Test-only hostile plugin. The request body picks the misbehaviour of
 //! `parse-webhook`: `loop`, `grow`, `panic`, `flood:<events>:<recipient-bytes>`,
-//! `invalid:<case>`, `print`, `log-spam`, anything else answers one valid event.
+//! `invalid:<case>`, `print`, `log-spam`, `recurse`, anything else answers one valid event.
 
 use mailplug_sdk::prelude::*;
 
@@ -27,6 +27,14 @@ fn spin() -> ! {
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
     }
+}
+
+/// Unbounded recursion: exhausts the wasm call stack.
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0; // never reached: the stack runs out first
+    }
+    std::hint::black_box(recurse(std::hint::black_box(depth + 1))) + 1
 }
 
 fn grow() -> ! {
@@ -98,6 +106,7 @@ impl Guest for Hostile {
         match body.as_str() {
             "loop" => spin(),
             "grow" => grow(),
+            "recurse" => Ok(vec![event(format!("{}@example.com", recurse(0)))]),
             "panic" => panic!("hostile guest panics on purpose"),
             "log-spam" => {
                 for i in 0..100_000 {
