@@ -63,19 +63,22 @@ fn valid_address(addr: &str) -> Result<(), Box<Response>> {
     })
 }
 
-/// Resolves the connection's SMTP target from the snapshot the request started with.
-fn target(state: &AppState, name: &str) -> Result<SmtpTarget, Box<Response>> {
+/// Resolves the connection's SMTP target from the snapshot the request
+/// started with. Provider connections call their plugin (synchronous wasm),
+/// so this runs on the blocking pool.
+async fn target(state: &AppState, name: &str) -> Result<SmtpTarget, Box<Response>> {
     let snapshot = state.snapshot.load_full();
-    let Some(conn) = snapshot.connections.get(name) else {
+    let Some(conn) = snapshot.connections.get(name).cloned() else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             format!("no connection named `{name}`"),
         )));
     };
-    let target = snapshot
-        .catalog
-        .smtp_target(conn)
-        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
+    let resolved = tokio::task::spawn_blocking(move || snapshot.catalog.smtp_target(&conn))
+        .await
+        .map_err(|e| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))?;
+    let target =
+        resolved.map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
     target
         .validate()
         .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
@@ -121,7 +124,7 @@ pub(super) async fn check(
         if let Some(rcpt) = &request.rcpt {
             valid_address(rcpt)?;
         }
-        let target = target(&state, &name)?;
+        let target = target(&state, &name).await?;
         let report = mail::probe(&target, ProbeOptions { rcpt: request.rcpt }).await;
         let value = serde_json::to_value(&report).unwrap_or(Value::Null);
         record(&state, &name, false, &report.classification, &value);
@@ -143,7 +146,7 @@ pub(super) async fn test(
             )));
         };
         valid_address(&request.to)?;
-        let target = target(&state, &name)?;
+        let target = target(&state, &name).await?;
         let report = mail::test_send(&target, &request.to)
             .await
             .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;

@@ -110,7 +110,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("connection.schema.json", CONNECTION.schema.clone()),
         ("plugin.schema.json", PLUGIN.schema.clone()),
-        ("delivery-event.schema.json", crate::event::delivery_event_schema()),
+        (
+            "delivery-event.schema.json",
+            crate::event::delivery_event_schema(),
+        ),
     ]
 }
 
