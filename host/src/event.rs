@@ -97,28 +97,6 @@ pub fn format_unix_seconds(seconds: i64) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// `schemas/delivery-event.schema.json` is generated from these types;
-    /// run with `BLESS=1` to regenerate after an intended change.
-    #[test]
-    fn delivery_event_schema_file_is_up_to_date() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../schemas/delivery-event.schema.json");
-        let generated = format!(
-            "{}\n",
-            serde_json::to_string_pretty(&delivery_event_schema()).unwrap()
-        );
-        if std::env::var_os("BLESS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &generated).unwrap();
-        }
-        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            on_disk == generated,
-            "{} is stale: run `BLESS=1 cargo test -p mailplug delivery_event_schema`",
-            path.display()
-        );
-    }
-
     #[test]
     fn formats_whole_seconds_in_utc() {
         assert_eq!(
