@@ -123,6 +123,35 @@ fn verify(request: &WebhookRequest, secret: &str, now: i64) -> Result<(), Verify
 
 type Field<'a> = Option<Cow<'a, str>>;
 
+/// An id that SendGrid sends as a string; an integer is accepted too and
+/// rendered from its exact value (never through a double).
+struct Id<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor).map(Id)
+    }
+}
+
 /// The fields of one SendGrid event that the mapping reads. Everything else
 /// (custom args merged top-level, `category`, `url_offset`, ...) is skipped;
 /// the depth check before parsing bounds what skipping has to walk.
@@ -142,9 +171,9 @@ struct Event<'a> {
     #[serde(borrow)]
     status: Field<'a>,
     #[serde(borrow)]
-    sg_event_id: Field<'a>,
+    sg_event_id: Option<Id<'a>>,
     #[serde(borrow)]
-    sg_message_id: Field<'a>,
+    sg_message_id: Option<Id<'a>>,
     #[serde(borrow, rename = "smtp-id")]
     smtp_id: Field<'a>,
 }
@@ -272,11 +301,11 @@ impl Event<'_> {
             provider: Out::Owned(PROVIDER.into()),
             provider_event_id: self
                 .sg_event_id
-                .map(|v| id(body, "sg_event_id", v))
+                .map(|v| id(body, "sg_event_id", v.0))
                 .transpose()?,
             provider_message_id: self
                 .sg_message_id
-                .map(|v| id(body, "sg_message_id", v))
+                .map(|v| id(body, "sg_message_id", v.0))
                 .transpose()?,
             message_id: self.smtp_id.map(|v| id(body, "smtp-id", v)).transpose()?,
             smtp_status,
