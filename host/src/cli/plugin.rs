@@ -160,7 +160,9 @@ fn resolve(
     limits: PluginLimits,
 ) -> anyhow::Result<Option<String>> {
     let path = Path::new(spec);
-    if runtime.plugin(spec).is_some() && !path.exists() {
+    // A directory named like a plugin id (e.g. the fixtures' `sendgrid/`)
+    // does not shadow the first-party plugin; only a file does.
+    if runtime.plugin(spec).is_some() && !path.is_file() {
         return Ok(Some(spec.to_owned()));
     }
     if !spec.ends_with(".wasm") && !path.exists() {

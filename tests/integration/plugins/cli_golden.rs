@@ -9,8 +9,14 @@ use super::{
 };
 
 fn mailplug(args: &[&str]) -> Output {
+    mailplug_in(&std::env::current_dir().unwrap(), args)
+}
+
+/// Runs `mailplug` with `cwd` as the working directory.
+fn mailplug_in(cwd: &Path, args: &[&str]) -> Output {
     let data_dir = cache_dir().parent().unwrap().to_owned();
     Command::new(env!("CARGO_BIN_EXE_mailplug"))
+        .current_dir(cwd)
         .args(args)
         .env("MAILPLUG_DATA_DIR", data_dir)
         .output()
@@ -387,4 +393,11 @@ fn shared_bad_sendgrid_requests_fail_verification_or_parsing_as_their_status_say
         );
         assert_passes(&output, case);
     }
+}
+
+#[test]
+fn a_directory_named_like_a_plugin_does_not_shadow_it() {
+    // The shared fixtures keep SendGrid's cases in a `sendgrid/` directory.
+    let output = mailplug_in(&shared_fixtures(), &["plugin", "inspect", "sendgrid"]);
+    assert_passes(&output, "inspect from the fixtures directory");
 }
