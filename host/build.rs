@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 
 const TARGET: &str = "wasm32-wasip2";
 /// Built artifacts staged into OUT_DIR (crate names with `-` → `_`).
-const FIRST_PARTY: &[&str] = &["custom_smtp"];
+const FIRST_PARTY: &[&str] = &["custom_smtp", "sendgrid"];
 const TEST_GUESTS: &[&str] = &["hostile", "oversized", "wrong_shape", "example_provider"];
 /// Inputs of the inner build; `plugins/target` must stay out of this list.
 const WATCHED: &[&str] = &[
@@ -18,6 +18,7 @@ const WATCHED: &[&str] = &[
     "plugins/.cargo",
     "plugins/sdk",
     "plugins/custom-smtp",
+    "plugins/sendgrid",
     "plugins/template",
     "plugins/test-guests",
     "wit",

@@ -11,6 +11,7 @@ mod cli_golden;
 mod custom_smtp;
 mod hostile;
 mod loading;
+mod sendgrid;
 
 use std::path::PathBuf;
 
@@ -84,3 +85,5 @@ pub fn request(body: impl Into<Vec<u8>>, headers: &[(&str, &str)]) -> WebhookReq
 pub const FIXTURE_NOW: i64 = 1_767_268_830;
 /// The current TEST-ONLY Standard Webhooks secret of the shared fixtures.
 pub const SW_SECRET: &str = "whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyKZmoWA=";
+/// The TEST-ONLY SendGrid verification key of the shared fixtures (base64 DER SPKI).
+pub const SG_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEITo5nIXhAdcsmjpIOE7HH6RCUZZmDDKUqj9f12HbYH7XApERotJxdo8yKEXz4F1d/OMriXBzm6eCoajRITBxMA==";

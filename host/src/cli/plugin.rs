@@ -158,7 +158,9 @@ fn cache_dir(args: &Args) -> Option<PathBuf> {
 /// why and returns the exit code (2 unknown id, 78 unusable file).
 fn resolve(runtime: &mut Runtime, spec: &str, limits: PluginLimits) -> Result<String, u8> {
     let path = Path::new(spec);
-    if runtime.plugin(spec).is_some() && !path.exists() {
+    // A directory named like a plugin id (e.g. the fixtures' `sendgrid/`)
+    // does not shadow the first-party plugin; only a file does.
+    if runtime.plugin(spec).is_some() && !path.is_file() {
         return Ok(spec.to_owned());
     }
     if !spec.ends_with(".wasm") && !path.exists() {

@@ -11,7 +11,13 @@ pub struct Builtin {
 }
 
 /// Every first-party plugin.
-pub const BUILTINS: &[Builtin] = &[Builtin {
-    id: "custom-smtp",
-    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/custom_smtp.wasm")),
-}];
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        id: "custom-smtp",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/custom_smtp.wasm")),
+    },
+    Builtin {
+        id: "sendgrid",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sendgrid.wasm")),
+    },
+];

@@ -4,11 +4,19 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use super::{FIXTURE_NOW, SW_SECRET, cache_dir, guest, own_fixtures, shared_fixtures};
+use super::{
+    FIXTURE_NOW, SG_PUBLIC_KEY, SW_SECRET, cache_dir, guest, own_fixtures, shared_fixtures,
+};
 
 fn mailplug(args: &[&str]) -> Output {
+    mailplug_in(&std::env::current_dir().unwrap(), args)
+}
+
+/// Runs `mailplug` with `cwd` as the working directory.
+fn mailplug_in(cwd: &Path, args: &[&str]) -> Output {
     let data_dir = cache_dir().parent().unwrap().to_owned();
     Command::new(env!("CARGO_BIN_EXE_mailplug"))
+        .current_dir(cwd)
         .args(args)
         .env("MAILPLUG_DATA_DIR", data_dir)
         .output()
@@ -32,12 +40,21 @@ fn header_args(path: &Path) -> Vec<String> {
 
 /// Runs `plugin test custom-smtp` on `dir/case` with the golden `expect` file.
 fn golden(dir: &Path, case: &str, secret: &str, now: i64, expect: &Path) -> Output {
+    plugin_test("custom-smtp", dir, case, secret, now, Some(expect))
+}
+
+/// Runs `plugin test <plugin>` on `dir/case` (body `case.json`, headers
+/// `case.headers.json`), verifying with `secret`, with an optional golden file.
+fn plugin_test(
+    plugin: &str,
+    dir: &Path,
+    case: &str,
+    secret: &str,
+    now: i64,
+    expect: Option<&Path>,
+) -> Output {
     let body = dir.join(format!("{case}.json"));
-    let mut args = vec![
-        "plugin".to_owned(),
-        "test".to_owned(),
-        "custom-smtp".to_owned(),
-    ];
+    let mut args = vec!["plugin".to_owned(), "test".to_owned(), plugin.to_owned()];
     args.extend(["--body".to_owned(), body.display().to_string()]);
     args.extend(header_args(&dir.join(format!("{case}.headers.json"))));
     args.extend([
@@ -46,7 +63,9 @@ fn golden(dir: &Path, case: &str, secret: &str, now: i64, expect: &Path) -> Outp
         "--now".to_owned(),
         now.to_string(),
     ]);
-    args.extend(["--expect".to_owned(), expect.display().to_string()]);
+    if let Some(expect) = expect {
+        args.extend(["--expect".to_owned(), expect.display().to_string()]);
+    }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     mailplug(&refs)
 }
@@ -193,7 +212,14 @@ fn secret_references_resolve_from_env_and_file() {
 fn list_and_inspect_show_the_first_party_plugin() {
     let output = mailplug(&["plugin", "list"]);
     assert_passes(&output, "list");
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("custom-smtp"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("custom-smtp"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("sendgrid ")
+            && l.contains("SendGrid")
+            && l.contains("adapts-smtp,verifies-webhooks,parses-webhooks")),
+        "{stdout}"
+    );
     let output = mailplug(&["plugin", "inspect", "custom-smtp"]);
     assert_passes(&output, "inspect");
     let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -290,4 +316,130 @@ fn guest_stdout_and_stderr_reach_the_log_tagged_with_the_plugin() {
         "-v",
     ]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("hello from the guest's stdout"));
+}
+
+#[test]
+fn shared_sendgrid_fixtures_match_their_golden_files() {
+    let dir = shared_fixtures().join("sendgrid");
+    for case in ["hard_bounce", "batch_mixed"] {
+        let expect = dir.join(format!("{case}.expected.json"));
+        let output = plugin_test(
+            "sendgrid",
+            &dir,
+            case,
+            SG_PUBLIC_KEY,
+            FIXTURE_NOW,
+            Some(&expect),
+        );
+        assert_passes(&output, case);
+    }
+}
+
+/// Our own SendGrid cases: every event kind, batches, and every way a
+/// request is refused (each golden file names the exact error).
+const SENDGRID_CASES: &[&str] = &[
+    "delivered",
+    "deferred",
+    "bounce_hard",
+    "bounce_blocked",
+    "bounce_untyped",
+    "dropped",
+    "spamreport",
+    "open",
+    "click",
+    "unsubscribe",
+    "group_unsubscribe",
+    "no_unified_kind",
+    "custom_args_and_escapes",
+    "empty_batch",
+    "missing_email",
+    "not_an_array",
+    "deep_nesting",
+    "tampered_body",
+    "garbage_signature",
+    "missing_signature",
+    "future_timestamp",
+];
+
+#[test]
+fn own_sendgrid_fixtures_match_their_golden_files() {
+    let dir = own_fixtures().join("sendgrid");
+    for case in SENDGRID_CASES {
+        let expect = dir.join(format!("{case}.expected.json"));
+        let output = plugin_test(
+            "sendgrid",
+            &dir,
+            case,
+            SG_PUBLIC_KEY,
+            FIXTURE_NOW,
+            Some(&expect),
+        );
+        assert_passes(&output, case);
+    }
+}
+
+#[test]
+fn sendgrid_rejections_exit_1_and_say_whether_verify_or_parse_failed() {
+    let dir = own_fixtures().join("sendgrid");
+    for case in SENDGRID_CASES {
+        let expected: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{case}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let output = plugin_test("sendgrid", &dir, case, SG_PUBLIC_KEY, FIXTURE_NOW, None);
+        let rejected = expected.is_object();
+        assert_eq!(output.status.code(), Some(i32::from(rejected)), "{case}");
+    }
+}
+
+/// The shared hostile requests: 401 cases must fail verification, 400 cases
+/// must pass it and fail parsing; both exit 1.
+#[test]
+fn shared_bad_sendgrid_requests_fail_verification_or_parsing_as_their_status_says() {
+    let dir = shared_fixtures().join("_bad");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(case) = name
+            .strip_suffix(".expect.json")
+            .filter(|c| c.starts_with("sendgrid__"))
+        else {
+            continue;
+        };
+        seen += 1;
+        let expect: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(&name)).unwrap()).unwrap();
+        let now = expect["clock_now"].as_i64().unwrap();
+        let output = plugin_test("sendgrid", &dir, case, SG_PUBLIC_KEY, now, None);
+        assert_eq!(output.status.code(), Some(1), "{case}");
+        let stdout: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let stage = match expect["status"].as_u64().unwrap() {
+            401 | 403 => "verify_error",
+            400 => "parse_error",
+            other => panic!("{case}: unexpected status {other}"),
+        };
+        assert!(stdout.get(stage).is_some(), "{case}: {stdout}");
+    }
+    assert_eq!(seen, 3, "expected the three shared sendgrid hostile cases");
+    // The exact reasons, as golden files.
+    let own = own_fixtures().join("sendgrid");
+    for case in ["tampered_body", "replayed_old_timestamp", "truncated_json"] {
+        let expect = own.join(format!("shared_{case}.expected.json"));
+        let output = plugin_test(
+            "sendgrid",
+            &dir,
+            &format!("sendgrid__{case}"),
+            SG_PUBLIC_KEY,
+            FIXTURE_NOW,
+            Some(&expect),
+        );
+        assert_passes(&output, case);
+    }
+}
+
+#[test]
+fn a_directory_named_like_a_plugin_does_not_shadow_it() {
+    // The shared fixtures keep SendGrid's cases in a `sendgrid/` directory.
+    let output = mailplug_in(&shared_fixtures(), &["plugin", "inspect", "sendgrid"]);
+    assert_passes(&output, "inspect from the fixtures directory");
 }

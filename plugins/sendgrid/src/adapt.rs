@@ -1,0 +1,122 @@
+//! `adapt-connection` for SendGrid: the SMTP relay `smtp.sendgrid.net`,
+//! authenticated as the literal user `apikey` with the API key as password.
+
+use mailplug_sdk::prelude::*;
+
+/// SendGrid's SMTP relay.
+pub const DEFAULT_HOST: &str = "smtp.sendgrid.net";
+/// SendGrid's SMTP relay takes no real user name: always this literal.
+pub const USERNAME: &str = "apikey";
+
+/// JSON Schema of `options` for `provider: sendgrid`.
+///
+/// Deliberately empty: the API key is `smtp.password` and the webhook key is
+/// `webhook.secret`. A `region` option is left out until the EU relay host is
+/// confirmed (only the EU *API* host is documented in our sources); an EU
+/// connection can set `smtp.host` meanwhile.
+pub const OPTIONS_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "sendgrid options",
+  "description": "SendGrid takes no options: put the API key in smtp.password and the Event Webhook verification key in webhook.secret.",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {}
+}"#;
+
+fn error(path: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Default port for a security mode, and the security a well-known port implies
+/// (SendGrid listens on 25, 587 and 2525 for STARTTLS, 465 for implicit TLS).
+fn defaults(port: Option<u16>, security: Option<Security>) -> (u16, Security) {
+    match (port, security) {
+        (Some(p), Some(s)) => (p, s),
+        (None, Some(Security::Tls)) | (Some(465), None) => (465, Security::Tls),
+        (None, Some(Security::None)) => (25, Security::None),
+        (None, Some(Security::Starttls)) | (None, None) => (587, Security::Starttls),
+        (Some(p), None) => (p, Security::Starttls),
+    }
+}
+
+/// Every key of `options` is an error: the schema allows none.
+fn check_options(options: &str, errors: &mut Vec<FieldError>) {
+    if options.trim().is_empty() {
+        return;
+    }
+    match json::parse::<serde_json::Value>(options.as_bytes()) {
+        Ok(serde_json::Value::Object(map)) => {
+            for key in map.keys() {
+                let path = format!("/options/{}", key.replace('~', "~0").replace('/', "~1"));
+                errors.push(error(
+                    &path,
+                    "unknown option: sendgrid takes none (API key: smtp.password)",
+                ));
+            }
+        }
+        Ok(serde_json::Value::Null) => {}
+        Ok(_) => errors.push(error("/options", "options must be a mapping")),
+        Err(ParseError::Malformed(m) | ParseError::Invalid(m)) => {
+            errors.push(error("/options", m));
+        }
+    }
+}
+
+/// SendGrid's SMTP settings with the connection's explicit `smtp` fields applied.
+pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    check_options(options, &mut errors);
+    let host = o.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
+    if host.trim().is_empty() {
+        errors.push(error("/smtp/host", "smtp.host is empty"));
+    }
+    let (port, security) = defaults(o.port, o.security);
+    if port == 0 {
+        errors.push(error("/smtp/port", "port 0 is not a valid SMTP port"));
+    }
+    match (port, security) {
+        (465, Security::Starttls) => errors.push(error(
+            "/smtp/security",
+            "port 465 speaks implicit TLS: use security: tls (or port 587 for starttls)",
+        )),
+        (587, Security::Tls) => errors.push(error(
+            "/smtp/security",
+            "port 587 expects STARTTLS: use security: starttls (or port 465 for tls)",
+        )),
+        (_, Security::None) => errors.push(error(
+            "/smtp/security",
+            "the API key would be sent in clear text with security: none",
+        )),
+        _ => {}
+    }
+    if host == DEFAULT_HOST
+        && let Some(user) = o.username.as_deref().filter(|u| *u != USERNAME)
+    {
+        errors.push(error(
+            "/smtp/username",
+            format!(
+                "SendGrid's SMTP user is always `{USERNAME}`, not `{user}`: remove smtp.username"
+            ),
+        ));
+    }
+    if !o.has_password {
+        errors.push(error(
+            "/smtp/password",
+            "sendgrid needs smtp.password: a reference to the API key, e.g. { env: SENDGRID_API_KEY }",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(SmtpSettings {
+        host,
+        port,
+        security,
+        username: Some(o.username.unwrap_or_else(|| USERNAME.to_owned())),
+        password: PasswordSource::SmtpPassword,
+        extra_headers: Vec::new(),
+    })
+}
