@@ -387,6 +387,8 @@ fn admin_api_requires_a_token_off_loopback_and_enforces_it() {
     let out = mailplug()
         .args(["serve", "--config"])
         .arg(&dir)
+        .arg("--data-dir")
+        .arg(dir.with_extension("data"))
         .args([
             "--listen-admin",
             "0.0.0.0:0",
@@ -442,6 +444,8 @@ fn strict_refuses_invalid_config_and_default_starts_with_valid_files() {
     let out = mailplug()
         .args(["serve", "--strict", "--config"])
         .arg(&dir)
+        .arg("--data-dir")
+        .arg(dir.with_extension("data"))
         .args([
             "--listen-admin",
             "127.0.0.1:0",
