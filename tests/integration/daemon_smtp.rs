@@ -166,3 +166,44 @@ fn sigterm_lets_an_in_flight_check_finish_then_exits_zero() {
         "the check really was in flight"
     );
 }
+
+#[test]
+fn provider_connection_is_adapted_by_its_plugin_then_checked() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    // A SendGrid connection pointed at the test server: the plugin fills in
+    // what is not overridden (security from the port, the password source).
+    std::fs::write(
+        dir.path().join("sg.yaml"),
+        format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: sg\nprovider: sendgrid\nsmtp:\n  host: localhost\n  port: {}\n  username: tester\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {} }}\nfrom: {{ email: sender@example.test }}\nlimits: {{ timeout_seconds: 5 }}\n",
+            s.submission,
+            s.ca_file.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_env(dir.path(), &[], &[("SMTP_TEST_PW", PASSWORD)]);
+    let (status, report) = d.post("/v1/connections/sg/check");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["security"], "starttls", "{report}");
+    assert_eq!(report["classification"]["class"], "accepted", "{report}");
+    assert!(
+        d.metric("mailplug_plugin_calls_total{plugin=\"sendgrid\",export=\"adapt-connection\"}")
+            >= 1.0
+    );
+
+    // Without a password the plugin's field error is a validation error.
+    std::fs::write(
+        dir.path().join("sg.yaml"),
+        "api_version: mailplug/v1\nkind: Connection\nname: sg\nprovider: sendgrid\nfrom: { email: sender@example.test }\n",
+    )
+    .unwrap();
+    let run = crate::support::run_in(dir.path(), &["validate", "."]);
+    assert_eq!(run.code, 78, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("./sg.yaml:1:1: error: /smtp/password: provider `sendgrid`:"),
+        "{}",
+        run.stdout
+    );
+}
