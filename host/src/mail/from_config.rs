@@ -13,8 +13,7 @@ pub enum ConfigError {
     /// A provider connection whose SMTP settings come from its plugin.
     #[error(
         "connection {connection}: provider {provider:?} gets its SMTP settings from its plugin's \
-         adapt-connection, which this build cannot run yet; set smtp.host (and port/security/username) \
-         explicitly to check it"
+         adapt-connection; resolve it through the provider catalog"
     )]
     NeedsPlugin {
         /// Connection name.
