@@ -29,6 +29,15 @@ pub mod exit {
     pub const TEMPFAIL: u8 = 75;
 }
 
+/// Output format of commands that report results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable lines.
+    Text,
+    /// JSON for machines (CI annotations, scripts).
+    Json,
+}
+
 /// mailplug: email delivery connections as code.
 #[derive(Debug, Parser)]
 #[command(name = "mailplug", version, about, long_about = None)]

@@ -165,9 +165,9 @@ impl Catalog {
             host: settings.host,
             port: settings.port,
             security: match settings.security {
-                runtime::Security::Starttls => mail::Security::Starttls,
-                runtime::Security::Tls => mail::Security::Tls,
-                runtime::Security::None => mail::Security::None,
+                runtime::Security::Starttls => config::Security::Starttls,
+                runtime::Security::Tls => config::Security::Tls,
+                runtime::Security::None => config::Security::None,
             },
             username: settings.username,
             password,

@@ -9,14 +9,7 @@ use crate::config::LoadOptions;
 use crate::mail::{self, Classification, ProbeOptions, SmtpTarget, StageStatus};
 use crate::providers;
 
-/// Output format.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Format {
-    /// One line per stage with ✓/✗ and duration, then the classification.
-    Text,
-    /// The whole report as one JSON object.
-    Json,
-}
+pub use crate::cli::Format;
 
 /// Flags of `mailplug check`.
 #[derive(Debug, clap::Args)]
@@ -29,7 +22,8 @@ pub struct Args {
     /// Also try `RCPT TO` with this address (no message is sent).
     #[arg(long, value_name = "ADDR")]
     pub rcpt: Option<String>,
-    /// Output format.
+    /// Output format: `text` prints one line per stage with ✓/✗ and its
+    /// duration, then the classification; `json` the whole report as one object.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }

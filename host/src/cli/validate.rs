@@ -8,14 +8,7 @@ use crate::cli::exit;
 use crate::config::LoadOptions;
 use crate::providers;
 
-/// Output format of diagnostics.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Format {
-    /// `FILE:LINE:COL: severity: /pointer: message (hint: ...)`, one per line.
-    Text,
-    /// A JSON array of `{file, line, column, severity, pointer, message, hint}`.
-    Json,
-}
+use crate::cli::Format;
 
 /// Flags of `mailplug validate`.
 #[derive(Debug, clap::Args)]
@@ -24,7 +17,10 @@ pub struct Args {
     /// hidden entries such as `.git` are skipped).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Output format. With `json` the summary goes to stderr so stdout stays parseable.
+    /// Output format: `text` prints `FILE:LINE:COL: severity: /pointer: message
+    /// (hint: ...)` lines; `json` a JSON array of `{file, line, column,
+    /// severity, pointer, message, hint}`, with the summary on stderr so stdout
+    /// stays parseable.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Treat warnings as errors (exit 78 when there are any).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Connection, Security as ConfigSecurity};
+use crate::config::Connection;
 
 use super::target::{Secret, Security, SmtpTarget};
 
@@ -32,15 +32,6 @@ pub enum ConfigError {
         /// Why (never the value).
         reason: String,
     },
-}
-
-/// The default port for a security mode (submission, SMTPS, SMTP).
-pub fn default_port(security: Security) -> u16 {
-    match security {
-        Security::Starttls => 587,
-        Security::Tls => 465,
-        Security::None => 25,
-    }
 }
 
 /// The machine's host name for EHLO, `localhost` if unknown.
@@ -100,12 +91,10 @@ fn build(conn: &Connection, adapted: Option<ProviderSmtp>) -> Result<SmtpTarget,
     let name = spec.name.clone();
     let smtp = spec.smtp.clone().unwrap_or_default();
     let base = conn.base_dir();
-    let security = match smtp.security {
-        Some(ConfigSecurity::Starttls) => Security::Starttls,
-        Some(ConfigSecurity::Tls) => Security::Tls,
-        Some(ConfigSecurity::None) => Security::None,
-        None => adapted.as_ref().map_or(Security::Starttls, |a| a.security),
-    };
+    let security = smtp
+        .security
+        .or_else(|| adapted.as_ref().map(|a| a.security))
+        .unwrap_or(Security::Starttls);
     let password = match &smtp.password {
         Some(r) => Some(r.resolve(base).map_err(|e| ConfigError::Secret {
             connection: name.clone(),
@@ -121,7 +110,7 @@ fn build(conn: &Connection, adapted: Option<ProviderSmtp>) -> Result<SmtpTarget,
     let port = smtp
         .port
         .or_else(|| adapted.as_ref().map(|a| a.port))
-        .unwrap_or(default_port(security));
+        .unwrap_or(security.default_port());
     let username = smtp
         .username
         .clone()

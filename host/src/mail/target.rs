@@ -4,35 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
 pub use crate::config::Secret;
 
-/// How the connection is secured. The three modes are strict: there is no
-/// "opportunistic" mode that silently falls back to plaintext.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// Plain SMTP, then `STARTTLS`; fails when the server does not offer it.
-    /// Nothing but EHLO and STARTTLS is ever sent in clear.
-    Starttls,
-    /// TLS from the first byte (SMTPS, usually port 465).
-    Tls,
-    /// No encryption at all. Credentials are refused unless
-    /// [`SmtpTarget::allow_insecure_auth`] is set.
-    None,
-}
-
-impl Security {
-    /// The configuration spelling (`starttls`, `tls`, `none`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Security::Starttls => "starttls",
-            Security::Tls => "tls",
-            Security::None => "none",
-        }
-    }
-}
+/// How the connection is secured: the configuration's own type. The three
+/// modes are strict: there is no "opportunistic" mode that silently falls
+/// back to plaintext.
+pub use crate::config::Security;
 
 /// Everything needed to talk SMTP for one connection. Built from the
 /// validated configuration (or from a provider plugin's `adapt-connection`
