@@ -120,6 +120,15 @@ fn daemon_keeps_the_old_plugin_when_a_new_registration_fails() {
     assert_eq!(d.get("/v1/connections/ex").0, 200);
     assert!(d.metric("mailplug_plugin_calls_total{plugin=\"example\",export=\"describe\"}") >= 1.0);
 
+    // A changed registration that loads is swapped in (result `ok`: no
+    // registration problem kept the old catalog).
+    let generation = status["generation"].as_u64().unwrap();
+    let changed = registration(&copy, &sha256(&copy)).replace("memory_mib: 16", "memory_mib: 24");
+    std::fs::write(dir.join("plugins.yaml"), changed).unwrap();
+    d.wait_for("/v1/status", "plugin swap", |_, b| {
+        b["generation"].as_u64().unwrap_or(0) > generation && b["last_reload"]["result"] == "ok"
+    });
+
     // The wasm is replaced by something else: its pin no longer matches.
     std::fs::write(&copy, b"not a component").unwrap();
     std::fs::write(
