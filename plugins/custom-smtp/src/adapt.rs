@@ -2,6 +2,7 @@
 //! checked, with the usual port/security defaults filled in.
 
 use mailplug_sdk::prelude::*;
+use mailplug_sdk::smtp::field_error as error;
 use serde::Deserialize;
 
 /// JSON Schema of `options` for `provider: custom-smtp`.
@@ -25,25 +26,6 @@ pub const OPTIONS_SCHEMA: &str = r#"{
 struct Options {
     #[serde(default)]
     headers: serde_json::Map<String, serde_json::Value>,
-}
-
-fn error(path: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
-/// Default port for a security mode, and the security a well-known port implies.
-fn defaults(port: Option<u16>, security: Option<Security>) -> (u16, Security) {
-    match (port, security) {
-        (Some(p), Some(s)) => (p, s),
-        (None, Some(Security::Tls)) => (465, Security::Tls),
-        (None, Some(Security::None)) => (25, Security::None),
-        (None, Some(Security::Starttls)) | (None, None) => (587, Security::Starttls),
-        (Some(465), None) => (465, Security::Tls),
-        (Some(p), None) => (p, Security::Starttls),
-    }
 }
 
 fn headers(options: Options, errors: &mut Vec<FieldError>) -> Vec<(String, String)> {
@@ -88,21 +70,8 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
     if host.trim().is_empty() {
         errors.push(error("/smtp/host", "custom-smtp needs smtp.host"));
     }
-    let (port, security) = defaults(o.port, o.security);
-    if port == 0 {
-        errors.push(error("/smtp/port", "port 0 is not a valid SMTP port"));
-    }
-    match (port, security) {
-        (465, Security::Starttls) => errors.push(error(
-            "/smtp/security",
-            "port 465 speaks implicit TLS: use security: tls (or port 587 for starttls)",
-        )),
-        (587, Security::Tls) => errors.push(error(
-            "/smtp/security",
-            "port 587 expects STARTTLS: use security: starttls (or port 465 for tls)",
-        )),
-        _ => {}
-    }
+    let (port, security) = smtp::port_security_defaults(o.port, o.security);
+    smtp::port_security_errors(port, security, &mut errors);
     if o.has_password && o.username.is_none() {
         errors.push(error(
             "/smtp/username",

@@ -1,4 +1,7 @@
-//! SMTP status extraction from free-form diagnostic text.
+//! SMTP helpers for plugins: status extraction from diagnostic text, and the
+//! port/security defaults and checks `adapt-connection` implementations share.
+
+use crate::types::{FieldError, Security};
 
 /// The first SMTP reply code (`2xx`/`4xx`/`5xx`) in `text`, with the RFC 3463
 /// enhanced status that directly follows it (after one space or hyphen).
@@ -53,6 +56,45 @@ fn enhanced_end(b: &[u8], start: usize) -> Option<usize> {
         return None;
     }
     run(mid + 1)
+}
+
+/// A field error at a JSON Pointer of the connection document.
+pub fn field_error(path: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Fills in port and security from each other: a mode's conventional port
+/// (587 STARTTLS, 465 implicit TLS, 25 plaintext) and the mode a well-known
+/// port implies (465 → TLS, any other → STARTTLS).
+pub fn port_security_defaults(port: Option<u16>, security: Option<Security>) -> (u16, Security) {
+    match (port, security) {
+        (Some(p), Some(s)) => (p, s),
+        (None, Some(Security::Tls)) | (Some(465), None) => (465, Security::Tls),
+        (None, Some(Security::None)) => (25, Security::None),
+        (None, Some(Security::Starttls)) | (None, None) => (587, Security::Starttls),
+        (Some(p), None) => (p, Security::Starttls),
+    }
+}
+
+/// Field errors for a port that cannot work or contradicts its security mode.
+pub fn port_security_errors(port: u16, security: Security, errors: &mut Vec<FieldError>) {
+    if port == 0 {
+        errors.push(field_error("/smtp/port", "port 0 is not a valid SMTP port"));
+    }
+    match (port, security) {
+        (465, Security::Starttls) => errors.push(field_error(
+            "/smtp/security",
+            "port 465 speaks implicit TLS: use security: tls (or port 587 for starttls)",
+        )),
+        (587, Security::Tls) => errors.push(field_error(
+            "/smtp/security",
+            "port 587 expects STARTTLS: use security: starttls (or port 465 for tls)",
+        )),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! authenticated as the literal user `apikey` with the API key as password.
 
 use mailplug_sdk::prelude::*;
+use mailplug_sdk::smtp::field_error as error;
 
 /// SendGrid's SMTP relay.
 pub const DEFAULT_HOST: &str = "smtp.sendgrid.net";
@@ -22,25 +23,6 @@ pub const OPTIONS_SCHEMA: &str = r#"{
   "additionalProperties": false,
   "properties": {}
 }"#;
-
-fn error(path: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
-/// Default port for a security mode, and the security a well-known port implies
-/// (SendGrid listens on 25, 587 and 2525 for STARTTLS, 465 for implicit TLS).
-fn defaults(port: Option<u16>, security: Option<Security>) -> (u16, Security) {
-    match (port, security) {
-        (Some(p), Some(s)) => (p, s),
-        (None, Some(Security::Tls)) | (Some(465), None) => (465, Security::Tls),
-        (None, Some(Security::None)) => (25, Security::None),
-        (None, Some(Security::Starttls)) | (None, None) => (587, Security::Starttls),
-        (Some(p), None) => (p, Security::Starttls),
-    }
-}
 
 /// Every key of `options` is an error: the schema allows none.
 fn check_options(options: &str, errors: &mut Vec<FieldError>) {
@@ -73,24 +55,13 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
     if host.trim().is_empty() {
         errors.push(error("/smtp/host", "smtp.host is empty"));
     }
-    let (port, security) = defaults(o.port, o.security);
-    if port == 0 {
-        errors.push(error("/smtp/port", "port 0 is not a valid SMTP port"));
-    }
-    match (port, security) {
-        (465, Security::Starttls) => errors.push(error(
-            "/smtp/security",
-            "port 465 speaks implicit TLS: use security: tls (or port 587 for starttls)",
-        )),
-        (587, Security::Tls) => errors.push(error(
-            "/smtp/security",
-            "port 587 expects STARTTLS: use security: starttls (or port 465 for tls)",
-        )),
-        (_, Security::None) => errors.push(error(
+    let (port, security) = smtp::port_security_defaults(o.port, o.security);
+    smtp::port_security_errors(port, security, &mut errors);
+    if security == Security::None {
+        errors.push(error(
             "/smtp/security",
             "the API key would be sent in clear text with security: none",
-        )),
-        _ => {}
+        ));
     }
     if host == DEFAULT_HOST
         && let Some(user) = o.username.as_deref().filter(|u| *u != USERNAME)
