@@ -114,7 +114,8 @@ impl Catalog {
         Ok(mail::target_for_provider(conn, adapted)?)
     }
 
-    fn adapt(&self, conn: &Connection) -> Result<ProviderSmtp, AdaptError> {
+    /// Calls the provider plugin's `adapt-connection` (no secret is resolved).
+    fn settings(&self, conn: &Connection) -> Result<runtime::SmtpSettings, AdaptError> {
         let spec = &conn.spec;
         let plugin = self
             .runtime
@@ -133,14 +134,18 @@ impl Catalog {
             has_password: smtp.password.is_some(),
         };
         let options = serde_json::to_string(&spec.options).unwrap_or_else(|_| "{}".to_owned());
-        let settings = match plugin.instance().adapt_connection(&options, &overrides)? {
-            Ok(settings) => settings,
-            Err(fields) => {
-                return Err(AdaptError::Fields(
-                    fields.into_iter().map(|f| (f.path, f.message)).collect(),
-                ));
-            }
-        };
+        match plugin.instance().adapt_connection(&options, &overrides)? {
+            Ok(settings) => Ok(settings),
+            Err(fields) => Err(AdaptError::Fields(
+                fields.into_iter().map(|f| (f.path, f.message)).collect(),
+            )),
+        }
+    }
+
+    fn adapt(&self, conn: &Connection) -> Result<ProviderSmtp, AdaptError> {
+        let spec = &conn.spec;
+        let smtp = spec.smtp.clone().unwrap_or_default();
+        let settings = self.settings(conn)?;
         let base = conn.base_dir();
         let secret = |r: &SecretRef| {
             r.resolve(base)
@@ -172,15 +177,6 @@ impl Catalog {
             username: settings.username,
             password,
         })
-    }
-
-    /// `adapt-connection`'s field errors for a connection (empty when it
-    /// adapts, or when the plugin itself failed: that is reported at use).
-    pub fn adapt_errors(&self, conn: &Connection) -> Vec<(String, String)> {
-        match self.adapt(conn) {
-            Err(AdaptError::Fields(fields)) => fields,
-            _ => Vec::new(),
-        }
     }
 }
 
@@ -220,8 +216,13 @@ impl ProviderCatalog for Catalog {
             .collect()
     }
 
+    /// Empty when the plugin accepts the settings, or when the call itself
+    /// failed: that is reported when the connection is used.
     fn adapt_errors(&self, conn: &Connection) -> Vec<(String, String)> {
-        Catalog::adapt_errors(self, conn)
+        match self.settings(conn) {
+            Err(AdaptError::Fields(fields)) => fields,
+            _ => Vec::new(),
+        }
     }
 }
 

@@ -145,13 +145,10 @@ fn cache_dir(args: &Args) -> Option<PathBuf> {
     if args.no_cache {
         return None;
     }
-    let data = args.data_dir.clone().or_else(|| {
-        let base = std::env::var_os("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))?;
-        Some(base.join("mailplug"))
-    })?;
-    Some(data.join("plugin-cache"))
+    match &args.data_dir {
+        Some(data) => Some(data.join("plugin-cache")),
+        None => crate::providers::default_cache_dir(),
+    }
 }
 
 /// Loads `spec` if it is a file and returns the plugin id; otherwise prints

@@ -258,11 +258,10 @@ fn sender(ctx: &mut Ctx<'_>, spec: &ConnectionSpec) {
 
 /// Checks one plugin registration: the file exists and matches its pin.
 pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
-    use sha2::{Digest, Sha256};
     let path = ctx.base_dir().join(&spec.path);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let actual = hex(&Sha256::digest(&bytes));
+            let actual = crate::runtime::sha256_hex(&bytes);
             if actual != spec.sha256 {
                 ctx.error(
                     "/sha256",
@@ -280,15 +279,4 @@ pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
             None,
         ),
     }
-}
-
-/// Lowercase hex encoding.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
