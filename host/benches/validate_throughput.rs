@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use mailplug::config::{self, LoadOptions};
+use mailplug::config::{self, LoadOptions, NoPlugins};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -24,7 +24,7 @@ fn main() {
     let mut in_process = Vec::new();
     for _ in 0..RUNS {
         let start = Instant::now();
-        let loaded = config::load(&paths, &LoadOptions::default(), None);
+        let loaded = config::load(&paths, &LoadOptions::default(), &NoPlugins);
         in_process.push(start.elapsed());
         let valid = loaded.connections().count();
         assert_eq!(valid, FILES, "generated files must all be valid");

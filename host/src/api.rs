@@ -3,46 +3,26 @@
 //! listener, which serves webhook routes only.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::mpsc;
 
-use crate::daemon::ReloadRequest;
-use crate::daemon::reload::Snapshot;
-use crate::metrics::Metrics;
+use crate::daemon::Routers;
+use crate::state::AppState;
 
 mod handlers;
 mod smtp;
 
-pub use smtp::LastOutcomes;
-
-/// Everything a request handler can reach.
-#[derive(Debug)]
-pub struct AppState {
-    /// The live configuration; each request loads it once.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The daemon's metrics.
-    pub metrics: Arc<Metrics>,
-    /// Asks the reload task for a reload.
-    pub reload: mpsc::Sender<ReloadRequest>,
-    /// Required bearer token, if any.
-    pub admin_token: Option<String>,
-    /// Base URL providers reach the public listener at.
-    pub public_url: String,
-    /// Set once the first configuration is live; cleared at shutdown.
-    pub ready: AtomicBool,
-    /// `GET /v1/connections` rendered once per configuration generation: with
-    /// thousands of connections, rendering per request dominated its latency.
-    pub list_cache: std::sync::Mutex<Option<(u64, axum::body::Bytes)>>,
-    /// Last check/test outcome per connection name.
-    pub outcomes: std::sync::Mutex<std::collections::HashMap<String, LastOutcomes>>,
+/// Both routers over one shared state (what `daemon::run` serves).
+pub fn routers(state: Arc<AppState>) -> Routers {
+    Routers {
+        admin: admin_router(state.clone()),
+        public: public_router(state),
+    }
 }
 
 /// A JSON error body with a status.
@@ -160,11 +140,4 @@ async fn count(
         .get_or_create(&labels(listener, route, response.status().as_u16()))
         .inc();
     response
-}
-
-impl AppState {
-    /// Whether the daemon is ready to serve.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
 }

@@ -1,25 +1,33 @@
 //! Configuration: YAML files → span-aware documents → JSON Schema → semantic
-//! checks → validated objects, collecting every problem with its position.
+//! checks → compiled, typed objects ([`Connection`], [`PluginRegistration`]),
+//! collecting every problem with its position.
 //!
 //! Results are kept per file so the daemon can apply valid files and keep the
-//! last good version of invalid ones.
+//! last good version of invalid ones. Nothing here depends on the rest of the
+//! host: provider plugins are reached through the [`ProviderCatalog`] trait.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-pub mod check;
+pub mod catalog;
+mod check;
+mod compile;
+pub mod connection;
 pub mod diagnostic;
-pub mod model;
+mod model;
 pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod yaml;
 
-use diagnostic::{Diagnostic, did_you_mean};
-pub use model::{ConnectionSpec, FromSpec, LimitsSpec, PluginSpec, Security, SmtpSpec, TlsSpec};
-use schema::CompiledSchema;
+pub use catalog::{
+    AdaptFailure, AdaptedSmtp, NoPlugins, PasswordSource, ProviderCatalog, SmtpOverrides,
+};
+pub use connection::{
+    CUSTOM_SMTP, Connection, Limits, Mailbox, PasswordRef, PluginLimits, PluginRegistration,
+    Provider, Security, Smtp, Webhook, effective_port_security,
+};
+use diagnostic::Diagnostic;
 pub use secret::{Secret, SecretRef};
 use yaml::{Document, Pos};
 
@@ -33,23 +41,8 @@ pub struct LoadOptions {
     pub yaml_limits: yaml::Limits,
 }
 
-/// What the config layer needs to know about installed provider plugins.
-pub trait ProviderCatalog {
-    /// Whether a plugin with this id is installed.
-    fn is_known(&self, id: &str) -> bool;
-    /// The compiled schema of the plugin's `options`, if it declares one.
-    fn options_schema(&self, id: &str) -> Option<&CompiledSchema>;
-    /// Installed plugin ids, for hints.
-    fn ids(&self) -> Vec<String>;
-    /// Field errors (JSON Pointer, message) the provider's plugin reports
-    /// for this connection's settings; empty when it accepts them.
-    fn adapt_errors(&self, _conn: &Connection) -> Vec<(String, String)> {
-        Vec::new()
-    }
-}
-
 /// Where an object was defined.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceLocation {
     /// The file, as found.
     pub file: PathBuf,
@@ -63,38 +56,6 @@ impl std::fmt::Display for SourceLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
     }
-}
-
-/// A validated connection.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    /// The connection as written (it passed the schema and semantic checks).
-    pub spec: ConnectionSpec,
-    /// Where it was defined.
-    pub source: SourceLocation,
-}
-
-impl Connection {
-    /// The connection's unique name.
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    /// Directory relative secret and CA paths are resolved against.
-    pub fn base_dir(&self) -> &Path {
-        self.source.file.parent().unwrap_or(Path::new("."))
-    }
-}
-
-/// A validated community plugin registration.
-#[derive(Debug, Clone)]
-pub struct PluginRegistration {
-    /// The registration as written.
-    pub spec: PluginSpec,
-    /// The `.wasm` path resolved against the registering file's directory.
-    pub wasm_path: PathBuf,
-    /// Where it was defined.
-    pub source: SourceLocation,
 }
 
 /// Everything loaded from one file.
@@ -146,11 +107,7 @@ impl Loaded {
 }
 
 /// Loads and checks every YAML file under `paths`.
-pub fn load(
-    paths: &[PathBuf],
-    opts: &LoadOptions,
-    catalog: Option<&dyn ProviderCatalog>,
-) -> Loaded {
+pub fn load(paths: &[PathBuf], opts: &LoadOptions, catalog: &dyn ProviderCatalog) -> Loaded {
     load_cached(paths, opts, catalog, &mut FileCache::default())
 }
 
@@ -167,7 +124,7 @@ pub struct FileCache {
 pub fn load_cached(
     paths: &[PathBuf],
     opts: &LoadOptions,
-    catalog: Option<&dyn ProviderCatalog>,
+    catalog: &dyn ProviderCatalog,
     cache: &mut FileCache,
 ) -> Loaded {
     let mut loaded = Loaded::default();
@@ -207,11 +164,7 @@ fn error_report(path: &Path, d: Diagnostic) -> FileReport {
 }
 
 /// Loads and checks one file on its own (cross-file checks need [`load`]).
-pub fn load_file(
-    path: &Path,
-    opts: &LoadOptions,
-    catalog: Option<&dyn ProviderCatalog>,
-) -> FileReport {
+pub fn load_file(path: &Path, opts: &LoadOptions, catalog: &dyn ProviderCatalog) -> FileReport {
     match source::read(path) {
         Ok(text) => check_text(path, &text, opts, catalog),
         Err(d) => error_report(path, d),
@@ -222,7 +175,7 @@ fn check_text(
     path: &Path,
     text: &str,
     opts: &LoadOptions,
-    catalog: Option<&dyn ProviderCatalog>,
+    catalog: &dyn ProviderCatalog,
 ) -> FileReport {
     let mut report = FileReport {
         path: path.to_path_buf(),
@@ -253,119 +206,10 @@ fn check_text(
     }
     report.documents = docs.len();
     for doc in &docs {
-        load_document(path, doc, opts, catalog, &mut report);
+        compile::document(path, doc, opts, catalog, &mut report);
     }
     report.diagnostics.sort_by_key(|d| (d.line, d.column));
     report
-}
-
-const KINDS: [&str; 2] = ["Connection", "Plugin"];
-
-fn load_document(
-    path: &Path,
-    doc: &Document,
-    opts: &LoadOptions,
-    catalog: Option<&dyn ProviderCatalog>,
-    report: &mut FileReport,
-) {
-    let out = &mut report.diagnostics;
-    let Some(object) = doc.value.as_object() else {
-        out.push(Diagnostic::error(
-            path,
-            doc.start,
-            "",
-            "expected a mapping (a `kind: Connection` or `kind: Plugin` object)",
-        ));
-        return;
-    };
-    let kind = match object.get("kind") {
-        None => {
-            out.push(
-                Diagnostic::error(path, doc.start, "", "missing required field `kind`")
-                    .with_hint("add `kind: Connection` (or `kind: Plugin`)"),
-            );
-            return;
-        }
-        Some(Value::String(k)) if KINDS.contains(&k.as_str()) => k.as_str(),
-        Some(other) => {
-            let text = yaml::scalar_text(other);
-            let d = Diagnostic::error(
-                path,
-                doc.value_pos("/kind"),
-                "/kind",
-                format!(
-                    "unknown kind `{text}`; expected one of: {}",
-                    KINDS.join(", ")
-                ),
-            );
-            out.push(match did_you_mean(&text, KINDS) {
-                Some(m) => d.with_hint(format!("did you mean `{m}`?")),
-                None => d,
-            });
-            return;
-        }
-    };
-    let before = out.len();
-    let schema = if kind == "Connection" {
-        &*schema::CONNECTION
-    } else {
-        &*schema::PLUGIN
-    };
-    schema.check(path, doc, "", out);
-    if out[before..].iter().any(Diagnostic::is_error) {
-        return;
-    }
-    // Objects are located by their name, which is what an operator searches for.
-    let at = doc.value_pos(if kind == "Connection" { "/name" } else { "/id" });
-    let location = SourceLocation {
-        file: path.to_path_buf(),
-        line: at.line,
-        column: at.col,
-    };
-    let mut ctx = check::Ctx {
-        file: path,
-        doc,
-        opts,
-        out,
-    };
-    if kind == "Connection" {
-        let spec: ConnectionSpec = match serde_json::from_value(doc.value.clone()) {
-            Ok(s) => s,
-            Err(e) => return deserialize_error(&mut ctx, e),
-        };
-        check::connection(&mut ctx, &spec, catalog);
-        if !ctx.out[before..].iter().any(Diagnostic::is_error) {
-            report.connections.push(Connection {
-                spec,
-                source: location,
-            });
-        }
-    } else {
-        let spec: PluginSpec = match serde_json::from_value(doc.value.clone()) {
-            Ok(s) => s,
-            Err(e) => return deserialize_error(&mut ctx, e),
-        };
-        check::plugin(&mut ctx, &spec);
-        if !ctx.out[before..].iter().any(Diagnostic::is_error) {
-            let wasm_path = path.parent().unwrap_or(Path::new(".")).join(&spec.path);
-            report.plugins.push(PluginRegistration {
-                spec,
-                wasm_path,
-                source: location,
-            });
-        }
-    }
-}
-
-/// The schema and the serde types agree, so this only fires on a bug; it
-/// still becomes a located error rather than a panic.
-fn deserialize_error(ctx: &mut check::Ctx<'_>, e: serde_json::Error) {
-    ctx.out.push(Diagnostic::error(
-        ctx.file,
-        ctx.doc.start,
-        "",
-        format!("invalid document: {e}"),
-    ));
 }
 
 fn cross_file_checks(loaded: &mut Loaded) {
@@ -378,7 +222,7 @@ fn cross_file_checks(loaded: &mut Loaded) {
                 col: c.source.column,
             };
             names
-                .entry(("connection", c.spec.name.clone()))
+                .entry(("connection", c.name.clone()))
                 .or_default()
                 .push((i, pos));
         }
@@ -388,7 +232,7 @@ fn cross_file_checks(loaded: &mut Loaded) {
                 col: p.source.column,
             };
             names
-                .entry(("plugin", p.spec.id.clone()))
+                .entry(("plugin", p.id.clone()))
                 .or_default()
                 .push((i, pos));
         }

@@ -1,27 +1,34 @@
 //! The long-running daemon: loads the configuration, keeps it live through
-//! watch/SIGHUP/API reloads, serves the admin and public listeners, and shuts
-//! down gracefully.
+//! watch/SIGHUP/API reloads, serves already-bound admin and public listeners
+//! with the routers it is given, and shuts down gracefully.
+//!
+//! Binding ([`Listeners::bind`]), running ([`run`]) and the signals that end
+//! it ([`shutdown_signal`]) are separate, so tests and benchmarks bind port
+//! 0 and stop the daemon with any future.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState};
 use crate::config::LoadOptions;
 use crate::metrics::Metrics;
+use crate::state::{AppState, ReloadFailure, ReloadRequest, Snapshot};
 
 pub mod git;
 pub mod reload;
 pub mod watcher;
 
-use reload::{Reloader, Snapshot};
+use reload::Reloader;
 
 /// Daemon settings (from flags / environment).
 #[derive(Debug, Clone)]
@@ -46,15 +53,6 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
-/// A request for a reload; `reply` receives the resulting snapshot.
-#[derive(Debug)]
-pub struct ReloadRequest {
-    /// What asked (`watch`, `sighup`, `api`), for logs.
-    pub cause: &'static str,
-    /// Where to send the new snapshot, if anyone waits for it.
-    pub reply: Option<oneshot::Sender<Arc<Snapshot>>>,
-}
-
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -69,16 +67,41 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
-fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
+/// The two bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Admin API.
+    pub admin: TcpListener,
+    /// Provider webhooks.
+    pub public: TcpListener,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT (or `shutdown` flips to true).
-pub async fn run(
-    settings: Settings,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), StartError> {
-    if !is_loopback(&settings.listen_admin) && settings.admin_token.is_none() {
+impl Listeners {
+    /// Binds both addresses of `settings`.
+    pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        let admin = TcpListener::bind(settings.listen_admin)
+            .await
+            .with_context(|| format!("binding admin listener {}", settings.listen_admin))?;
+        let public = TcpListener::bind(settings.listen_public)
+            .await
+            .with_context(|| format!("binding public listener {}", settings.listen_public))?;
+        Ok(Self { admin, public })
+    }
+}
+
+/// What the daemon serves on each listener (built by the caller from the
+/// shared state, so this module does not depend on the API's routes).
+#[derive(Debug)]
+pub struct Routers {
+    /// Served on the admin listener.
+    pub admin: axum::Router,
+    /// Served on the public listener.
+    pub public: axum::Router,
+}
+
+/// Refuses settings that are unsafe or cannot work, before anything is bound.
+pub fn check_settings(settings: &Settings) -> Result<(), StartError> {
+    if !settings.listen_admin.ip().is_loopback() && settings.admin_token.is_none() {
         return Err(StartError::Usage(format!(
             "the admin API would listen on {} (not loopback) without a token; set --admin-token or MAILPLUG_ADMIN_TOKEN",
             settings.listen_admin
@@ -90,6 +113,52 @@ pub async fn run(
             settings.config_dir.display()
         )));
     }
+    Ok(())
+}
+
+/// The base URL providers are told to post webhooks to. An explicit
+/// `--public-url` wins. A wildcard listener (`0.0.0.0`, `[::]`) is not an
+/// address anyone can reach, so the machine's host name stands in for it,
+/// and the second value says the operator should be warned.
+pub fn public_base_url(explicit: Option<&str>, addr: SocketAddr) -> (String, bool) {
+    if let Some(url) = explicit {
+        return (url.trim_end_matches('/').to_owned(), false);
+    }
+    if addr.ip().is_unspecified() {
+        return (
+            format!("http://{}:{}", crate::mail::machine_hostname(), addr.port()),
+            true,
+        );
+    }
+    (format!("http://{addr}"), false)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives (or at once, logged, if the
+/// handlers cannot be installed: a daemon that cannot be stopped is worse).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Runs the daemon on `listeners` until `shutdown` resolves, then drains
+/// in-flight requests (up to `settings.shutdown_timeout`) and stops every task.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    routes: impl FnOnce(Arc<AppState>) -> Routers,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    check_settings(&settings)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
 
@@ -112,18 +181,22 @@ pub async fn run(
     }
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
-    let admin = TcpListener::bind(settings.listen_admin)
-        .await
-        .with_context(|| format!("binding admin listener {}", settings.listen_admin))?;
-    let public = TcpListener::bind(settings.listen_public)
-        .await
-        .with_context(|| format!("binding public listener {}", settings.listen_public))?;
-    let admin_addr = admin.local_addr().context("admin address")?;
-    let public_addr = public.local_addr().context("public address")?;
-    let public_url = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{public_addr}"));
+    let admin_addr = listeners.admin.local_addr().context("admin address")?;
+    let public_addr = listeners.public.local_addr().context("public address")?;
+    let (public_url, guessed) = public_base_url(settings.public_url.as_deref(), public_addr);
+    if guessed {
+        tracing::warn!(
+            %public_url,
+            "the public listener is bound to a wildcard address; webhook URLs use this machine's host name. Set --public-url (MAILPLUG_PUBLIC_URL) to the URL providers reach"
+        );
+    }
+
+    // Every task below observes this; `shutdown` only flips it.
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(16);
     let state = Arc::new(AppState {
@@ -133,50 +206,44 @@ pub async fn run(
         admin_token: settings.admin_token.clone(),
         public_url,
         ready: false.into(),
-        list_cache: std::sync::Mutex::new(None),
-        outcomes: std::sync::Mutex::new(Default::default()),
+        outcomes: Mutex::default(),
     });
 
-    let reload_task = tokio::spawn(reload_loop(
-        reloader,
-        reload_rx,
-        snapshot.clone(),
-        metrics.clone(),
-        shutdown.clone(),
+    let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    tasks.push((
+        "reload",
+        tokio::spawn(reload_loop(
+            Arc::new(Mutex::new(reloader)),
+            reload_rx,
+            snapshot.clone(),
+            metrics.clone(),
+            stop.clone(),
+        )),
     ));
-    let (watch_tx, mut watch_rx) = mpsc::channel::<()>(1);
+    let (watch_tx, watch_rx) = mpsc::channel::<()>(1);
     let _watcher = watcher::spawn(
         &settings.config_dir,
         settings.debounce,
         watch_tx,
-        shutdown.clone(),
+        stop.clone(),
     )
     .with_context(|| format!("watching {}", settings.config_dir.display()))?;
-    let forward = reload_tx.clone();
-    tokio::spawn(async move {
-        while watch_rx.recv().await.is_some() {
-            if forward
-                .send(ReloadRequest {
-                    cause: "watch",
-                    reply: None,
-                })
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    spawn_signal_handlers(reload_tx.clone());
+    tasks.push((
+        "watch",
+        tokio::spawn(forward_watch(watch_rx, reload_tx.clone(), stop.clone())),
+    ));
+    tasks.push(("sighup", tokio::spawn(sighup(reload_tx, stop.clone()))));
 
-    let admin_server = serve(admin, api::admin_router(state.clone()), shutdown.clone());
-    let public_server = serve(public, api::public_router(state.clone()), shutdown.clone());
+    let routers = routes(state.clone());
+    let admin_server = serve(listeners.admin, routers.admin, stop.clone());
+    let public_server = serve(listeners.public, routers.public, stop.clone());
     state.ready.store(true, Ordering::Release);
     tracing::info!(%admin_addr, %public_addr, config = %settings.config_dir.display(), "mailplug is serving");
     // A stable line on stdout that scripts and tests can wait for.
     println!("mailplug ready admin=http://{admin_addr} public=http://{public_addr}");
 
-    let _ = shutdown.wait_for(|stop| *stop).await;
+    let mut stopped = stop.clone();
+    let _ = stopped.wait_for(|s| *s).await;
     state.ready.store(false, Ordering::Release);
     tracing::info!(timeout = ?settings.shutdown_timeout, "shutting down: draining in-flight requests");
     let drained = tokio::time::timeout(settings.shutdown_timeout, async {
@@ -188,7 +255,13 @@ pub async fn run(
         tracing::warn!("shutdown timeout reached with requests still in flight");
     }
     // A reload in progress finishes (it only reads files); nothing is left half-applied.
-    let _ = tokio::time::timeout(Duration::from_secs(5), reload_task).await;
+    for (name, task) in tasks {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(task = name, error = %e, "task ended abnormally"),
+            Err(_) => tracing::warn!(task = name, "task did not stop within 5 s"),
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -196,12 +269,12 @@ pub async fn run(
 fn serve(
     listener: TcpListener,
     router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
+                let _ = stop.wait_for(|s| *s).await;
             })
             .await
     })
@@ -230,83 +303,158 @@ fn report(snapshot: &Snapshot, metrics: &Metrics, cause: &str) {
     );
 }
 
+/// One reload on the blocking pool. A panic is contained here: the reloader
+/// stays (its cache is reset), the live snapshot stays, and the failure is
+/// returned so the loop can count it and go on.
+async fn reload_once(reloader: &Arc<Mutex<Reloader>>) -> Result<Snapshot, ReloadFailure> {
+    let reloader = reloader.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        // A poisoned lock only means an earlier reload panicked; `recover`
+        // below already made the reloader safe to use again.
+        let mut guard = reloader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| guard.reload()));
+        if outcome.is_err() {
+            guard.recover();
+        }
+        outcome.map_err(|payload| panic_message(payload.as_ref()))
+    })
+    .await;
+    match joined {
+        Ok(Ok(snapshot)) => Ok(snapshot),
+        Ok(Err(message)) => Err(ReloadFailure::Panicked(message)),
+        Err(e) => Err(ReloadFailure::Panicked(e.to_string())),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
 async fn reload_loop(
-    mut reloader: Reloader,
+    reloader: Arc<Mutex<Reloader>>,
     mut requests: mpsc::Receiver<ReloadRequest>,
     live: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let first = tokio::select! {
             request = requests.recv() => request,
-            _ = shutdown.wait_for(|stop| *stop) => None,
+            _ = stop.wait_for(|s| *s) => None,
         };
-        let Some(first) = first else { return };
+        let Some(first) = first else { break };
         // Requests that queued up while we were busy are served by one reload.
         let mut batch = vec![first];
         while let Ok(more) = requests.try_recv() {
             batch.push(more);
         }
         let cause = batch[0].cause;
-        let result = tokio::task::spawn_blocking(move || {
-            let snapshot = reloader.reload();
-            (reloader, snapshot)
-        })
-        .await;
-        let Ok((back, snapshot)) = result else {
-            tracing::error!("reload task panicked; keeping the previous configuration");
-            return;
+        let outcome = match reload_once(&reloader).await {
+            Ok(snapshot) => {
+                report(&snapshot, &metrics, cause);
+                let snapshot = Arc::new(snapshot);
+                live.store(snapshot.clone());
+                Ok(snapshot)
+            }
+            Err(failure) => {
+                metrics
+                    .reloads
+                    .get_or_create(&vec![("result", "panic".to_owned())])
+                    .inc();
+                tracing::error!(cause, error = %failure, "reload panicked; keeping the previous configuration");
+                Err(failure)
+            }
         };
-        reloader = back;
-        report(&snapshot, &metrics, cause);
-        let snapshot = Arc::new(snapshot);
-        live.store(snapshot.clone());
         for request in batch {
             if let Some(reply) = request.reply {
-                let _ = reply.send(snapshot.clone());
+                let _ = reply.send(outcome.clone());
             }
+        }
+    }
+    // Whoever still waits learns why no reload comes.
+    requests.close();
+    while let Ok(request) = requests.try_recv() {
+        if let Some(reply) = request.reply {
+            let _ = reply.send(Err(ReloadFailure::ShuttingDown));
         }
     }
 }
 
-fn spawn_signal_handlers(reload: mpsc::Sender<ReloadRequest>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tokio::spawn(async move {
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot install SIGHUP handler");
-            return;
+async fn forward_watch(
+    mut changes: mpsc::Receiver<()>,
+    reload: mpsc::Sender<ReloadRequest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = stop.wait_for(|s| *s) => None,
         };
-        while hup.recv().await.is_some() {
-            if reload
-                .send(ReloadRequest {
-                    cause: "sighup",
-                    reply: None,
-                })
-                .await
-                .is_err()
-            {
-                break;
-            }
+        if change.is_none() {
+            return;
         }
-    });
+        let request = ReloadRequest {
+            cause: "watch",
+            reply: None,
+        };
+        if reload.send(request).await.is_err() {
+            return;
+        }
+    }
 }
 
-/// Flips `tx` to true on SIGTERM or SIGINT.
-pub fn shutdown_on_signals(tx: watch::Sender<bool>) {
+async fn sighup(reload: mpsc::Sender<ReloadRequest>, mut stop: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install SIGTERM/SIGINT handlers");
-            return;
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install SIGHUP handler");
+        return;
+    };
+    loop {
+        let got = tokio::select! {
+            got = hup.recv() => got,
+            _ = stop.wait_for(|s| *s) => None,
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+        if got.is_none() {
+            return;
         }
-        let _ = tx.send(true);
-    });
+        let request = ReloadRequest {
+            cause: "sighup",
+            reply: None,
+        };
+        if reload.send(request).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_base_urls_never_show_a_wildcard_address() {
+        let (url, warn) = public_base_url(None, "0.0.0.0:8080".parse().unwrap());
+        assert!(warn);
+        assert!(!url.contains("0.0.0.0"), "{url}");
+        assert!(url.ends_with(":8080"), "{url}");
+        let (url, warn) = public_base_url(None, "[::]:9000".parse().unwrap());
+        assert!(warn && !url.contains("[::]"), "{url}");
+        assert_eq!(
+            public_base_url(None, "127.0.0.1:8080".parse().unwrap()),
+            ("http://127.0.0.1:8080".to_owned(), false)
+        );
+        assert_eq!(
+            public_base_url(
+                Some("https://hooks.example.com/"),
+                "0.0.0.0:8080".parse().unwrap()
+            ),
+            ("https://hooks.example.com".to_owned(), false)
+        );
+    }
 }

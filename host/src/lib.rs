@@ -3,13 +3,16 @@
 //! The binary is a thin shell over this library so the integration tests and
 //! benchmarks drive the same code paths an operator does.
 
+pub mod address;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod event;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod providers;
 pub mod runtime;
+pub mod state;

@@ -22,7 +22,7 @@ mod transaction;
 mod wire;
 
 pub use classify::{Class, Classification, Stage};
-pub use from_config::{ConfigError, ProviderSmtp, target_for, target_for_provider};
+pub use from_config::{ConfigError, machine_hostname, target_for};
 pub use message::{MessageError, OutgoingMessage, new_message_id, test_message};
 pub use pool::{Delivery, Mailer};
 pub use probe::{ProbeOptions, ProbeReport, probe};

@@ -1,18 +1,20 @@
-//! Glue between validated connections, the plugin runtime and the SMTP
-//! transport: which providers exist (for `validate`), their options
-//! schemas, and turning a provider connection into an SMTP target through
-//! its plugin's `adapt-connection`.
+//! The provider catalog: the plugin runtime seen through the configuration
+//! layer's [`ProviderCatalog`] trait — which providers exist, their options
+//! schemas, and `adapt-connection`, which `config` calls while compiling a
+//! provider connection into its effective SMTP settings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use crate::config::diagnostic::Diagnostic;
 use crate::config::schema::CompiledSchema;
-use crate::config::{self, Connection, PluginRegistration, ProviderCatalog, SecretRef};
-use crate::mail::{self, ProviderSmtp, SmtpTarget};
+use crate::config::{
+    self, AdaptFailure, AdaptedSmtp, PasswordSource, PluginRegistration, ProviderCatalog,
+};
 use crate::runtime::{
-    self, PasswordSource, PluginLimits, PluginSource, Runtime, RuntimeOptions, SmtpOverrides,
-    WasmSource,
+    self, PluginLimits, PluginSource, Runtime, RuntimeOptions, SmtpOverrides, WasmSource,
 };
 
 /// The installed providers: first-party plugins plus `kind: Plugin`
@@ -69,16 +71,16 @@ impl Catalog {
     pub fn register(&mut self, registrations: &[&PluginRegistration]) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
         for reg in registrations {
-            if self.runtime.plugin(&reg.spec.id).is_some() {
+            if self.runtime.plugin(&reg.id).is_some() {
                 continue;
             }
             let source = PluginSource {
-                id: Some(reg.spec.id.clone()),
+                id: Some(reg.id.clone()),
                 wasm: WasmSource::Path(reg.wasm_path.clone()),
-                expected_sha256: Some(reg.spec.sha256.clone()),
+                expected_sha256: Some(reg.sha256.clone()),
                 limits: PluginLimits {
-                    memory_mib: reg.spec.limits.memory_mib,
-                    deadline_ms: reg.spec.limits.deadline_ms,
+                    memory_mib: reg.limits.memory_mib,
+                    deadline_ms: reg.limits.deadline_ms,
                 },
             };
             if let Err(e) = self.runtime.load(source) {
@@ -102,102 +104,22 @@ impl Catalog {
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
+}
 
-    /// The SMTP target of a connection: Custom SMTP directly, other providers
-    /// through their plugin's `adapt-connection` with the connection's
-    /// `smtp` fields on top.
-    pub fn smtp_target(&self, conn: &Connection) -> Result<SmtpTarget, AdaptError> {
-        if conn.spec.provider == "custom-smtp" {
-            return Ok(mail::target_for(conn)?);
-        }
-        let adapted = self.adapt(conn)?;
-        Ok(mail::target_for_provider(conn, adapted)?)
-    }
-
-    /// Calls the provider plugin's `adapt-connection` (no secret is resolved).
-    fn settings(&self, conn: &Connection) -> Result<runtime::SmtpSettings, AdaptError> {
-        let spec = &conn.spec;
-        let plugin = self
-            .runtime
-            .plugin(&spec.provider)
-            .ok_or_else(|| AdaptError::UnknownProvider(spec.provider.clone()))?;
-        let smtp = spec.smtp.clone().unwrap_or_default();
-        let overrides = SmtpOverrides {
-            host: smtp.host.clone(),
-            port: smtp.port,
-            security: smtp.security.map(|s| match s {
-                config::Security::Starttls => runtime::Security::Starttls,
-                config::Security::Tls => runtime::Security::Tls,
-                config::Security::None => runtime::Security::None,
-            }),
-            username: smtp.username.clone(),
-            has_password: smtp.password.is_some(),
-        };
-        let options = serde_json::to_string(&spec.options).unwrap_or_else(|_| "{}".to_owned());
-        match plugin.instance().adapt_connection(&options, &overrides)? {
-            Ok(settings) => Ok(settings),
-            Err(fields) => Err(AdaptError::Fields(
-                fields.into_iter().map(|f| (f.path, f.message)).collect(),
-            )),
-        }
-    }
-
-    fn adapt(&self, conn: &Connection) -> Result<ProviderSmtp, AdaptError> {
-        let spec = &conn.spec;
-        let smtp = spec.smtp.clone().unwrap_or_default();
-        let settings = self.settings(conn)?;
-        let base = conn.base_dir();
-        let secret = |r: &SecretRef| {
-            r.resolve(base)
-                .map_err(|e| AdaptError::Secret(format!("connection {}: {e}", spec.name)))
-        };
-        let password = match &settings.password {
-            PasswordSource::None => None,
-            PasswordSource::SmtpPassword => smtp.password.as_ref().map(secret).transpose()?,
-            PasswordSource::OptionsField(pointer) => {
-                let value = serde_json::to_value(&spec.options).unwrap_or_default();
-                let reference: SecretRef = value
-                    .pointer(pointer)
-                    .cloned()
-                    .and_then(|v| serde_json::from_value(v).ok())
-                    .ok_or_else(|| {
-                        AdaptError::Secret(format!("options{pointer} is not a secret reference"))
-                    })?;
-                Some(secret(&reference)?)
-            }
-        };
-        Ok(ProviderSmtp {
-            host: settings.host,
-            port: settings.port,
-            security: match settings.security {
-                runtime::Security::Starttls => config::Security::Starttls,
-                runtime::Security::Tls => config::Security::Tls,
-                runtime::Security::None => config::Security::None,
-            },
-            username: settings.username,
-            password,
-        })
+fn to_wit(s: config::Security) -> runtime::Security {
+    match s {
+        config::Security::Starttls => runtime::Security::Starttls,
+        config::Security::Tls => runtime::Security::Tls,
+        config::Security::None => runtime::Security::None,
     }
 }
 
-/// Why a connection could not be turned into an SMTP target.
-#[derive(Debug, thiserror::Error)]
-pub enum AdaptError {
-    /// No plugin with the connection's provider id.
-    #[error("unknown provider `{0}`")]
-    UnknownProvider(String),
-    /// The plugin refused the settings.
-    #[error("the provider plugin refused the settings: {}", .0.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; "))]
-    Fields(Vec<(String, String)>),
-    /// A secret did not resolve.
-    #[error("{0}")]
-    Secret(String),
-    /// The plugin call failed (trap, deadline...).
-    #[error(transparent)]
-    Plugin(#[from] runtime::PluginError),
-    /// The resulting settings are unusable.
-    #[error(transparent)]
-    Config(#[from] mail::ConfigError),
+fn from_wit(s: runtime::Security) -> config::Security {
+    match s {
+        runtime::Security::Starttls => config::Security::Starttls,
+        runtime::Security::Tls => config::Security::Tls,
+        runtime::Security::None => config::Security::None,
+    }
 }
 
 impl ProviderCatalog for Catalog {
@@ -216,13 +138,46 @@ impl ProviderCatalog for Catalog {
             .collect()
     }
 
-    /// Empty when the plugin accepts the settings, or when the call itself
-    /// failed: that is reported when the connection is used.
-    fn adapt_errors(&self, conn: &Connection) -> Vec<(String, String)> {
-        match self.settings(conn) {
-            Err(AdaptError::Fields(fields)) => fields,
-            _ => Vec::new(),
-        }
+    /// Calls the plugin's `adapt-connection`; no secret is resolved or
+    /// passed, only whether `smtp.password` is set.
+    fn adapt(
+        &self,
+        id: &str,
+        options: &BTreeMap<String, Value>,
+        overrides: &config::SmtpOverrides,
+    ) -> Result<AdaptedSmtp, AdaptFailure> {
+        let plugin = self
+            .runtime
+            .plugin(id)
+            .ok_or_else(|| AdaptFailure::Failed(format!("no plugin `{id}` is loaded")))?;
+        let wit = SmtpOverrides {
+            host: overrides.host.clone(),
+            port: overrides.port,
+            security: overrides.security.map(to_wit),
+            username: overrides.username.clone(),
+            has_password: overrides.has_password,
+        };
+        let options = serde_json::to_string(options).unwrap_or_else(|_| "{}".to_owned());
+        let settings = match plugin.instance().adapt_connection(&options, &wit) {
+            Ok(Ok(settings)) => settings,
+            Ok(Err(fields)) => {
+                return Err(AdaptFailure::Fields(
+                    fields.into_iter().map(|f| (f.path, f.message)).collect(),
+                ));
+            }
+            Err(e) => return Err(AdaptFailure::Failed(e.to_string())),
+        };
+        Ok(AdaptedSmtp {
+            host: settings.host,
+            port: settings.port,
+            security: from_wit(settings.security),
+            username: settings.username,
+            password: match settings.password {
+                runtime::PasswordSource::None => PasswordSource::None,
+                runtime::PasswordSource::SmtpPassword => PasswordSource::SmtpPassword,
+                runtime::PasswordSource::OptionsField(p) => PasswordSource::OptionsField(p),
+            },
+        })
     }
 }
 
@@ -236,7 +191,7 @@ pub fn load_config(
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<(config::Loaded, Catalog)> {
     let mut catalog = Catalog::builtins(cache_dir)?;
-    let mut loaded = config::load(paths, opts, Some(&catalog));
+    let mut loaded = config::load(paths, opts, &catalog);
     let registrations: Vec<PluginRegistration> = loaded
         .files
         .iter()
@@ -247,7 +202,7 @@ pub fn load_config(
         return Ok((loaded, catalog));
     }
     let problems = catalog.register(&registrations.iter().collect::<Vec<_>>());
-    loaded = config::load(paths, opts, Some(&catalog));
+    loaded = config::load(paths, opts, &catalog);
     for problem in problems {
         if let Some(file) = loaded.files.iter_mut().find(|f| f.path == problem.file) {
             file.diagnostics.push(problem);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
+use crate::digest::sha256_hex;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -158,14 +158,6 @@ impl std::fmt::Debug for Runtime {
             .field("plugins", &self.plugins.keys())
             .finish_non_exhaustive()
     }
-}
-
-/// sha256 of `bytes`, lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl Runtime {

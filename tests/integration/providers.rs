@@ -10,7 +10,7 @@ use crate::plugins::guest;
 use crate::support::{run_in, tree};
 
 fn sha256(path: &Path) -> String {
-    mailplug::runtime::sha256_hex(&std::fs::read(path).unwrap())
+    mailplug::digest::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 fn registration(wasm: &Path, sha: &str) -> String {

@@ -10,58 +10,49 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{AppState, error};
-use crate::config::Connection;
-use crate::daemon::ReloadRequest;
-use crate::daemon::reload::Snapshot;
+use super::error;
+use crate::config::{Connection, SecretRef};
+use crate::state::{AppState, ReloadFailure, ReloadRequest, Snapshot};
 
 fn unix_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The webhook endpoint URL of a connection.
-pub fn webhook_url(state: &AppState, name: &str) -> String {
-    format!("{}/webhooks/{name}", state.public_url.trim_end_matches('/'))
-}
-
 fn summary(state: &AppState, c: &Connection) -> Value {
     json!({
-        "name": c.spec.name,
-        "display_name": c.spec.display_name.as_deref().unwrap_or(&c.spec.name),
-        "provider": c.spec.provider,
-        "from": c.spec.from,
-        "workspaces": c.spec.workspaces,
-        "webhook_url": webhook_url(state, &c.spec.name),
+        "name": c.name,
+        "display_name": c.display_name,
+        "provider": c.provider.id(),
+        "from": { "name": c.from.name, "email": c.from.email.to_string() },
+        "workspaces": c.workspaces,
+        "webhook_url": state.webhook_url(&c.name),
         "source": c.source.to_string(),
     })
 }
 
 fn detail(state: &AppState, c: &Connection) -> Value {
     let mut v = summary(state, c);
-    let smtp = c.spec.smtp.clone().unwrap_or_default();
-    let custom = c.spec.provider == "custom-smtp";
     // Secrets are shown only as where they come from.
-    let redacted = |s: &Option<crate::config::SecretRef>| {
-        s.as_ref().map(|r| format!("<redacted: {}>", r.describe()))
-    };
+    let redacted = |s: Option<&SecretRef>| s.map(|r| format!("<redacted: {}>", r.describe()));
+    let smtp = &c.smtp;
     v["smtp"] = json!({
         "host": smtp.host,
-        "port": if custom { Some(smtp.effective_port()) } else { smtp.port },
-        "security": if custom { Some(smtp.effective_security().as_str()) } else { smtp.security.map(|s| s.as_str()) },
+        "port": smtp.port,
+        "security": smtp.security.as_str(),
         "username": smtp.username,
-        "password": redacted(&smtp.password),
+        "password": redacted(smtp.password.as_ref().map(|p| &p.secret)),
+        "password_field": smtp.password.as_ref().map(|p| p.pointer.clone()),
         "tls": {
-            "ca_file": smtp.tls.as_ref().and_then(|t| t.ca_file.clone()),
-            "verify": smtp.tls.as_ref().and_then(|t| t.verify).unwrap_or(true),
+            "ca_file": smtp.ca_file,
+            "verify": smtp.verify_tls,
         },
         "helo_name": smtp.helo_name,
         "allow_insecure_auth": smtp.allow_insecure_auth,
     });
-    v["options"] = json!(c.spec.options);
-    v["webhook"] =
-        json!({ "secret": redacted(&c.spec.webhook.as_ref().and_then(|w| w.secret.clone())) });
-    v["limits"] = json!(c.spec.limits);
+    v["options"] = json!(c.options);
+    v["webhook"] = json!({ "secret": redacted(c.webhook.secret.as_ref()) });
+    v["limits"] = json!(c.limits);
     v
 }
 
@@ -140,8 +131,17 @@ pub(super) async fn reload(State(state): State<Arc<AppState>>) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     match tokio::time::timeout(Duration::from_secs(60), rx).await {
-        Ok(Ok(snapshot)) => Json(status_json(&snapshot)).into_response(),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "reload did not complete"),
+        Ok(Ok(Ok(snapshot))) => Json(status_json(&snapshot)).into_response(),
+        Ok(Ok(Err(failure @ ReloadFailure::Panicked(_)))) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string())
+        }
+        Ok(Ok(Err(ReloadFailure::ShuttingDown)) | Err(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload did not complete within 60 s",
+        ),
     }
 }
 

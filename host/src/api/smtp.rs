@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, error};
+use super::error;
 use crate::mail::{self, Classification, ProbeOptions, SmtpTarget};
+use crate::state::AppState;
 
 /// Body of `POST .../check` (optional).
 #[derive(Debug, Default, Deserialize)]
@@ -33,15 +34,6 @@ struct TestRequest {
     to: String,
 }
 
-/// The last check and test outcome of one connection.
-#[derive(Debug, Default, Clone)]
-pub struct LastOutcomes {
-    /// Last `check`.
-    pub check: Option<Value>,
-    /// Last `test`.
-    pub test: Option<Value>,
-}
-
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<Option<T>, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -55,17 +47,15 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<Option<T>, Box<Re
 }
 
 fn valid_address(addr: &str) -> Result<(), Box<Response>> {
-    addr.parse::<lettre::Address>().map(|_| ()).map_err(|_| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("`{addr}` is not a valid email address"),
-        ))
-    })
+    crate::address::parse(addr)
+        .map(|_| ())
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))
 }
 
-/// Resolves the connection's SMTP target from the snapshot the request
-/// started with. Provider connections call their plugin (synchronous wasm),
-/// so this runs on the blocking pool.
+/// The connection's SMTP target, from the snapshot the request started
+/// with. Every setting was compiled at reload (provider plugins included);
+/// only the password reference is resolved here, on the blocking pool (a
+/// `file:` secret is a filesystem read).
 async fn target(state: &AppState, name: &str) -> Result<SmtpTarget, Box<Response>> {
     let snapshot = state.snapshot.load_full();
     let Some(conn) = snapshot.connections.get(name).cloned() else {
@@ -74,11 +64,10 @@ async fn target(state: &AppState, name: &str) -> Result<SmtpTarget, Box<Response
             format!("no connection named `{name}`"),
         )));
     };
-    let resolved = tokio::task::spawn_blocking(move || snapshot.catalog.smtp_target(&conn))
+    let target = tokio::task::spawn_blocking(move || mail::target_for(&conn))
         .await
-        .map_err(|e| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))?;
-    let target =
-        resolved.map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
+        .map_err(|e| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))?
+        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;
     target
         .validate()
         .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))?;

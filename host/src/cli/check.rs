@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     if let Some(rcpt) = &args.rcpt
-        && rcpt.parse::<lettre::Address>().is_err()
+        && crate::address::parse(rcpt).is_err()
     {
         eprintln!("mailplug: --rcpt {rcpt:?} is not a valid email address");
         return Ok(exit::USAGE);
@@ -144,7 +144,7 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
         eprintln!("mailplug: {}: {e}", config_path.display());
         return Err(exit::CONFIG);
     }
-    let (loaded, catalog) = match providers::load_config(
+    let (loaded, _catalog) = match providers::load_config(
         &[config_path.to_path_buf()],
         &LoadOptions::default(),
         providers::default_cache_dir(),
@@ -164,7 +164,7 @@ pub(crate) fn load_target(config_path: &Path, name: &str) -> Result<SmtpTarget, 
         {
             eprintln!("{d}");
         }
-        let target = catalog.smtp_target(conn).map_err(|e| {
+        let target = mail::target_for(conn).map_err(|e| {
             eprintln!("mailplug: {e}");
             exit::CONFIG
         })?;

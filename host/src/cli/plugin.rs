@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use crate::config::SecretRef;
 use crate::runtime::{
     Clock, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime, RuntimeOptions,
     VerifyError, WasmSource, WebhookRequest,
@@ -213,17 +214,13 @@ fn inspect(runtime: &Runtime, id: &str) -> anyhow::Result<u8> {
     Ok(super::exit::OK)
 }
 
+/// `--secret env:NAME | file:PATH | VALUE`, resolved by the same rules as a
+/// connection's secret references (relative files from the working directory).
 fn resolve_secret(reference: &str) -> anyhow::Result<String> {
-    if let Some(name) = reference.strip_prefix("env:") {
-        std::env::var(name)
-            .with_context(|| format!("secret reference env:{name}: variable not set"))
-    } else if let Some(path) = reference.strip_prefix("file:") {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("secret reference file:{path}"))?;
-        Ok(text.trim_end_matches(['\r', '\n']).to_owned())
-    } else {
-        Ok(reference.to_owned())
-    }
+    let secret = SecretRef::from_flag(reference)
+        .resolve(Path::new("."))
+        .with_context(|| format!("--secret {}", SecretRef::from_flag(reference).describe()))?;
+    Ok(secret.expose().to_owned())
 }
 
 fn request(test: &TestArgs) -> anyhow::Result<WebhookRequest> {

@@ -1,11 +1,13 @@
-//! `mailplug serve`: runs the daemon.
+//! `mailplug serve`: binds the listeners and runs the daemon with the API
+//! routes until SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api;
 use crate::cli::exit;
-use crate::daemon::{self, Settings, StartError};
+use crate::daemon::{self, Listeners, Settings, StartError};
 use crate::logging::{self, LogFormat};
 
 /// Flags of `mailplug serve`; each also reads an environment variable.
@@ -63,9 +65,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        daemon::shutdown_on_signals(tx);
-        daemon::run(settings, rx).await
+        daemon::check_settings(&settings)?;
+        let listeners = Listeners::bind(&settings).await?;
+        daemon::run(settings, listeners, api::routers, daemon::shutdown_signal()).await
     });
     // Background blocking work (a reload in progress) must not delay exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -82,5 +84,106 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             Ok(exit::CONFIG)
         }
         Err(StartError::Other(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The daemon wired as `serve` wires it, in process on port 0.
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::daemon::reload::test_hooks;
+
+    fn connection(host: &str) -> String {
+        format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: a\nsmtp: {{ host: {host} }}\nfrom: {{ email: a@example.com }}\n"
+        )
+    }
+
+    fn settings(dir: &Path, data: &Path) -> Settings {
+        Settings {
+            config_dir: dir.to_path_buf(),
+            listen_admin: "127.0.0.1:0".parse().unwrap(),
+            listen_public: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.to_path_buf(),
+            public_url: None,
+            admin_token: None,
+            strict: false,
+            // Long enough that only the API triggers reloads in this test.
+            debounce: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// `(status, body)` of a request to the admin listener.
+    async fn call(admin: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let url = format!("http://{admin}{path}");
+        let method = method.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let response = if method == "POST" {
+                agent.post(&url).send_empty()
+            } else {
+                agent.get(&url).call()
+            };
+            let mut response = response.unwrap();
+            let status = response.status().as_u16();
+            (status, response.body_mut().read_to_string().unwrap())
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_reload_is_counted_and_the_next_reload_applies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("conf");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), connection("one.example.com")).unwrap();
+        let settings = settings(&dir, &tmp.path().join("data"));
+        let listeners = Listeners::bind(&settings).await.unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(daemon::run(settings, listeners, api::routers, async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..200 {
+            if call(admin, "GET", "/readyz").await.0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        test_hooks::panic_next_reload(&dir);
+        std::fs::write(dir.join("a.yaml"), connection("two.example.com")).unwrap();
+        let (status, body) = call(admin, "POST", "/v1/reload").await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("previous configuration stays live"), "{body}");
+        let (_, live) = call(admin, "GET", "/v1/connections/a").await;
+        assert!(live.contains("one.example.com"), "{live}");
+        let (_, metrics) = call(admin, "GET", "/metrics").await;
+        assert!(
+            metrics.contains("mailplug_config_reloads_total{result=\"panic\"} 1"),
+            "{metrics}"
+        );
+
+        // The reload task survived: the next reload applies the edit.
+        let (status, body) = call(admin, "POST", "/v1/reload").await;
+        assert_eq!(status, 200, "{body}");
+        let (_, live) = call(admin, "GET", "/v1/connections/a").await;
+        assert!(live.contains("two.example.com"), "{live}");
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), daemon)
+            .await
+            .expect("daemon stops")
+            .unwrap()
+            .unwrap();
     }
 }

@@ -1,13 +1,23 @@
-//! Semantic checks the schema cannot express: port vs security, credentials
-//! over plaintext, sender syntax, literal secrets, resolvable references.
+//! Semantic checks the schema cannot express — port vs security, credentials
+//! over plaintext, sender syntax, literal secrets, resolvable references,
+//! the provider's own options schema and field errors — and the effective
+//! SMTP settings they establish.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde::Deserialize as _;
+use serde_json::Value;
+
+use super::LoadOptions;
+use super::catalog::{AdaptFailure, PasswordSource, ProviderCatalog, SmtpOverrides};
+use super::compile::Sections;
+use super::connection::{Mailbox, PasswordRef, Provider, Security, Smtp, effective_port_security};
 use super::diagnostic::{Diagnostic, did_you_mean};
-use super::model::{ConnectionSpec, PluginSpec, Security, SmtpSpec};
+use super::model::{FromSpec, PluginSpec, SmtpSpec};
 use super::secret::SecretRef;
 use super::yaml::Document;
-use super::{LoadOptions, ProviderCatalog};
+use crate::address::{self, AddressError};
 
 /// Context shared by the checks of one document.
 pub(super) struct Ctx<'a> {
@@ -15,30 +25,55 @@ pub(super) struct Ctx<'a> {
     pub doc: &'a Document,
     pub opts: &'a LoadOptions,
     pub out: &'a mut Vec<Diagnostic>,
+    /// Diagnostics before this index belong to earlier documents.
+    pub before: usize,
 }
 
 impl Ctx<'_> {
+    fn push(&mut self, d: Diagnostic, hint: Option<&str>) {
+        self.out.push(match hint {
+            Some(h) => d.with_hint(h),
+            None => d,
+        });
+    }
+
     fn error(&mut self, pointer: &str, message: impl Into<String>, hint: Option<&str>) {
-        let mut d = Diagnostic::error(self.file, self.doc.value_pos(pointer), pointer, message);
-        if let Some(h) = hint {
-            d = d.with_hint(h);
-        }
-        self.out.push(d);
+        let d = Diagnostic::error(self.file, self.doc.value_pos(pointer), pointer, message);
+        self.push(d, hint);
+    }
+
+    /// An error about a field that is missing: located at its parent's key.
+    fn missing(&mut self, parent: &str, message: impl Into<String>, hint: Option<&str>) {
+        let d = Diagnostic::error(self.file, self.doc.key_pos(parent), parent, message);
+        self.push(d, hint);
     }
 
     fn warning(&mut self, pointer: &str, message: impl Into<String>, hint: Option<&str>) {
-        let mut d = Diagnostic::warning(self.file, self.doc.value_pos(pointer), pointer, message);
-        if let Some(h) = hint {
-            d = d.with_hint(h);
-        }
+        let d = Diagnostic::warning(self.file, self.doc.value_pos(pointer), pointer, message);
+        self.push(d, hint);
+    }
+
+    /// Whether this document has errors so far.
+    pub fn has_errors(&self) -> bool {
+        self.out[self.before..].iter().any(Diagnostic::is_error)
+    }
+
+    /// The schema and the serde types disagree: a bug, reported, not a panic.
+    pub fn internal(&mut self, what: &str) {
+        let d = Diagnostic::error(
+            self.file,
+            self.doc.start,
+            "",
+            format!("invalid document ({what})"),
+        );
         self.out.push(d);
     }
 
-    fn base_dir(&self) -> &Path {
+    pub fn base_dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new("."))
     }
 
-    fn secret(&mut self, pointer: &str, secret: &SecretRef) {
+    pub fn secret(&mut self, pointer: &str, secret: &SecretRef) {
         if secret.is_literal() {
             self.warning(
                 pointer,
@@ -54,84 +89,180 @@ impl Ctx<'_> {
     }
 }
 
-/// Checks one connection that already passed the schema.
-pub(super) fn connection(
+/// The provider, when it is installed and its `options` pass its schema.
+pub(super) fn provider(
     ctx: &mut Ctx<'_>,
-    spec: &ConnectionSpec,
-    catalog: Option<&dyn ProviderCatalog>,
-) {
-    provider(ctx, spec, catalog);
-    if let Some(smtp) = &spec.smtp {
-        smtp_settings(ctx, smtp, spec.provider == "custom-smtp");
+    s: &Sections,
+    catalog: &dyn ProviderCatalog,
+) -> Option<Provider> {
+    let id = s.provider.as_deref()?;
+    if !catalog.is_known(id) {
+        let ids = catalog.ids();
+        let hint = match did_you_mean(id, ids.iter().map(String::as_str)) {
+            Some(m) => format!("did you mean `{m}`?"),
+            None => format!("installed providers: {}", ids.join(", ")),
+        };
+        ctx.error("/provider", format!("unknown provider `{id}`"), Some(&hint));
+        return None;
     }
-    sender(ctx, spec);
-    if let Some(secret) = spec.webhook.as_ref().and_then(|w| w.secret.as_ref()) {
-        ctx.secret("/webhook/secret", secret);
+    let before = ctx.out.len();
+    if let Some(schema) = catalog.options_schema(id) {
+        schema.check(ctx.file, ctx.doc, "/options", ctx.out);
     }
-    let mut seen = std::collections::HashSet::new();
-    for (i, w) in spec.workspaces.iter().enumerate() {
-        if !seen.insert(w) {
-            ctx.warning(
-                &format!("/workspaces/{i}"),
-                format!("workspace `{w}` is listed twice"),
-                None,
+    if ctx.out[before..].iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    Some(Provider::from_id(id))
+}
+
+/// Checks the `smtp:` section and works out the effective settings: the
+/// host's rule for Custom SMTP, the plugin's `adapt-connection` answer
+/// with the explicit fields on top for every other provider.
+pub(super) fn smtp(
+    ctx: &mut Ctx<'_>,
+    provider: &Provider,
+    spec: Option<&SmtpSpec>,
+    options: Option<&BTreeMap<String, Value>>,
+    catalog: &dyn ProviderCatalog,
+) -> Option<Smtp> {
+    let default = SmtpSpec::default();
+    let explicit = spec.unwrap_or(&default);
+    let custom = *provider == Provider::CustomSmtp;
+    let before = ctx.out.len();
+    explicit_pair(ctx, explicit);
+    if custom {
+        credentials_pairing(ctx, explicit);
+    }
+    if let Some(password) = &explicit.password {
+        ctx.secret("/smtp/password", password);
+    }
+    tls(ctx, explicit);
+    let explicit_ok = !ctx.out[before..].iter().any(Diagnostic::is_error);
+
+    let smtp_password = explicit.password.clone().map(|secret| PasswordRef {
+        secret,
+        pointer: "/smtp/password".to_owned(),
+    });
+    let (host, port, security, username, password) = match provider {
+        Provider::CustomSmtp => {
+            let Some(host) = explicit.host.clone() else {
+                let parent = if spec.is_some() { "/smtp" } else { "" };
+                ctx.missing(
+                    parent,
+                    "missing required field `smtp.host` for provider `custom-smtp`",
+                    Some("add `smtp: { host: ..., port: ..., security: ... }`, or set `provider:` to a named provider"),
+                );
+                return None;
+            };
+            let (port, security) = effective_port_security(explicit.port, explicit.security);
+            (
+                host,
+                port,
+                security,
+                explicit.username.clone(),
+                smtp_password,
+            )
+        }
+        // Field errors in `smtp:` would only be reported twice by the plugin.
+        Provider::Plugin(_) if !explicit_ok => return None,
+        Provider::Plugin(id) => {
+            let options = options?;
+            let overrides = SmtpOverrides {
+                host: explicit.host.clone(),
+                port: explicit.port,
+                security: explicit.security,
+                username: explicit.username.clone(),
+                has_password: explicit.password.is_some(),
+            };
+            let adapted = match catalog.adapt(id, options, &overrides) {
+                Ok(a) => a,
+                Err(AdaptFailure::Fields(fields)) => {
+                    for (pointer, message) in fields {
+                        ctx.error(&pointer, format!("provider `{id}`: {message}"), None);
+                    }
+                    return None;
+                }
+                Err(AdaptFailure::Failed(reason)) => {
+                    ctx.error(
+                        "/provider",
+                        format!("provider `{id}`: adapt-connection failed: {reason}"),
+                        Some("the plugin could not turn these settings into SMTP; see its documentation (`mailplug plugin inspect`)"),
+                    );
+                    return None;
+                }
+            };
+            let password = match (smtp_password, adapted.password) {
+                (Some(p), _) => Some(p),
+                (None, PasswordSource::None | PasswordSource::SmtpPassword) => None,
+                (None, PasswordSource::OptionsField(field)) => {
+                    Some(options_secret(ctx, id, options, &field)?)
+                }
+            };
+            (
+                explicit.host.clone().unwrap_or(adapted.host),
+                explicit.port.unwrap_or(adapted.port),
+                explicit.security.unwrap_or(adapted.security),
+                explicit.username.clone().or(adapted.username),
+                password,
+            )
+        }
+    };
+    plaintext_credentials(
+        ctx,
+        explicit,
+        security,
+        username.is_some() || password.is_some(),
+    );
+    let tls = explicit.tls.clone().unwrap_or_default();
+    let base = ctx.base_dir().to_path_buf();
+    Some(Smtp {
+        host,
+        port,
+        security,
+        username,
+        password,
+        ca_file: tls
+            .ca_file
+            .map(|p| if p.is_absolute() { p } else { base.join(p) }),
+        verify_tls: tls.verify.unwrap_or(true),
+        helo_name: explicit.helo_name.clone(),
+        allow_insecure_auth: explicit.allow_insecure_auth,
+    })
+}
+
+/// The secret reference a plugin designated inside `options`.
+fn options_secret(
+    ctx: &mut Ctx<'_>,
+    id: &str,
+    options: &BTreeMap<String, Value>,
+    field: &str,
+) -> Option<PasswordRef> {
+    let pointer = format!("/options{field}");
+    let tree = Value::Object(
+        options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    let node = tree.pointer(field);
+    match node.map(SecretRef::deserialize) {
+        Some(Ok(secret)) => {
+            ctx.secret(&pointer, &secret);
+            Some(PasswordRef { secret, pointer })
+        }
+        _ => {
+            ctx.error(
+                &pointer,
+                format!("provider `{id}` reads the SMTP password from here, but it is not a secret reference"),
+                Some("write `{ env: NAME }` or `{ file: PATH }`"),
             );
+            None
         }
     }
 }
 
-fn provider(ctx: &mut Ctx<'_>, spec: &ConnectionSpec, catalog: Option<&dyn ProviderCatalog>) {
-    if spec.provider == "custom-smtp" && spec.smtp.as_ref().and_then(|s| s.host.as_ref()).is_none()
-    {
-        let pointer = if spec.smtp.is_some() { "/smtp" } else { "" };
-        ctx.error(
-            pointer,
-            "missing required field `smtp.host` for provider `custom-smtp`",
-            Some("add `smtp: { host: ..., port: ..., security: ... }`, or set `provider:` to a named provider"),
-        );
-    }
-    let Some(catalog) = catalog else { return };
-    if !catalog.is_known(&spec.provider) {
-        let ids = catalog.ids();
-        let hint = match did_you_mean(&spec.provider, ids.iter().map(String::as_str)) {
-            Some(m) => format!("did you mean `{m}`?"),
-            None => format!("installed providers: {}", ids.join(", ")),
-        };
-        ctx.error(
-            "/provider",
-            format!("unknown provider `{}`", spec.provider),
-            Some(&hint),
-        );
-        return;
-    }
-    let before = ctx.out.len();
-    if let Some(schema) = catalog.options_schema(&spec.provider) {
-        schema.check(ctx.file, ctx.doc, "/options", ctx.out);
-    }
-    if spec.provider == "custom-smtp" || ctx.out[before..].iter().any(Diagnostic::is_error) {
-        return;
-    }
-    // Ask the plugin itself: it knows which settings it can turn into SMTP.
-    let conn = super::Connection {
-        spec: spec.clone(),
-        source: super::SourceLocation {
-            file: ctx.file.to_path_buf(),
-            line: ctx.doc.start.line,
-            column: ctx.doc.start.col,
-        },
-    };
-    for (pointer, message) in catalog.adapt_errors(&conn) {
-        ctx.error(
-            &pointer,
-            format!("provider `{}`: {message}", spec.provider),
-            None,
-        );
-    }
-}
-
-/// `complete` is true when these are the full settings (custom SMTP) rather
-/// than overrides of what a provider plugin fills in.
-fn smtp_settings(ctx: &mut Ctx<'_>, smtp: &SmtpSpec, complete: bool) {
+/// Explicit port/security pairs that cannot work.
+fn explicit_pair(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
     match (smtp.port, smtp.security) {
         (Some(465), Some(Security::Starttls)) => ctx.error(
             "/smtp/security",
@@ -159,30 +290,11 @@ fn smtp_settings(ctx: &mut Ctx<'_>, smtp: &SmtpSpec, complete: bool) {
         ),
         _ => {}
     }
-    let plaintext = smtp.security == Some(Security::None);
-    let has_credentials = smtp.username.is_some() || smtp.password.is_some();
-    if plaintext && has_credentials {
-        if smtp.allow_insecure_auth {
-            ctx.warning(
-                "/smtp/allow_insecure_auth",
-                "credentials will be sent unencrypted (`security: none` with `allow_insecure_auth: true`)",
-                Some("only acceptable for a relay on a trusted local network"),
-            );
-        } else {
-            let pointer = if smtp.password.is_some() {
-                "/smtp/password"
-            } else {
-                "/smtp/username"
-            };
-            ctx.error(
-                pointer,
-                "credentials with `security: none` would be sent unencrypted",
-                Some("use `security: starttls` or `tls`, or set `allow_insecure_auth: true` for a trusted local relay"),
-            );
-        }
-    }
+}
+
+/// Custom SMTP logs in with both fields or neither (providers may fill one in).
+fn credentials_pairing(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
     match (&smtp.username, &smtp.password) {
-        _ if !complete => {}
         (Some(_), None) => ctx.error(
             "/smtp/username",
             "`username` without `password`",
@@ -193,66 +305,117 @@ fn smtp_settings(ctx: &mut Ctx<'_>, smtp: &SmtpSpec, complete: bool) {
         (None, Some(_)) => ctx.error("/smtp/password", "`password` without `username`", None),
         _ => {}
     }
-    if let Some(password) = &smtp.password {
-        ctx.secret("/smtp/password", password);
-    }
-    if let Some(tls) = &smtp.tls {
-        if tls.verify == Some(false) {
+}
+
+fn plaintext_credentials(
+    ctx: &mut Ctx<'_>,
+    smtp: &SmtpSpec,
+    security: Security,
+    has_credentials: bool,
+) {
+    if security != Security::None || !has_credentials {
+        if smtp.allow_insecure_auth && security != Security::None {
             ctx.warning(
-                "/smtp/tls/verify",
-                "TLS certificate verification is disabled; anyone on the path can impersonate the server",
-                Some("add the server's CA with `tls.ca_file` instead"),
-            );
-        }
-        if plaintext {
-            ctx.warning(
-                "/smtp/tls",
-                "`tls` settings have no effect with `security: none`",
+                "/smtp/allow_insecure_auth",
+                "`allow_insecure_auth` has no effect unless `security: none`",
                 None,
             );
         }
-        if let Some(ca) = &tls.ca_file
-            && ctx.opts.check_secrets
-            && let Err(e) = std::fs::metadata(ctx.base_dir().join(ca))
-        {
-            ctx.error(
-                "/smtp/tls/ca_file",
-                format!("cannot read CA file {}: {e}", ca.display()),
-                None,
-            );
-        }
+        return;
     }
-    if smtp.allow_insecure_auth && !plaintext {
+    if smtp.allow_insecure_auth {
         ctx.warning(
             "/smtp/allow_insecure_auth",
-            "`allow_insecure_auth` has no effect unless `security: none`",
+            "credentials will be sent unencrypted (`security: none` with `allow_insecure_auth: true`)",
+            Some("only acceptable for a relay on a trusted local network"),
+        );
+    } else {
+        let pointer = if smtp.password.is_some() {
+            "/smtp/password"
+        } else if smtp.username.is_some() {
+            "/smtp/username"
+        } else {
+            "/smtp/security"
+        };
+        ctx.error(
+            pointer,
+            "credentials with `security: none` would be sent unencrypted",
+            Some("use `security: starttls` or `tls`, or set `allow_insecure_auth: true` for a trusted local relay"),
+        );
+    }
+}
+
+fn tls(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
+    let Some(tls) = &smtp.tls else { return };
+    if tls.verify == Some(false) {
+        ctx.warning(
+            "/smtp/tls/verify",
+            "TLS certificate verification is disabled; anyone on the path can impersonate the server",
+            Some("add the server's CA with `tls.ca_file` instead"),
+        );
+    }
+    if smtp.security == Some(Security::None) {
+        ctx.warning(
+            "/smtp/tls",
+            "`tls` settings have no effect with `security: none`",
+            None,
+        );
+    }
+    if let Some(ca) = &tls.ca_file
+        && ctx.opts.check_secrets
+        && let Err(e) = std::fs::metadata(ctx.base_dir().join(ca))
+    {
+        ctx.error(
+            "/smtp/tls/ca_file",
+            format!("cannot read CA file {}: {e}", ca.display()),
             None,
         );
     }
 }
 
-fn sender(ctx: &mut Ctx<'_>, spec: &ConnectionSpec) {
-    let email = spec.from.email.trim();
-    if email.contains('<') {
-        ctx.error(
-            "/from/email",
-            "`from.email` must be a bare address",
-            Some("put the display name in `from.name` and only `user@domain` in `from.email`"),
-        );
-    } else if !email_address::EmailAddress::is_valid(email)
-        || !email.contains('@')
-        || email != spec.from.email
-    {
-        ctx.error(
-            "/from/email",
-            format!("`{}` is not a valid email address", spec.from.email),
-            Some("expected `user@domain`, e.g. `news@example.com`"),
-        );
-    }
-    if let Some(name) = &spec.from.name
+/// The From identity, parsed.
+pub(super) fn sender(ctx: &mut Ctx<'_>, from: &FromSpec) -> Option<Mailbox> {
+    let mut ok = true;
+    if let Some(name) = &from.name
         && name.chars().any(|c| c == '\r' || c == '\n')
     {
         ctx.error("/from/name", "`from.name` must be a single line", None);
+        ok = false;
+    }
+    match address::parse(&from.email) {
+        Ok(email) => ok.then(|| Mailbox {
+            name: from.name.clone(),
+            email,
+        }),
+        Err(AddressError::NotBare(_)) => {
+            ctx.error(
+                "/from/email",
+                "`from.email` must be a bare address",
+                Some("put the display name in `from.name` and only `user@domain` in `from.email`"),
+            );
+            None
+        }
+        Err(AddressError::Invalid(_)) => {
+            ctx.error(
+                "/from/email",
+                format!("`{}` is not a valid email address", from.email),
+                Some("expected `user@domain`, e.g. `news@example.com`"),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn workspaces(ctx: &mut Ctx<'_>, workspaces: &[String]) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, w) in workspaces.iter().enumerate() {
+        if !seen.insert(w) {
+            ctx.warning(
+                &format!("/workspaces/{i}"),
+                format!("workspace `{w}` is listed twice"),
+                None,
+            );
+        }
     }
 }
 
@@ -261,7 +424,7 @@ pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
     let path = ctx.base_dir().join(&spec.path);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let actual = crate::runtime::sha256_hex(&bytes);
+            let actual = crate::digest::sha256_hex(&bytes);
             if actual != spec.sha256 {
                 ctx.error(
                     "/sha256",

@@ -1,5 +1,6 @@
-//! Raw configuration types as written in YAML; their doc comments become the
-//! JSON Schema descriptions operators see in their editors.
+//! Raw configuration types as written in YAML, private to `config/` (the rest
+//! of the host reads the compiled types of `connection`); their doc comments
+//! become the JSON Schema descriptions operators see in their editors.
 //!
 //! These types describe *shape* only. Cross-field rules (port vs security,
 //! credentials over plaintext, duplicate names) live in `check`.
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::connection::Security;
 use super::secret::SecretRef;
 
 /// The only configuration API version this build understands.
@@ -79,31 +81,7 @@ pub enum PluginKind {
 }
 
 fn default_provider() -> String {
-    "custom-smtp".to_owned()
-}
-
-/// How the SMTP session is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// Plain connection upgraded with STARTTLS, which is required: the
-    /// session fails if the server does not offer it (usually port 587).
-    Starttls,
-    /// Implicit TLS from the first byte (usually port 465).
-    Tls,
-    /// No encryption (local relays and development servers only).
-    None,
-}
-
-impl Security {
-    /// The YAML spelling of this mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starttls => "starttls",
-            Self::Tls => "tls",
-            Self::None => "none",
-        }
-    }
+    super::connection::CUSTOM_SMTP.to_owned()
 }
 
 /// SMTP server settings.
@@ -114,12 +92,14 @@ pub struct SmtpSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub host: Option<String>,
-    /// TCP port. Defaults to 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    /// TCP port. Defaults to 587 for `starttls`, 465 for `tls`, 25 for `none`
+    /// (587 when `security` is unset too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// Transport security: `starttls` (default, required STARTTLS), `tls`
-    /// (implicit TLS) or `none` (plaintext).
+    /// Transport security: `starttls` (required STARTTLS), `tls` (implicit
+    /// TLS) or `none` (plaintext). Defaults to `tls` on port 465 and to
+    /// `starttls` on any other port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Security>,
     /// Login for SMTP AUTH; omit for servers that need no authentication.
@@ -140,30 +120,6 @@ pub struct SmtpSpec {
     /// credentials sent in clear can be read by anyone on the path.
     #[serde(default)]
     pub allow_insecure_auth: bool,
-}
-
-impl Security {
-    /// The conventional port of this mode: 587 submission, 465 SMTPS, 25 SMTP.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Self::Starttls => 587,
-            Self::Tls => 465,
-            Self::None => 25,
-        }
-    }
-}
-
-impl SmtpSpec {
-    /// The security mode in effect (`starttls` unless set).
-    pub fn effective_security(&self) -> Security {
-        self.security.unwrap_or(Security::Starttls)
-    }
-
-    /// The port in effect (the mode's conventional port unless set).
-    pub fn effective_port(&self) -> u16 {
-        self.port
-            .unwrap_or_else(|| self.effective_security().default_port())
-    }
 }
 
 /// TLS certificate verification settings.
@@ -209,7 +165,8 @@ pub struct LimitsSpec {
     #[serde(default = "default_max_connections")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_connections: u32,
-    /// Maximum messages per second; unlimited when absent.
+    /// Maximum messages per second. Validated but not enforced yet: it is
+    /// reserved for the sending queue, which this build does not have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub per_second: Option<u32>,

@@ -31,18 +31,35 @@ impl CompiledSchema {
     }
 
     /// Validates `doc.value`, or the subtree at `base` (e.g. `/options`),
-    /// returning one diagnostic per violation.
-    pub fn check(&self, file: &Path, doc: &Document, base: &str, out: &mut Vec<Diagnostic>) {
+    /// pushing one diagnostic per violation. Returns the JSON Pointers of the
+    /// offending nodes (unknown keys, values of the wrong shape; not the
+    /// parents of missing fields), so later checks can run on the rest.
+    pub fn check(
+        &self,
+        file: &Path,
+        doc: &Document,
+        base: &str,
+        out: &mut Vec<Diagnostic>,
+    ) -> Vec<String> {
+        let mut invalid = Vec::new();
         let instance = if base.is_empty() {
             &doc.value
         } else {
             match doc.value.pointer(base) {
                 Some(v) => v,
-                None => return,
+                None => return invalid,
             }
         };
         for error in self.validator.iter_errors(instance) {
             let pointer = format!("{base}{}", error.instance_path().as_str());
+            match error.kind() {
+                ValidationErrorKind::Required { .. } => {}
+                ValidationErrorKind::AdditionalProperties { unexpected }
+                | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                    invalid.extend(unexpected.iter().map(|key| pointer_push(&pointer, key)))
+                }
+                _ => invalid.push(pointer.clone()),
+            }
             let local = error.instance_path().as_str().to_owned();
             // `masked` renders the message without the offending value, which
             // may be a secret.
@@ -58,6 +75,7 @@ impl CompiledSchema {
                 out,
             );
         }
+        invalid
     }
 }
 
@@ -180,7 +198,7 @@ fn step<'a>(root: &'a Value, node: &'a Value, token: &str, depth: usize) -> Opti
 fn subschema_at<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
     let mut node = root;
     for raw in pointer.split('/').skip(1) {
-        let token = raw.replace("~1", "/").replace("~0", "~");
+        let token = super::yaml::pointer_unescape(raw);
         node = step(root, node, &token, 0)?;
     }
     Some(deref(root, node))

@@ -95,6 +95,20 @@ impl SecretRef {
         }
     }
 
+    /// A reference given on the command line: `env:NAME`, `file:PATH`, or
+    /// the value itself.
+    pub fn from_flag(text: &str) -> Self {
+        if let Some(env) = text.strip_prefix("env:") {
+            Self::Env(EnvRef {
+                env: env.to_owned(),
+            })
+        } else if let Some(file) = text.strip_prefix("file:") {
+            Self::File(FileRef { file: file.into() })
+        } else {
+            Self::Literal(text.to_owned())
+        }
+    }
+
     /// Whether the secret is written inline in the configuration.
     pub fn is_literal(&self) -> bool {
         matches!(self, Self::Literal(_))

@@ -89,16 +89,21 @@ impl Document {
     }
 
     fn lookup(&self, pointer: &str, pick: impl Fn(&NodeSpan) -> Pos) -> Pos {
+        if let Some(span) = self.spans.get(pointer) {
+            return pick(span);
+        }
+        // A node that is not in the source (a missing field, or one inside
+        // an alias) is reported at the key of its nearest ancestor that is:
+        // `smtp:` for a missing `smtp.host`, which is where the operator
+        // adds it, rather than at the first child of `smtp`.
         let mut p = pointer;
-        loop {
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
             if let Some(span) = self.spans.get(p) {
-                return pick(span);
-            }
-            match p.rfind('/') {
-                Some(i) => p = &p[..i],
-                None => return self.start,
+                return span.key.unwrap_or(span.value);
             }
         }
+        self.start
     }
 }
 
@@ -115,6 +120,11 @@ pub fn pointer_push(base: &str, token: &str) -> String {
         }
     }
     out
+}
+
+/// Decodes one JSON Pointer reference token (`~1` → `/`, `~0` → `~`).
+pub fn pointer_unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
 }
 
 enum Frame {

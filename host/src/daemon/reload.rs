@@ -5,90 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-use serde::Serialize;
+use std::time::{Instant, SystemTime};
 
 use crate::config::diagnostic::Diagnostic;
 use crate::config::{self, Connection, FileReport, LoadOptions, PluginRegistration};
 use crate::providers::Catalog;
-
-/// Which version of a file is live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Live {
-    /// The file as it is on disk now.
-    Current,
-    /// The file is invalid now; its last valid version stays live.
-    LastGood,
-    /// The file is invalid and never was valid: nothing from it is live.
-    None,
-}
-
-/// State of one file in a snapshot.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileStatus {
-    /// Which version is live.
-    pub live: Live,
-    /// Errors in the current version.
-    pub errors: usize,
-    /// Warnings in the current version.
-    pub warnings: usize,
-}
-
-/// Outcome of one reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReloadResult {
-    /// Every file is valid and applied.
-    Ok,
-    /// Some files are invalid; the rest applied, the invalid ones keep their last good version.
-    Partial,
-}
-
-impl ReloadResult {
-    /// Label value for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Partial => "partial",
-        }
-    }
-}
-
-/// One immutable view of the whole validated configuration. Requests hold
-/// an `Arc` of the snapshot they started with, so a reload never mixes old
-/// and new settings within one operation.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Increases whenever the live configuration changes.
-    pub generation: u64,
-    /// Live connections by name.
-    pub connections: BTreeMap<String, Arc<Connection>>,
-    /// Live community plugin registrations by id.
-    pub plugins: BTreeMap<String, Arc<PluginRegistration>>,
-    /// Every file found, with which version of it is live.
-    pub files: BTreeMap<PathBuf, FileStatus>,
-    /// Current problems, as `mailplug validate` reports them.
-    pub diagnostics: Vec<Diagnostic>,
-    /// When this snapshot was built.
-    pub loaded_at: SystemTime,
-    /// How long the reload took.
-    pub duration: Duration,
-    /// Whether everything applied.
-    pub result: ReloadResult,
-    /// The Git commit checked out in the config directory, if it is a work tree.
-    pub git_commit: Option<String>,
-    /// The providers (first-party and registered plugins) these connections use.
-    pub catalog: Arc<Catalog>,
-}
-
-impl Snapshot {
-    /// Number of current errors.
-    pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.is_error()).count()
-    }
-}
+use crate::state::{FileStatus, Live, ReloadResult, Snapshot};
 
 /// Builds snapshots from the config directory, remembering each file's last
 /// valid version between reloads.
@@ -104,7 +26,11 @@ pub struct Reloader {
     last_good: HashMap<PathBuf, FileReport>,
     cache: config::FileCache,
     generation: u64,
-    fingerprint: String,
+    /// What the last snapshot served, to tell whether a reload changed anything.
+    live: (
+        BTreeMap<String, Arc<Connection>>,
+        BTreeMap<String, Arc<PluginRegistration>>,
+    ),
 }
 
 impl Reloader {
@@ -125,7 +51,7 @@ impl Reloader {
             last_good: HashMap::new(),
             cache: config::FileCache::default(),
             generation: 0,
-            fingerprint: String::new(),
+            live: Default::default(),
         })
     }
 
@@ -141,6 +67,8 @@ impl Reloader {
     /// registration fails (unreadable, hash mismatch, invalid component) the
     /// previous catalog stays in use and the failures are reported.
     pub fn reload(&mut self) -> Snapshot {
+        #[cfg(test)]
+        test_hooks::maybe_panic(&self.dir);
         let started = Instant::now();
         let mut snapshot = self.reload_files(started);
         let key = plugins_key(&snapshot.plugins);
@@ -171,12 +99,19 @@ impl Reloader {
         snapshot
     }
 
+    /// After a reload panicked, the per-file cache may be half updated:
+    /// forget it so the next reload checks every file again. The last good
+    /// versions stay, so nothing live is lost.
+    pub fn recover(&mut self) {
+        self.cache = config::FileCache::default();
+    }
+
     fn reload_files(&mut self, started: Instant) -> Snapshot {
         let catalog: &dyn config::ProviderCatalog = &*self.catalog;
         let loaded = config::load_cached(
             std::slice::from_ref(&self.dir),
             &self.opts,
-            Some(catalog),
+            catalog,
             &mut self.cache,
         );
         let mut files = BTreeMap::new();
@@ -232,7 +167,7 @@ impl Reloader {
             }
             for p in &report.plugins {
                 plugins
-                    .entry(p.spec.id.clone())
+                    .entry(p.id.clone())
                     .or_insert_with(|| Arc::new(p.clone()));
             }
         }
@@ -241,10 +176,9 @@ impl Reloader {
         } else {
             ReloadResult::Ok
         };
-        let fingerprint = fingerprint(&connections, &plugins);
-        if fingerprint != self.fingerprint {
+        if (&connections, &plugins) != (&self.live.0, &self.live.1) {
             self.generation += 1;
-            self.fingerprint = fingerprint;
+            self.live = (connections.clone(), plugins.clone());
         }
         Snapshot {
             generation: self.generation,
@@ -268,30 +202,45 @@ fn plugins_key(plugins: &BTreeMap<String, Arc<PluginRegistration>>) -> String {
         .map(|p| {
             format!(
                 "{}|{}|{}|{:?}|{:?}\n",
-                p.spec.id,
-                p.spec.sha256,
+                p.id,
+                p.sha256,
                 p.wasm_path.display(),
-                p.spec.limits.memory_mib,
-                p.spec.limits.deadline_ms
+                p.limits.memory_mib,
+                p.limits.deadline_ms
             )
         })
         .collect()
 }
 
-/// A cheap identity of the live configuration, to tell whether a reload changed anything.
-fn fingerprint(
-    connections: &BTreeMap<String, Arc<Connection>>,
-    plugins: &BTreeMap<String, Arc<PluginRegistration>>,
-) -> String {
-    let mut out = String::new();
-    for c in connections.values() {
-        out.push_str(&serde_json::to_string(&c.spec).unwrap_or_default());
-        out.push_str(&c.source.to_string());
+#[cfg(test)]
+pub(crate) mod test_hooks {
+    //! Fault injection for tests: make the next reload of one directory panic.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static PANIC_NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next reload of `dir` panics (once).
+    pub(crate) fn panic_next_reload(dir: &Path) {
+        if let Ok(mut dirs) = PANIC_NEXT.lock() {
+            dirs.push(dir.to_path_buf());
+        }
     }
-    for p in plugins.values() {
-        out.push_str(&serde_json::to_string(&p.spec).unwrap_or_default());
+
+    pub(super) fn maybe_panic(dir: &Path) {
+        let hit = PANIC_NEXT.lock().is_ok_and(|mut dirs| {
+            let before = dirs.len();
+            dirs.retain(|d| d != dir);
+            dirs.len() != before
+        });
+        if hit {
+            #[allow(clippy::panic, reason = "the injected fault under test")]
+            {
+                panic!("injected reload panic (test hook)");
+            }
+        }
     }
-    out
 }
 
 #[cfg(test)]
@@ -321,16 +270,7 @@ mod tests {
         let s2 = r.reload();
         assert_eq!(s2.result, ReloadResult::Partial);
         assert_eq!(s2.files[&a].live, Live::LastGood);
-        let host = |s: &Snapshot, n: &str| {
-            s.connections[n]
-                .spec
-                .smtp
-                .as_ref()
-                .unwrap()
-                .host
-                .clone()
-                .unwrap()
-        };
+        let host = |s: &Snapshot, n: &str| s.connections[n].smtp.host.clone();
         assert_eq!(host(&s2, "a"), "old.example.com");
         assert_eq!(host(&s2, "b"), "b2.example.com");
         assert!(s2.generation > s1.generation);
@@ -353,16 +293,7 @@ mod tests {
         r.reload();
         std::fs::write(&a, conn("a", "bbb.example.com")).unwrap();
         let s = r.reload();
-        assert_eq!(
-            s.connections["a"]
-                .spec
-                .smtp
-                .as_ref()
-                .unwrap()
-                .host
-                .as_deref(),
-            Some("bbb.example.com")
-        );
+        assert_eq!(s.connections["a"].smtp.host, "bbb.example.com");
     }
 
     #[test]
@@ -388,16 +319,7 @@ mod tests {
         std::fs::write(&a, "kind: Connection\nname: [").unwrap();
         std::fs::write(dir.path().join("b.yaml"), conn("x", "from-b")).unwrap();
         let s = r.reload();
-        assert_eq!(
-            s.connections["x"]
-                .spec
-                .smtp
-                .as_ref()
-                .unwrap()
-                .host
-                .as_deref(),
-            Some("from-b")
-        );
+        assert_eq!(s.connections["x"].smtp.host, "from-b");
         assert!(
             s.diagnostics
                 .iter()

@@ -65,15 +65,10 @@ pub fn new_message_id(from_email: &str) -> String {
 /// the connection's From, with Date, Message-ID and a subject naming the
 /// connection.
 pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, MessageError> {
-    let from_addr = target
-        .from_email
-        .parse()
-        .map_err(|e: lettre::address::AddressError| {
-            MessageError::From(target.from_email.clone(), e.to_string())
-        })?;
-    let to_addr = to.parse().map_err(|e: lettre::address::AddressError| {
-        MessageError::To(to.to_owned(), e.to_string())
-    })?;
+    let from_addr = crate::address::parse(&target.from_email)
+        .map_err(|e| MessageError::From(target.from_email.clone(), e.to_string()))?;
+    let to_addr =
+        crate::address::parse(to).map_err(|e| MessageError::To(to.to_owned(), e.to_string()))?;
     let from = Mailbox::new(target.from_name.clone(), from_addr);
     let message_id = new_message_id(&target.from_email);
     let subject = format!(

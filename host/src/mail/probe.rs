@@ -68,7 +68,7 @@ async fn run(target: &SmtpTarget, options: &ProbeOptions, rec: &mut Recorder) ->
         .map_err(|e| (Vec::new(), config_error(e)))?;
     // The recipient goes into RCPT TO as is: only a plain address will do.
     if let Some(rcpt) = &options.rcpt
-        && rcpt.parse::<lettre::Address>().is_err()
+        && crate::address::parse(rcpt).is_err()
     {
         let detail = format!("--rcpt {rcpt:?} is not a valid email address");
         let c = Classification::local(Class::ConfigError, Stage::Config, detail.clone(), detail);

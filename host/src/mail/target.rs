@@ -94,7 +94,7 @@ impl SmtpTarget {
         if self.username.is_some() != self.password.is_some() {
             return Err(TargetError::PartialCredentials(self.connection.clone()));
         }
-        if self.from_email.parse::<lettre::Address>().is_err() {
+        if crate::address::parse(&self.from_email).is_err() {
             return Err(TargetError::BadFrom(
                 self.connection.clone(),
                 self.from_email.clone(),

@@ -1,8 +1,9 @@
 //! Registering plugins: sha256 pins, ids, limits, and the compile cache.
 
+use mailplug::digest::sha256_hex;
 use mailplug::runtime::{
     CacheOutcome, EngineOptions, LoadError, PluginLimits, PluginSource, Runtime, RuntimeOptions,
-    WasmSource, sha256_hex,
+    WasmSource,
 };
 
 use super::{FIXTURE_NOW, guest, runtime};

@@ -1,0 +1,252 @@
+//! One document → one compiled object. The schema runs first; then every
+//! section that still has a usable shape is typed on its own and checked, so
+//! one `validate` run reports a misspelt key *and* a port/security mismatch
+//! in the same document. Only a document without errors is compiled into a
+//! [`Connection`] or [`PluginRegistration`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::catalog::ProviderCatalog;
+use super::check::{self, Ctx};
+use super::connection::{
+    CUSTOM_SMTP, Connection, Limits, PluginLimits, PluginRegistration, Webhook,
+};
+use super::diagnostic::{Diagnostic, did_you_mean};
+use super::model::{FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSpec};
+use super::yaml::{Document, pointer_unescape, scalar_text};
+use super::{FileReport, LoadOptions, SourceLocation, schema};
+
+const KINDS: [&str; 2] = ["Connection", "Plugin"];
+
+/// The sections of a connection document that have a usable shape. A
+/// section that is absent takes its default; one that is present but
+/// malformed is `None` and its checks are skipped (the schema reported it).
+pub(super) struct Sections {
+    pub name: Option<String>,
+    pub display_name: Option<Option<String>>,
+    pub provider: Option<String>,
+    pub smtp: Option<Option<SmtpSpec>>,
+    pub from: Option<FromSpec>,
+    pub workspaces: Option<Vec<String>>,
+    pub options: Option<BTreeMap<String, Value>>,
+    pub webhook: Option<WebhookSpec>,
+    pub limits: Option<LimitsSpec>,
+}
+
+fn section<'a, T: Deserialize<'a>>(value: &'a Value, key: &str) -> Option<Option<T>> {
+    match value.get(key) {
+        None => Some(None),
+        Some(v) => T::deserialize(v).ok().map(Some),
+    }
+}
+
+fn with_default<'a, T: Deserialize<'a> + Default>(value: &'a Value, key: &str) -> Option<T> {
+    section(value, key).map(Option::unwrap_or_default)
+}
+
+impl Sections {
+    fn of(value: &Value) -> Self {
+        Self {
+            name: value.get("name").and_then(Value::as_str).map(str::to_owned),
+            display_name: section(value, "display_name"),
+            provider: section::<String>(value, "provider")
+                .map(|p| p.unwrap_or_else(|| CUSTOM_SMTP.to_owned())),
+            smtp: section(value, "smtp"),
+            from: section(value, "from").flatten(),
+            workspaces: with_default(value, "workspaces"),
+            options: with_default(value, "options"),
+            webhook: with_default(value, "webhook"),
+            limits: with_default(value, "limits"),
+        }
+    }
+}
+
+/// A copy of `value` without the nodes the schema refused, so the sections
+/// around them can still be typed. Borrowed when nothing was refused.
+fn prune<'a>(value: &'a Value, invalid: &[String]) -> Cow<'a, Value> {
+    if invalid.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    let mut copy = value.clone();
+    for pointer in invalid {
+        let Some((parent, last)) = pointer.rsplit_once('/') else {
+            // The whole document has the wrong shape: nothing can be typed.
+            return Cow::Owned(Value::Null);
+        };
+        let key = pointer_unescape(last);
+        match copy.pointer_mut(parent) {
+            Some(Value::Object(map)) => {
+                map.remove(&key);
+            }
+            // A list with a bad item cannot be typed as a list at all.
+            Some(list @ Value::Array(_)) => *list = Value::Null,
+            _ => {}
+        }
+    }
+    Cow::Owned(copy)
+}
+
+/// Checks one document and adds what it defines to `report`.
+pub(super) fn document(
+    path: &Path,
+    doc: &Document,
+    opts: &LoadOptions,
+    catalog: &dyn ProviderCatalog,
+    report: &mut FileReport,
+) {
+    let out = &mut report.diagnostics;
+    let Some(object) = doc.value.as_object() else {
+        out.push(Diagnostic::error(
+            path,
+            doc.start,
+            "",
+            "expected a mapping (a `kind: Connection` or `kind: Plugin` object)",
+        ));
+        return;
+    };
+    let kind = match object.get("kind") {
+        None => {
+            out.push(
+                Diagnostic::error(path, doc.start, "", "missing required field `kind`")
+                    .with_hint("add `kind: Connection` (or `kind: Plugin`)"),
+            );
+            return;
+        }
+        Some(Value::String(k)) if KINDS.contains(&k.as_str()) => k.as_str(),
+        Some(other) => {
+            let text = scalar_text(other);
+            let d = Diagnostic::error(
+                path,
+                doc.value_pos("/kind"),
+                "/kind",
+                format!(
+                    "unknown kind `{text}`; expected one of: {}",
+                    KINDS.join(", ")
+                ),
+            );
+            out.push(match did_you_mean(&text, KINDS) {
+                Some(m) => d.with_hint(format!("did you mean `{m}`?")),
+                None => d,
+            });
+            return;
+        }
+    };
+    let before = out.len();
+    let connection = kind == "Connection";
+    let schema = if connection {
+        &*schema::CONNECTION
+    } else {
+        &*schema::PLUGIN
+    };
+    let invalid = schema.check(path, doc, "", out);
+    let value = prune(&doc.value, &invalid);
+    // Objects are located by their name, which is what an operator searches for.
+    let at = doc.value_pos(if connection { "/name" } else { "/id" });
+    let source = SourceLocation {
+        file: path.to_path_buf(),
+        line: at.line,
+        column: at.col,
+    };
+    let mut ctx = Ctx {
+        file: path,
+        doc,
+        opts,
+        out,
+        before,
+    };
+    if connection {
+        if let Some(c) = compile_connection(&mut ctx, &value, catalog, source) {
+            report.connections.push(c);
+        }
+    } else if let Some(p) = compile_plugin(&mut ctx, &value, source) {
+        report.plugins.push(p);
+    }
+}
+
+fn compile_connection(
+    ctx: &mut Ctx<'_>,
+    value: &Value,
+    catalog: &dyn ProviderCatalog,
+    source: SourceLocation,
+) -> Option<Connection> {
+    let s = Sections::of(value);
+    let provider = check::provider(ctx, &s, catalog);
+    let from = s.from.as_ref().and_then(|f| check::sender(ctx, f));
+    if let Some(webhook) = &s.webhook
+        && let Some(secret) = &webhook.secret
+    {
+        ctx.secret("/webhook/secret", secret);
+    }
+    if let Some(w) = &s.workspaces {
+        check::workspaces(ctx, w);
+    }
+    let smtp = match (&provider, &s.smtp) {
+        (Some(provider), Some(smtp)) => {
+            check::smtp(ctx, provider, smtp.as_ref(), s.options.as_ref(), catalog)
+        }
+        _ => None,
+    };
+    if ctx.has_errors() {
+        return None;
+    }
+    // Every section passed; a `None` left here means the schema and the
+    // serde types disagree: a bug, still reported as a located error.
+    let (Some(name), Some(display_name), Some(limits), Some(options)) =
+        (s.name, s.display_name, s.limits, s.options)
+    else {
+        ctx.internal("sections missing after a clean check");
+        return None;
+    };
+    let (Some(provider), Some(smtp), Some(from), Some(workspaces), Some(webhook)) =
+        (provider, smtp, from, s.workspaces, s.webhook)
+    else {
+        ctx.internal("sections missing after a clean check");
+        return None;
+    };
+    Some(Connection {
+        display_name: display_name.unwrap_or_else(|| name.clone()),
+        name,
+        provider,
+        smtp,
+        from,
+        workspaces,
+        options,
+        webhook: Webhook {
+            secret: webhook.secret,
+        },
+        limits: Limits {
+            max_connections: limits.max_connections.max(1),
+            per_second: limits.per_second,
+            timeout: std::time::Duration::from_secs(u64::from(limits.timeout_seconds.max(1))),
+        },
+        source,
+    })
+}
+
+fn compile_plugin(
+    ctx: &mut Ctx<'_>,
+    value: &Value,
+    source: SourceLocation,
+) -> Option<PluginRegistration> {
+    let spec = PluginSpec::deserialize(value).ok()?;
+    check::plugin(ctx, &spec);
+    if ctx.has_errors() {
+        return None;
+    }
+    let wasm_path = ctx.base_dir().join(&spec.path);
+    Some(PluginRegistration {
+        id: spec.id,
+        wasm_path,
+        sha256: spec.sha256,
+        limits: PluginLimits {
+            memory_mib: spec.limits.memory_mib,
+            deadline_ms: spec.limits.deadline_ms,
+        },
+        source,
+    })
+}

@@ -1,0 +1,159 @@
+//! The daemon's shared state: the immutable configuration [`Snapshot`]
+//! (swapped atomically on every reload), what request handlers can reach
+//! ([`AppState`]) and how they ask for a reload ([`ReloadRequest`]). Both
+//! `api/` and `daemon/` depend on this module; neither depends on the other's
+//! internals through it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::diagnostic::Diagnostic;
+use crate::config::{Connection, PluginRegistration};
+use crate::metrics::Metrics;
+use crate::providers::Catalog;
+
+/// Which version of a file is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Live {
+    /// The file as it is on disk now.
+    Current,
+    /// The file is invalid now; its last valid version stays live.
+    LastGood,
+    /// The file is invalid and never was valid: nothing from it is live.
+    None,
+}
+
+/// State of one file in a snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    /// Which version is live.
+    pub live: Live,
+    /// Errors in the current version.
+    pub errors: usize,
+    /// Warnings in the current version.
+    pub warnings: usize,
+}
+
+/// Outcome of one reload that produced a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadResult {
+    /// Every file is valid and applied.
+    Ok,
+    /// Some files are invalid; the rest applied, the invalid ones keep their last good version.
+    Partial,
+}
+
+impl ReloadResult {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Partial => "partial",
+        }
+    }
+}
+
+/// One immutable view of the whole validated configuration. Requests hold
+/// an `Arc` of the snapshot they started with, so a reload never mixes old
+/// and new settings within one operation.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases whenever the live configuration changes.
+    pub generation: u64,
+    /// Live connections by name.
+    pub connections: BTreeMap<String, Arc<Connection>>,
+    /// Live community plugin registrations by id.
+    pub plugins: BTreeMap<String, Arc<PluginRegistration>>,
+    /// Every file found, with which version of it is live.
+    pub files: BTreeMap<PathBuf, FileStatus>,
+    /// Current problems, as `mailplug validate` reports them.
+    pub diagnostics: Vec<Diagnostic>,
+    /// When this snapshot was built.
+    pub loaded_at: SystemTime,
+    /// How long the reload took.
+    pub duration: Duration,
+    /// Whether everything applied.
+    pub result: ReloadResult,
+    /// The Git commit checked out in the config directory, if it is a work tree.
+    pub git_commit: Option<String>,
+    /// The providers (first-party and registered plugins) these connections use.
+    pub catalog: Arc<Catalog>,
+}
+
+impl Snapshot {
+    /// Number of current errors.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// A reload that produced no snapshot: the previous one stays live.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadFailure {
+    /// The reload panicked (a bug); it was contained and counted, and the
+    /// next reload runs normally.
+    #[error("the reload failed internally ({0}); the previous configuration stays live")]
+    Panicked(String),
+    /// The daemon is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// A request for a reload; `reply` receives the outcome.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// What asked (`watch`, `sighup`, `api`), for logs.
+    pub cause: &'static str,
+    /// Where to send the new snapshot, if anyone waits for it.
+    pub reply: Option<oneshot::Sender<Result<Arc<Snapshot>, ReloadFailure>>>,
+}
+
+/// The last check and test outcome of one connection.
+#[derive(Debug, Default, Clone)]
+pub struct LastOutcomes {
+    /// Last `check`: `{at_unix, report}`.
+    pub check: Option<Value>,
+    /// Last `test`: `{at_unix, report}`.
+    pub test: Option<Value>,
+}
+
+/// Everything a request handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// The live configuration; each request loads it once.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Asks the reload task for a reload.
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// Required bearer token, if any.
+    pub admin_token: Option<String>,
+    /// Base URL providers reach the public listener at (no trailing `/`).
+    pub public_url: String,
+    /// Set once the first configuration is live; cleared at shutdown.
+    pub ready: AtomicBool,
+    /// Last check/test outcome per connection name.
+    pub outcomes: Mutex<HashMap<String, LastOutcomes>>,
+}
+
+impl AppState {
+    /// Whether the daemon is ready to serve.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The webhook endpoint URL of a connection.
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!("{}/webhooks/{name}", self.public_url)
+    }
+}
