@@ -99,7 +99,8 @@ pub fn port_security_errors(port: u16, security: Security, errors: &mut Vec<Fiel
 
 #[cfg(test)]
 mod tests {
-    use super::extract_status;
+    use super::{extract_status, port_security_defaults};
+    use crate::types::Security;
 
     fn st(t: &str) -> Option<(String, Option<String>)> {
         extract_status(t)
@@ -128,5 +129,47 @@ mod tests {
             Some(("452".into(), Some("4.2.2".into())))
         );
         assert_eq!(st("nothing here"), None);
+    }
+
+    /// The shared table the host's implementation is tested against too.
+    #[test]
+    fn port_security_defaults_match_the_shared_table() {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            cases: Vec<Case>,
+        }
+        // Unknown fields fail the test: a new input column would otherwise be
+        // silently ignored here while the host honours it.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Case {
+            port: Option<u16>,
+            security: Option<String>,
+            effective_port: u16,
+            effective_security: String,
+        }
+        fn security(name: &str) -> Security {
+            match name {
+                "starttls" => Security::Starttls,
+                "tls" => Security::Tls,
+                "none" => Security::None,
+                other => panic!("unknown security {other:?} in the table"),
+            }
+        }
+        let table: Table = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/port-security-defaults.json"
+        ))
+        .expect("tests/fixtures/port-security-defaults.json parses");
+        assert!(!table.cases.is_empty());
+        for case in &table.cases {
+            let security_in = case.security.as_deref().map(security);
+            assert_eq!(
+                port_security_defaults(case.port, security_in),
+                (case.effective_port, security(&case.effective_security)),
+                "port {:?}, security {:?}",
+                case.port,
+                case.security
+            );
+        }
     }
 }
