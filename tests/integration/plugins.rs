@@ -33,9 +33,9 @@ pub fn cache_dir() -> PathBuf {
         .join("plugin-cache")
 }
 
-/// The shared fixtures (`../shared` beside the repository).
-pub fn shared_fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks")
+/// The provider webhook fixtures (`tests/fixtures/webhooks`).
+pub fn webhook_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/webhooks")
 }
 
 /// This repository's plugin fixtures.
@@ -81,9 +81,9 @@ pub fn request(body: impl Into<Vec<u8>>, headers: &[(&str, &str)]) -> WebhookReq
     }
 }
 
-/// The fixed clock of the shared fixtures (T+30 s).
+/// The fixed clock of the webhook fixtures (T+30 s).
 pub const FIXTURE_NOW: i64 = 1_767_268_830;
-/// The current TEST-ONLY Standard Webhooks secret of the shared fixtures.
+/// The current TEST-ONLY Standard Webhooks secret of the webhook fixtures.
 pub const SW_SECRET: &str = "whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyKZmoWA=";
-/// The TEST-ONLY SendGrid verification key of the shared fixtures (base64 DER SPKI).
+/// The TEST-ONLY SendGrid verification key of the webhook fixtures (base64 DER SPKI).
 pub const SG_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEITo5nIXhAdcsmjpIOE7HH6RCUZZmDDKUqj9f12HbYH7XApERotJxdo8yKEXz4F1d/OMriXBzm6eCoajRITBxMA==";

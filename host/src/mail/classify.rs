@@ -388,6 +388,19 @@ mod tests {
     }
 
     #[test]
+    fn temporary_hints_say_to_try_again_later() {
+        let t = sample();
+        let h = hint(&t, Class::Throttled, Stage::MailFrom, 451, Some("4.7.1"));
+        assert_eq!(
+            h,
+            "the server is rate limiting this client (reply 451); wait and try again later, \
+             or lower the sending rate"
+        );
+        let h = hint(&t, Class::Deferred, Stage::RcptTo, 450, Some("4.2.1"));
+        assert_eq!(h, "temporary failure on the server side; try again later");
+    }
+
+    #[test]
     fn scrub_removes_an_echoed_secret() {
         let c = class(Stage::Auth, 535, "5.7.8 bad password hunter2-secret")
             .scrub(Some("hunter2-secret"));

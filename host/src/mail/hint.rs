@@ -1,5 +1,6 @@
-//! One-sentence fix hints: what to change in the connection (or what
-//! mailplug will do) for a classified outcome.
+//! One-sentence fix hints: what to change in the connection (or what to
+//! try next) for a classified outcome. mailplug itself neither retries nor
+//! rate-limits, so no hint promises either.
 
 use super::classify::{Class, Stage};
 use super::target::{Security, SmtpTarget};
@@ -88,10 +89,10 @@ pub(crate) fn hint(
                 .into()
         }
         Class::Throttled => format!(
-            "the server is rate limiting this client; lower limits.per_second or \
-             limits.max_connections, mailplug will retry (reply {code})"
+            "the server is rate limiting this client (reply {code}); wait and try again \
+             later, or lower the sending rate"
         ),
-        Class::Deferred => "temporary failure on the server side; mailplug will retry".into(),
+        Class::Deferred => "temporary failure on the server side; try again later".into(),
         Class::PermanentFailure => format!(
             "the server refused at {stage} (reply {code}); check the reply text and the \
              provider's documentation"

@@ -174,14 +174,14 @@ impl Host for StoreData {
 
 #[cfg(test)]
 mod tests {
-    //! Checked against the signed provider fixtures in ../shared.
+    //! Checked against the signed provider fixtures in tests/fixtures/webhooks.
 
     use std::path::PathBuf;
 
     use super::*;
 
     fn fixture(path: &str) -> Vec<u8> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/webhooks");
         std::fs::read(root.join(path)).unwrap()
     }
 

@@ -3,6 +3,23 @@
 
 use crate::types::{FieldError, Security};
 
+/// Whether `s` is exactly an SMTP reply code: three digits, the first 2, 4
+/// or 5, the classes that report an outcome (RFC 5321 §4.2.1: SMTP uses no
+/// 1xx, and 3xx is an intermediate reply).
+pub fn is_reply_code(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 3 && matches!(b[0], b'2' | b'4' | b'5') && b[1..].iter().all(u8::is_ascii_digit)
+}
+
+/// Whether `s` is exactly an RFC 3463 enhanced status code:
+/// `class.subject.detail`, class 2, 4 or 5, the others one to three digits.
+pub fn is_enhanced_status(s: &str) -> bool {
+    let mut parts = s.split('.');
+    matches!(parts.next(), Some("2" | "4" | "5"))
+        && parts.clone().count() == 2
+        && parts.all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The first SMTP reply code (`2xx`/`4xx`/`5xx`) in `text`, with the RFC 3463
 /// enhanced status that directly follows it (after one space or hyphen).
 ///
@@ -10,52 +27,35 @@ use crate::types::{FieldError, Security};
 /// `(?<![\d.])([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?![\d.])`.
 pub fn extract_status(text: &str) -> Option<(String, Option<String>)> {
     let b = text.as_bytes();
-    let boundary = |i: usize| b.get(i).is_none_or(|c| !c.is_ascii_digit() && *c != b'.');
-    for i in 0..b.len().saturating_sub(2) {
-        if !matches!(b[i], b'2' | b'4' | b'5')
-            || !b[i + 1].is_ascii_digit()
-            || !b[i + 2].is_ascii_digit()
-        {
+    // Candidates are whole runs of digits and dots, so a code or status is
+    // never read out of a longer number ("5500", "192.0.2.250", "5.1.1.").
+    // A run starts at an ASCII byte and ends after one (or is empty), both
+    // char boundaries, so slicing `text` at its ends cannot panic.
+    let token_end = |from: usize| {
+        from + b[from..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || **c == b'.')
+            .count()
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if !(b[i].is_ascii_digit() || b[i] == b'.') {
+            i += 1;
             continue;
         }
-        if i > 0 && (b[i - 1].is_ascii_digit() || b[i - 1] == b'.') {
-            continue;
+        let end = token_end(i);
+        let code = &text[i..end];
+        if is_reply_code(code) {
+            let enhanced = match b.get(end) {
+                Some(b' ' | b'-') => Some(&text[end + 1..token_end(end + 1)]),
+                _ => None,
+            }
+            .filter(|s| is_enhanced_status(s));
+            return Some((code.to_owned(), enhanced.map(str::to_owned)));
         }
-        let code = &text[i..i + 3];
-        if let Some(end) = enhanced_end(b, i + 3)
-            && boundary(end)
-        {
-            return Some((code.to_owned(), Some(text[i + 4..end].to_owned())));
-        }
-        if boundary(i + 3) {
-            return Some((code.to_owned(), None));
-        }
+        i = end;
     }
     None
-}
-
-/// End of `[ -][245].\d{1,3}.\d{1,3}` starting at `start`, with maximal digit runs.
-fn enhanced_end(b: &[u8], start: usize) -> Option<usize> {
-    if !matches!(b.get(start), Some(b' ' | b'-'))
-        || !matches!(b.get(start + 1), Some(b'2' | b'4' | b'5'))
-    {
-        return None;
-    }
-    if b.get(start + 2) != Some(&b'.') {
-        return None;
-    }
-    let run = |from: usize| {
-        let n = b[from.min(b.len())..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        (1..=3).contains(&n).then_some(from + n)
-    };
-    let mid = run(start + 3)?;
-    if b.get(mid) != Some(&b'.') {
-        return None;
-    }
-    run(mid + 1)
 }
 
 /// A field error at a JSON Pointer of the connection document.
@@ -99,7 +99,8 @@ pub fn port_security_errors(port: u16, security: Security, errors: &mut Vec<Fiel
 
 #[cfg(test)]
 mod tests {
-    use super::extract_status;
+    use super::{extract_status, is_enhanced_status, is_reply_code, port_security_defaults};
+    use crate::types::Security;
 
     fn st(t: &str) -> Option<(String, Option<String>)> {
         extract_status(t)
@@ -128,5 +129,100 @@ mod tests {
             Some(("452".into(), Some("4.2.2".into())))
         );
         assert_eq!(st("nothing here"), None);
+    }
+
+    #[test]
+    fn enhanced_status_must_be_the_whole_value_and_follow_at_once() {
+        assert_eq!(st("550 5.1.1234 x"), Some(("550".into(), None)));
+        assert_eq!(st("550  5.1.1"), Some(("550".into(), None)));
+        assert_eq!(st("550 6.1.1"), Some(("550".into(), None)));
+        assert_eq!(st("550 5.1.1x"), Some(("550".into(), Some("5.1.1".into()))));
+        assert_eq!(st("550-"), Some(("550".into(), None)));
+        assert_eq!(
+            st("é550 5.0.0é"),
+            Some(("550".into(), Some("5.0.0".into())))
+        );
+        assert_eq!(st("5.1.1 then 250"), Some(("250".into(), None)));
+    }
+
+    /// The values SendGrid's `status` field carries (see
+    /// tests/fixtures/plugins/sendgrid): an enhanced status normally, a
+    /// synthetic `5.0.0` on `dropped`, and anything else when a custom
+    /// argument named `status` collides with it.
+    #[test]
+    fn enhanced_status_recogniser() {
+        for ok in [
+            "5.0.0",
+            "5.1.1",
+            "5.7.1",
+            "4.2.2",
+            "2.0.0",
+            "5.123.456",
+            "5.1.10",
+        ] {
+            assert!(is_enhanced_status(ok), "{ok}");
+        }
+        for bad in [
+            "", "5", "5.1", "5.1.1.1", "5.1.1.", ".5.1.1", "5..1", "5.1.", "5.1000.1", "5.1.1234",
+            "6.1.1", "1.1.1", "55.1.1", "05.1.1", " 5.1.1", "5.1.1 ", "5.a.1", "5.1.+1", "vip",
+            "550", "５.1.1", "5.１.1",
+        ] {
+            assert!(!is_enhanced_status(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reply_code_recogniser() {
+        for ok in ["250", "421", "450", "550", "554", "299", "599"] {
+            assert!(is_reply_code(ok), "{ok}");
+        }
+        for bad in [
+            "", "5", "55", "5500", "150", "354", "650", "050", "5a0", "5.0", " 550", "550 ",
+            "5.0.0", "vip", "５50", "5５0",
+        ] {
+            assert!(!is_reply_code(bad), "{bad:?}");
+        }
+    }
+
+    /// The shared table the host's implementation is tested against too.
+    #[test]
+    fn port_security_defaults_match_the_shared_table() {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            cases: Vec<Case>,
+        }
+        // Unknown fields fail the test: a new input column would otherwise be
+        // silently ignored here while the host honours it.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Case {
+            port: Option<u16>,
+            security: Option<String>,
+            effective_port: u16,
+            effective_security: String,
+        }
+        fn security(name: &str) -> Security {
+            match name {
+                "starttls" => Security::Starttls,
+                "tls" => Security::Tls,
+                "none" => Security::None,
+                other => panic!("unknown security {other:?} in the table"),
+            }
+        }
+        let table: Table = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/port-security-defaults.json"
+        ))
+        .expect("tests/fixtures/port-security-defaults.json parses");
+        assert!(!table.cases.is_empty());
+        for case in &table.cases {
+            let security_in = case.security.as_deref().map(security);
+            assert_eq!(
+                port_security_defaults(case.port, security_in),
+                (case.effective_port, security(&case.effective_security)),
+                "port {:?}, security {:?}",
+                case.port,
+                case.security
+            );
+        }
     }
 }

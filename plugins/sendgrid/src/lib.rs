@@ -203,18 +203,6 @@ fn kind(event: &str, bounce_type: Option<&str>) -> Option<(EventKind, Option<Bou
     })
 }
 
-fn is_enhanced_status(s: &str) -> bool {
-    let mut parts = s.split('.');
-    matches!(parts.next(), Some("2" | "4" | "5"))
-        && parts.clone().count() == 2
-        && parts.all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_reply_code(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 3 && matches!(b[0], b'2' | b'4' | b'5') && b[1..].iter().all(u8::is_ascii_digit)
-}
-
 /// An identifier or address, refused when the host would refuse it.
 fn id(body: &[u8], field: &str, value: Cow<'_, str>) -> Result<Out, String> {
     if value.len() > MAX_ID_LEN || value.chars().any(|c| c.is_control() && c != '\t') {
@@ -286,8 +274,10 @@ impl Event<'_> {
         // only code, a synthetic 5.0.0); engagement events carry none.
         if text.is_some() || matches!(kind, EventKind::Bounced | EventKind::Dropped) {
             match self.status {
-                Some(s) if is_enhanced_status(&s) => enhanced_status = Some(text_cow(body, s)),
-                Some(s) if is_reply_code(&s) && smtp_status.is_none() => {
+                Some(s) if smtp::is_enhanced_status(&s) => {
+                    enhanced_status = Some(text_cow(body, s));
+                }
+                Some(s) if smtp::is_reply_code(&s) && smtp_status.is_none() => {
                     smtp_status = Some(text_cow(body, s));
                 }
                 _ => {}

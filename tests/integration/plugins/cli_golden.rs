@@ -1,11 +1,11 @@
 //! `mailplug plugin test|inspect|list` run as a user would, against the
-//! shared and our own golden fixtures.
+//! provider webhook fixtures and our own golden fixtures.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use super::{
-    FIXTURE_NOW, SG_PUBLIC_KEY, SW_SECRET, cache_dir, guest, own_fixtures, shared_fixtures,
+    FIXTURE_NOW, SG_PUBLIC_KEY, SW_SECRET, cache_dir, guest, own_fixtures, webhook_fixtures,
 };
 
 fn mailplug(args: &[&str]) -> Output {
@@ -82,7 +82,7 @@ fn assert_passes(output: &Output, what: &str) {
 
 #[test]
 fn shared_standard_webhooks_fixtures_match_their_golden_files() {
-    let dir = shared_fixtures().join("standard_webhooks");
+    let dir = webhook_fixtures().join("standard_webhooks");
     for case in ["hard_bounce_v1", "complaint_rotated_keys"] {
         let output = golden(
             &dir,
@@ -122,10 +122,10 @@ fn own_fixtures_match_their_golden_files() {
 
 #[test]
 fn replayed_request_is_rejected_when_the_clock_is_not_pinned_back() {
-    let shared = shared_fixtures().join("standard_webhooks");
+    let webhooks = webhook_fixtures().join("standard_webhooks");
     let expect = own_fixtures().join("replay.expected.json");
     let output = golden(
-        &shared,
+        &webhooks,
         "hard_bounce_v1",
         SW_SECRET,
         1_767_268_800 + 7_230,
@@ -136,7 +136,7 @@ fn replayed_request_is_rejected_when_the_clock_is_not_pinned_back() {
 
 #[test]
 fn a_golden_mismatch_exits_1_with_a_readable_diff() {
-    let dir = shared_fixtures().join("standard_webhooks");
+    let dir = webhook_fixtures().join("standard_webhooks");
     // The complaint's output compared against the bounce's golden file.
     let body = dir.join("complaint_rotated_keys.json");
     let expect = dir.join("hard_bounce_v1.expected.json");
@@ -185,7 +185,7 @@ fn bad_signature_without_expect_exits_1_and_says_why() {
 
 #[test]
 fn secret_references_resolve_from_env_and_file() {
-    let dir = shared_fixtures().join("standard_webhooks");
+    let dir = webhook_fixtures().join("standard_webhooks");
     let secret_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(secret_file.path(), format!("{SW_SECRET}\n")).unwrap();
     let reference = format!("file:{}", secret_file.path().display());
@@ -320,7 +320,7 @@ fn guest_stdout_and_stderr_reach_the_log_tagged_with_the_plugin() {
 
 #[test]
 fn shared_sendgrid_fixtures_match_their_golden_files() {
-    let dir = shared_fixtures().join("sendgrid");
+    let dir = webhook_fixtures().join("sendgrid");
     for case in ["hard_bounce", "batch_mixed"] {
         let expect = dir.join(format!("{case}.expected.json"));
         let output = plugin_test(
@@ -392,11 +392,11 @@ fn sendgrid_rejections_exit_1_and_say_whether_verify_or_parse_failed() {
     }
 }
 
-/// The shared hostile requests: 401 cases must fail verification, 400 cases
+/// The webhook fixtures' hostile requests: 401 cases must fail verification, 400 cases
 /// must pass it and fail parsing; both exit 1.
 #[test]
 fn shared_bad_sendgrid_requests_fail_verification_or_parsing_as_their_status_says() {
-    let dir = shared_fixtures().join("_bad");
+    let dir = webhook_fixtures().join("_bad");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
@@ -420,7 +420,7 @@ fn shared_bad_sendgrid_requests_fail_verification_or_parsing_as_their_status_say
         };
         assert!(stdout.get(stage).is_some(), "{case}: {stdout}");
     }
-    assert_eq!(seen, 3, "expected the three shared sendgrid hostile cases");
+    assert_eq!(seen, 3, "expected the three _bad/ sendgrid cases");
     // The exact reasons, as golden files.
     let own = own_fixtures().join("sendgrid");
     for case in ["tampered_body", "replayed_old_timestamp", "truncated_json"] {
@@ -439,7 +439,7 @@ fn shared_bad_sendgrid_requests_fail_verification_or_parsing_as_their_status_say
 
 #[test]
 fn a_directory_named_like_a_plugin_does_not_shadow_it() {
-    // The shared fixtures keep SendGrid's cases in a `sendgrid/` directory.
-    let output = mailplug_in(&shared_fixtures(), &["plugin", "inspect", "sendgrid"]);
+    // The webhook fixtures keep SendGrid's cases in a `sendgrid/` directory.
+    let output = mailplug_in(&webhook_fixtures(), &["plugin", "inspect", "sendgrid"]);
     assert_passes(&output, "inspect from the fixtures directory");
 }

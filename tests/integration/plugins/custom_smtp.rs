@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
 use mailplug::runtime::{FieldError, PasswordSource, Security, SmtpOverrides, VerifyError};
 
-use super::{FIXTURE_NOW, SW_SECRET, request, runtime, shared_fixtures};
+use super::{FIXTURE_NOW, SW_SECRET, request, runtime, webhook_fixtures};
 
 fn overrides(
     host: Option<&str>,
@@ -90,7 +90,7 @@ fn adapt_reports_every_field_error_with_its_pointer() {
 }
 
 fn fixture(case: &str) -> (Vec<u8>, Vec<(String, String)>) {
-    let dir = shared_fixtures().join("standard_webhooks");
+    let dir = webhook_fixtures().join("standard_webhooks");
     let body = std::fs::read(dir.join(format!("{case}.json"))).unwrap();
     let headers: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&std::fs::read(dir.join(format!("{case}.headers.json"))).unwrap())
@@ -220,7 +220,7 @@ fn missing_and_garbage_headers_are_rejected_not_crashing() {
 
 #[test]
 fn ed25519_v1a_signatures_verify_with_a_whpk_key() {
-    // TEST-ONLY seed from the shared fixtures' secrets.txt.
+    // TEST-ONLY seed from the webhook fixtures' secrets.txt.
     let seed: [u8; 32] = STANDARD
         .decode("dZXW7jKpdBYEFR3JMa2jqfnavdXBhL+/92u6ZQluh4o=")
         .unwrap()

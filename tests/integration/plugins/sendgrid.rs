@@ -11,7 +11,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{DerSignature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
 
-use super::{FIXTURE_NOW, SG_PUBLIC_KEY, request, runtime, shared_fixtures};
+use super::{FIXTURE_NOW, SG_PUBLIC_KEY, request, runtime, webhook_fixtures};
 
 const TS: &str = "x-twilio-email-event-webhook-timestamp";
 const SIG: &str = "x-twilio-email-event-webhook-signature";
@@ -102,7 +102,7 @@ fn describe_lists_every_capability_and_an_empty_closed_options_schema() {
 
 fn test_key() -> SigningKey {
     let pem = std::fs::read_to_string(
-        shared_fixtures().join("sendgrid/TEST_ONLY_ecdsa_p256_private_key.pem"),
+        webhook_fixtures().join("sendgrid/TEST_ONLY_ecdsa_p256_private_key.pem"),
     )
     .unwrap();
     SigningKey::from_pkcs8_pem(&pem).unwrap()
@@ -173,7 +173,7 @@ fn keys_as_pem_or_during_a_rotation_verify_and_a_foreign_key_does_not() {
             .unwrap()
             .as_bytes(),
     );
-    let pem = std::fs::read_to_string(shared_fixtures().join("sendgrid/public_key.pem")).unwrap();
+    let pem = std::fs::read_to_string(webhook_fixtures().join("sendgrid/public_key.pem")).unwrap();
     assert_eq!(verify(FIXTURE_NOW, BODY, headers.clone(), &pem), Ok(()));
     assert_eq!(
         verify(
