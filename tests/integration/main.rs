@@ -7,6 +7,7 @@
     clippy::expect_used,
     reason = "test code: a failed setup step should abort the test loudly"
 )]
+mod config_model;
 mod daemon;
 mod daemon_smtp;
 mod plugins;

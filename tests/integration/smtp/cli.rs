@@ -208,3 +208,66 @@ fn credentials_over_plaintext_without_opt_in_are_a_config_error() {
     assert_eq!(o.code, Some(78), "{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.is_empty(), "nothing may be probed: {}", o.stdout);
 }
+
+/// Relays 127.0.0.1:465 to the test server's implicit-TLS port, so a
+/// connection can name port 465 itself. Fails the test (never skips) when
+/// 465 cannot be bound: these tests run as root on a machine of their own.
+fn relay_port_465(to: u16) {
+    use std::net::{TcpListener, TcpStream};
+    static RELAY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    RELAY.get_or_init(|| {
+        let listener = TcpListener::bind("127.0.0.1:465")
+            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:465 for the port-465 test: {e}"));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+    });
+}
+
+#[test]
+fn port_465_without_security_validates_and_checks_as_implicit_tls() {
+    let s = server();
+    relay_port_465(s.smtps);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "api_version: mailplug/v1\nkind: Connection\nname: smtps\nsmtp:\n  host: localhost\n  port: 465\n  username: tester\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\nfrom:\n  email: sender@example.test\nlimits: {{ timeout_seconds: 5 }}\n",
+        ca = s.ca_file.display()
+    );
+    std::fs::write(dir.path().join("smtps.yaml"), yaml).unwrap();
+    let v = mailplug()
+        .args(["validate", "--deny-warnings"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+
+    let o = run(
+        &dir,
+        super::harness::PASSWORD,
+        &["check", "smtps", "--format", "json"],
+    );
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["security"], "tls", "{v}");
+    assert_eq!(v["classification"]["class"], "accepted", "{v}");
+}
