@@ -15,4 +15,5 @@ pub mod mail;
 pub mod metrics;
 pub mod providers;
 pub mod runtime;
+pub mod smtp_status;
 pub mod state;

@@ -190,7 +190,7 @@ impl Classification {
 
     /// Classifies a server reply at a stage. 2xx/3xx replies are `accepted`.
     pub fn from_reply(target: &SmtpTarget, stage: Stage, code: u16, text: &str) -> Self {
-        let (enhanced, text) = split_enhanced(code, text);
+        let (enhanced, text) = crate::smtp_status::split_enhanced(code, text);
         let class = reply_class(stage, code, enhanced.as_deref(), &text);
         let temporary = (400..500).contains(&code);
         let hint = hint(target, class, stage, code, enhanced.as_deref());
@@ -236,24 +236,6 @@ impl fmt::Display for Classification {
             write!(f, " {text}")?;
         }
         Ok(())
-    }
-}
-
-/// Splits a leading RFC 3463 status (`class.subject.detail`) off the reply
-/// text, keeping it only when its class digit agrees with the reply code.
-pub(crate) fn split_enhanced(code: u16, text: &str) -> (Option<String>, String) {
-    let text = text.trim();
-    let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-    let parts: Vec<&str> = first.split('.').collect();
-    let looks_enhanced = parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
-    if looks_enhanced && parts[0].as_bytes()[0] == b'0' + (code / 100) as u8 {
-        (Some(first.to_owned()), rest.trim().to_owned())
-    } else {
-        (None, text.to_owned())
     }
 }
 
@@ -317,9 +299,9 @@ mod tests {
 
     #[test]
     fn enhanced_status_must_agree_with_the_reply_class() {
-        assert_eq!(split_enhanced(550, "4.1.1 odd").0, None);
-        assert_eq!(split_enhanced(250, "2.0.0 Ok").0.as_deref(), Some("2.0.0"));
-        assert_eq!(split_enhanced(250, "1.2.3.4 ok").0, None);
+        let c = class(Stage::RcptTo, 550, "4.1.1 odd");
+        assert_eq!(c.enhanced_status, None);
+        assert_eq!(c.server_text.as_deref(), Some("4.1.1 odd"));
     }
 
     #[test]

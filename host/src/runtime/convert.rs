@@ -168,25 +168,6 @@ fn optional(
     value.map(|v| resolve(body, field, v, max)).transpose()
 }
 
-fn smtp_code(code: &str) -> bool {
-    let b = code.as_bytes();
-    b.len() == 3
-        && matches!(b[0], b'2' | b'4' | b'5')
-        && b[1].is_ascii_digit()
-        && b[2].is_ascii_digit()
-}
-
-fn enhanced_code(code: &str) -> bool {
-    let mut parts = code.split('.');
-    let class = parts.next().is_some_and(|p| matches!(p, "2" | "4" | "5"));
-    let rest: Vec<&str> = parts.collect();
-    class
-        && rest.len() == 2
-        && rest
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
 fn delivery_event(body: &[u8], e: wit::DeliveryEvent) -> Result<NormalizedEvent, String> {
     let recipient = resolve(body, "recipient", e.recipient, MAX_ID_LEN)?;
     if recipient.is_empty() {
@@ -206,7 +187,10 @@ fn delivery_event(body: &[u8], e: wit::DeliveryEvent) -> Result<NormalizedEvent,
     let message_id = optional(body, "message_id", e.message_id, MAX_ID_LEN)?;
     let diagnostic = optional(body, "diagnostic", e.diagnostic, MAX_DIAGNOSTIC_LEN)?;
     let smtp_status = optional(body, "smtp_status", e.smtp_status, 3)?;
-    if smtp_status.as_deref().is_some_and(|c| !smtp_code(c)) {
+    if smtp_status
+        .as_deref()
+        .is_some_and(|c| !crate::smtp_status::is_reply_code(c))
+    {
         return Err(format!(
             "smtp_status {smtp_status:?} is not a 3-digit SMTP reply code"
         ));
@@ -214,7 +198,7 @@ fn delivery_event(body: &[u8], e: wit::DeliveryEvent) -> Result<NormalizedEvent,
     let enhanced_status = optional(body, "enhanced_status", e.enhanced_status, 11)?;
     if enhanced_status
         .as_deref()
-        .is_some_and(|c| !enhanced_code(c))
+        .is_some_and(|c| !crate::smtp_status::is_enhanced_status(c))
     {
         return Err(format!(
             "enhanced_status {enhanced_status:?} is not an RFC 3463 status code"

@@ -33,7 +33,7 @@ fn headers(options: Options, errors: &mut Vec<FieldError>) -> Vec<(String, Strin
     for (name, value) in options.headers {
         let path = format!(
             "/options/headers/{}",
-            name.replace('~', "~0").replace('/', "~1")
+            mailplug_sdk::json::pointer_token(&name)
         );
         let valid_name =
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');

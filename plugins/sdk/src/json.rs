@@ -95,6 +95,12 @@ pub fn id_string(value: &Value) -> Option<String> {
     }
 }
 
+/// One JSON Pointer reference token (`~` → `~0`, `/` → `~1`), for field
+/// errors that name a key the operator wrote (`/options/<key>`).
+pub fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ fn check_options(options: &str, errors: &mut Vec<FieldError>) {
     match json::parse::<serde_json::Value>(options.as_bytes()) {
         Ok(serde_json::Value::Object(map)) => {
             for key in map.keys() {
-                let path = format!("/options/{}", key.replace('~', "~0").replace('/', "~1"));
+                let path = format!("/options/{}", mailplug_sdk::json::pointer_token(key));
                 errors.push(error(
                     &path,
                     "unknown option: sendgrid takes none (API key: smtp.password)",

@@ -42,12 +42,14 @@ impl Guest for Example {
         } else {
             "eu"
         };
+        // The host's rule for unset port/security, so 465 alone means TLS.
+        let (port, security) = smtp::port_security_defaults(overrides.port, overrides.security);
         Ok(SmtpSettings {
             host: overrides
                 .host
                 .unwrap_or_else(|| format!("smtp.{region}.example.net")),
-            port: overrides.port.unwrap_or(587),
-            security: overrides.security.unwrap_or(Security::Starttls),
+            port,
+            security,
             username: Some("apikey".into()),
             password: PasswordSource::SmtpPassword,
             extra_headers: vec![],
