@@ -1,10 +1,29 @@
-//! Prometheus metrics: one registry for the daemon, rendered at `/metrics`.
+//! Prometheus metrics: one registry for the daemon plus the plugin
+//! runtime's call counters, rendered together at `/metrics` as one
+//! OpenMetrics document.
+//!
+//! The plugin counters stay plain atomics on the call path (see
+//! [`crate::runtime::metrics`]); a [`Collector`] reads them while a scrape
+//! is encoded, so calls never lock or touch a registry.
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::runtime::metrics::{ExportMetrics, LATENCY_BUCKETS_US, PluginMetrics};
+use crate::runtime::{Export, Runtime};
+
+/// Prefix of every metric name.
+const PREFIX: &str = "mailplug";
 
 /// Label set: ordered (name, value) pairs.
 pub type Labels = Vec<(&'static str, String)>;
@@ -30,7 +49,7 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("mailplug");
+        let mut registry = Registry::with_prefix(PREFIX);
         let reloads = Family::<Labels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -74,11 +93,28 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics exposition of every daemon metric and of the
+    /// plugins loaded in `runtime`, ending in the one `# EOF`.
+    pub fn render(&self, runtime: &Runtime) -> String {
+        // Plugins change on reload and the runtime belongs to the current
+        // snapshot, which this registry outlives, so no collector registered
+        // here at startup could follow them. Instead each scrape builds a
+        // registry holding a collector over the current plugins' counters:
+        // it shares their atomics (an `Arc` per plugin, no numbers copied
+        // yet) and reads them while encoding, and it is dropped with the
+        // scrape, so a reloaded-away plugin is never reported again.
+        let mut plugins = Registry::with_prefix(PREFIX);
+        plugins.register_collector(Box::new(PluginCollector::new(runtime)));
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &plugins))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(error) = encoded {
+            // Writing to a String cannot fail, so this is an encoder bug;
+            // a scrape must still get a well-formed (empty) document.
+            tracing::error!(%error, "encoding /metrics failed");
             out.clear();
+            out.push_str("# EOF\n");
         }
         out
     }
@@ -90,64 +126,102 @@ impl Default for Metrics {
     }
 }
 
-/// Renders the plugin runtime's per-plugin, per-export counters (kept in
-/// atomics on the call path) in the OpenMetrics text format.
-pub fn render_plugins(runtime: &crate::runtime::Runtime) -> String {
-    use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
+/// The plugin runtime's per-plugin, per-export counters and latency
+/// histogram, read from their atomics when encoded.
+#[derive(Debug)]
+struct PluginCollector {
+    plugins: Vec<(String, Arc<PluginMetrics>)>,
+}
 
-    use crate::runtime::Export;
-    use crate::runtime::metrics::LATENCY_BUCKETS_US;
-
-    let mut calls = String::new();
-    let mut failures = String::new();
-    let mut rejections = String::new();
-    let mut latency = String::new();
-    for plugin in runtime.plugins() {
-        let id = &plugin.info().id;
-        for export in Export::ALL {
-            let m = plugin.metrics().export(export);
-            let labels = format!("plugin=\"{id}\",export=\"{}\"", export.name());
-            let count = m.calls.load(Relaxed);
-            let _ = writeln!(calls, "mailplug_plugin_calls_total{{{labels}}} {count}");
-            let _ = writeln!(
-                failures,
-                "mailplug_plugin_failures_total{{{labels}}} {}",
-                m.failures.load(Relaxed)
-            );
-            let _ = writeln!(
-                rejections,
-                "mailplug_plugin_rejections_total{{{labels}}} {}",
-                m.rejections.load(Relaxed)
-            );
-            let mut cumulative = 0;
-            for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-                cumulative += m.latency_buckets[i].load(Relaxed);
-                let le = *bound as f64 / 1e6;
-                let _ = writeln!(
-                    latency,
-                    "mailplug_plugin_call_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                latency,
-                "mailplug_plugin_call_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
-            let sum = m.latency_ns_sum.load(Relaxed) as f64 / 1e9;
-            let _ = writeln!(
-                latency,
-                "mailplug_plugin_call_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                latency,
-                "mailplug_plugin_call_seconds_count{{{labels}}} {count}"
-            );
+impl PluginCollector {
+    fn new(runtime: &Runtime) -> Self {
+        Self {
+            plugins: runtime
+                .plugins()
+                .map(|p| (p.info().id.clone(), Arc::clone(p.metrics())))
+                .collect(),
         }
     }
-    format!(
-        "# HELP mailplug_plugin_calls Plugin calls by plugin and export.\n# TYPE mailplug_plugin_calls counter\n{calls}\
-         # HELP mailplug_plugin_failures Plugin calls that failed on the host side (trap, deadline, memory cap, invalid output).\n# TYPE mailplug_plugin_failures counter\n{failures}\
-         # HELP mailplug_plugin_rejections Plugin calls where the plugin returned its own error.\n# TYPE mailplug_plugin_rejections counter\n{rejections}\
-         # HELP mailplug_plugin_call_seconds Plugin call latency, instantiation included.\n# TYPE mailplug_plugin_call_seconds histogram\n{latency}"
-    )
+
+    /// Every (plugin, export) series with its `plugin` and `export` labels.
+    fn series(&self) -> impl Iterator<Item = ([(&'static str, &str); 2], &ExportMetrics)> {
+        self.plugins.iter().flat_map(|(id, metrics)| {
+            Export::ALL.into_iter().map(move |export| {
+                (
+                    [("plugin", id.as_str()), ("export", export.name())],
+                    metrics.export(export),
+                )
+            })
+        })
+    }
+
+    /// One counter family with a series per plugin and export.
+    fn counter(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        value: impl Fn(&ExportMetrics) -> &AtomicU64,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, metrics) in self.series() {
+            ConstCounter::new(value(metrics).load(Relaxed))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
+
+impl Collector for PluginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.counter(
+            &mut encoder,
+            "plugin_calls",
+            "Plugin calls by plugin and export.",
+            |m| &m.calls,
+        )?;
+        self.counter(
+            &mut encoder,
+            "plugin_failures",
+            "Plugin calls that failed on the host side (trap, deadline, memory cap, invalid output).",
+            |m| &m.failures,
+        )?;
+        self.counter(
+            &mut encoder,
+            "plugin_rejections",
+            "Plugin calls where the plugin returned its own error.",
+            |m| &m.rejections,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "plugin_call_seconds",
+            "Plugin call latency, instantiation included.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, metrics) in self.series() {
+            // Per-bucket counts (the encoder accumulates them), the last one
+            // unbounded. `_count` is their sum rather than `calls`, read at
+            // another instant, so it always equals the `+Inf` bucket.
+            let buckets: Vec<(f64, u64)> = metrics
+                .latency_buckets
+                .iter()
+                .zip(
+                    LATENCY_BUCKETS_US
+                        .iter()
+                        .map(|&us| us as f64 / 1e6)
+                        .chain([f64::INFINITY]),
+                )
+                .map(|(n, le)| (le, n.load(Relaxed)))
+                .collect();
+            let count = buckets.iter().map(|&(_, n)| n).sum();
+            let sum = metrics.latency_ns_sum.load(Relaxed) as f64 / 1e9;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -456,7 +456,7 @@ fn strict_refuses_invalid_config_and_default_starts_with_valid_files() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("bad.yaml:3:1: error: /: YAML syntax error")
+        String::from_utf8_lossy(&out.stderr).contains("bad.yaml:2:7: error: /: YAML syntax error")
     );
 
     let d = Daemon::start(&dir, &[]);

@@ -119,6 +119,20 @@ fn daemon_keeps_the_old_plugin_when_a_new_registration_fails() {
     );
     assert_eq!(d.get("/v1/connections/ex").0, 200);
     assert!(d.metric("mailplug_plugin_calls_total{plugin=\"example\",export=\"describe\"}") >= 1.0);
+    // The registry's and the plugins' families form one OpenMetrics document.
+    let text = d.get("/metrics").1;
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    assert!(
+        text.contains("# TYPE mailplug_config_generation gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mailplug_plugin_call_seconds_bucket{le=\"+Inf\",plugin=\"example\",export=\"describe\"} "
+        ),
+        "{text}"
+    );
 
     // A changed registration that loads is swapped in (result `ok`: no
     // registration problem kept the old catalog).

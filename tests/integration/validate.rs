@@ -286,11 +286,26 @@ fn bad_file(name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn yaml_syntax_error_is_located() {
+    // Unclosed, so reported at the bracket rather than where the parser
+    // gave up on the next line.
     let out = bad_file("syntax.yaml", b"kind: Connection\nname: [a, b\nfrom: x\n");
     assert!(
-        out.contains("./syntax.yaml:3:5: error: /: YAML syntax error:"),
+        out.contains("./syntax.yaml:2:7: error: /: YAML syntax error:"),
         "{out}"
     );
+}
+
+#[test]
+fn unclosed_bracket_names_the_line_it_opens_on() {
+    let text = connection("alpha").replace("security: starttls", "security: [starttls, tls");
+    assert_eq!(text.lines().nth(6), Some("  security: [starttls, tls"));
+    let out = bad_file("unclosed.yaml", text.as_bytes());
+    assert!(
+        out.contains("./unclosed.yaml:7:13: error: /: YAML syntax error: unclosed `[` opened here"),
+        "{out}"
+    );
+    // The parser's own position stays in the message.
+    assert!(out.contains("gave up at line 8, column 11"), "{out}");
 }
 
 #[test]

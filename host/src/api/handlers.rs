@@ -172,16 +172,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        {
-            // The registry ends with `# EOF`; the plugin families go before it.
-            let mut text = state.metrics.render();
-            let end = text.rfind("# EOF").unwrap_or(text.len());
-            text.insert_str(
-                end,
-                &crate::metrics::render_plugins(snapshot.catalog.runtime()),
-            );
-            text
-        },
+        state.metrics.render(snapshot.catalog.runtime()),
     )
         .into_response()
 }

@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Number, Value};
 
+mod unclosed;
+
 /// A 1-based line and column in the source text (columns count characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -403,21 +405,10 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
     let mut builder = Builder::new(limits);
     let mut docs = Vec::new();
     let mut doc_start = Pos::default();
+    let mut tracker = unclosed::Tracker::default();
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| {
-            let m = e.marker();
-            err(
-                Pos {
-                    line: m.line(),
-                    col: m.col() + 1,
-                },
-                if e.info() == "recursion limit exceeded" {
-                    format!("nesting deeper than the YAML parser allows ({})", e.info())
-                } else {
-                    format!("YAML syntax error: {}", e.info())
-                },
-            )
-        })?;
+        let (event, span) = event.map_err(|e| tracker.syntax_error(text, &e))?;
+        tracker.observe(&event, span);
         let pos = Pos::of(span);
         match event {
             Event::DocumentStart(_) => {

@@ -73,11 +73,134 @@ fn duplicate_keys_are_errors() {
     assert!(e.message.contains("duplicate key `a`"));
 }
 
+fn syntax_error(text: &str) -> YamlError {
+    let e = parse(text, Limits::default()).unwrap_err();
+    assert!(e.message.starts_with("YAML syntax error: "), "{e:?}");
+    e
+}
+
 #[test]
-fn syntax_errors_have_positions() {
-    let e = parse("a: [1, 2\nb: 3\n", Limits::default()).unwrap_err();
-    assert!(e.message.starts_with("YAML syntax error"), "{e:?}");
-    assert!(e.pos.line >= 1);
+fn unclosed_bracket_is_reported_where_it_opens() {
+    let text = "kind: Connection\nname: alpha\nsmtp:\n  host: mail\n  port: 587\n\
+                # tags follow\ntags: [smtp, primary\nfrom: ops@example.com\nto: x\n";
+    let e = syntax_error(text);
+    assert_eq!(e.pos, Pos { line: 7, col: 7 }, "{e:?}");
+    assert!(e.message.contains("unclosed `[` opened here"), "{e:?}");
+    // Where saphyr noticed, in its own words, so nothing is lost.
+    assert!(
+        e.message
+            .contains("gave up at line 8, column 5: illegal placement of ':' indicator"),
+        "{e:?}"
+    );
+    // At the end of the file too.
+    let e = syntax_error("a: 1\nb: [1, 2\n\n# trailing comment\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 4 }, "{e:?}");
+    assert!(e.message.contains("line 5, column 1"), "{e:?}");
+    // Windows line ends count as one break, as saphyr counts them.
+    let e = syntax_error("a: 1\r\nb: [1, 2\r\nc: 3\r\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 4 }, "{e:?}");
+    let e = syntax_error("a: 1\r\nb: \"x\r\nc: 3\r\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 4 }, "{e:?}");
+    assert!(e.message.contains("gave up at line 3, column 1"), "{e:?}");
+}
+
+#[test]
+fn unclosed_brace_is_reported_where_it_opens() {
+    let e = syntax_error("a: 1\nb: {x: 1,\n  y: 2\nc: 3\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 4 }, "{e:?}");
+    assert!(e.message.contains("unclosed `{` opened here"), "{e:?}");
+    assert!(e.message.contains("line 4, column 2"), "{e:?}");
+}
+
+#[test]
+fn the_inner_unclosed_collection_is_blamed() {
+    // The outer `]` does not close the `{`, so the `{` is what to fix.
+    let e = syntax_error("a: [1, {x: 2, y: 3]\nb: 4\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 8 }, "{e:?}");
+    assert!(e.message.contains("unclosed `{`"), "{e:?}");
+    let e = syntax_error("a: {k: [1, 2}\nb: 3\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 8 }, "{e:?}");
+    assert!(e.message.contains("unclosed `[`"), "{e:?}");
+    // Closed inner collections, and brackets inside quotes and comments,
+    // do not count.
+    let e = syntax_error("a: [1, {x: 2}, \"]\", [3] # ]\nb: 4\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 4 }, "{e:?}");
+    assert!(e.message.contains("unclosed `[`"), "{e:?}");
+    // A collection the scanner read ahead of the last event.
+    let e = syntax_error("a: [1, [2, [3\nb: 4\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 12 }, "{e:?}");
+}
+
+#[test]
+fn unclosed_double_quote_is_reported_where_it_opens() {
+    // Quotes in comments, in plain scalars and in closed scalars before it
+    // do not mislead.
+    let text = "# it's a \"test\" file\na: 'it''s fine'\nb: don't\nc: \"x\nd: 1\ne: 2\n";
+    let e = syntax_error(text);
+    assert_eq!(e.pos, Pos { line: 4, col: 4 }, "{e:?}");
+    assert!(e.message.contains("unclosed `\"` opened here"), "{e:?}");
+    assert!(e.message.contains("gave up at line 5, column 1"), "{e:?}");
+    // Running into the end of the file.
+    let e = syntax_error("- \"abc\n- x\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 3 }, "{e:?}");
+    assert!(e.message.contains("line 3, column 1"), "{e:?}");
+    // Running into the next document.
+    let e = syntax_error("a: \"abc\n  def\n---\nb: 1\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 4 }, "{e:?}");
+    assert!(e.message.contains("line 3, column 1"), "{e:?}");
+    // Closed by the next line's opening quote: blame the first one.
+    let e = syntax_error("a: \"hel\\\"lo\n  b: \"x\"\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 4 }, "{e:?}");
+    assert!(
+        e.message.contains("only closed at line 2, column 6"),
+        "{e:?}"
+    );
+    assert!(e.message.contains("gave up at line 2, column 7"), "{e:?}");
+}
+
+#[test]
+fn unclosed_single_quote_is_reported_where_it_opens() {
+    let e = syntax_error("a: 1\nb: 'it''s\nc: 3\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 4 }, "{e:?}");
+    assert!(e.message.contains("unclosed `'` opened here"), "{e:?}");
+    assert!(e.message.contains("gave up at line 3, column 1"), "{e:?}");
+    // Nested, where the scalar may continue on deeper lines.
+    let e = syntax_error("a:\n  b: 'it''s\n    more\n  c: 'x'\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 6 }, "{e:?}");
+    assert!(e.message.contains("gave up at line 4, column 3"), "{e:?}");
+    // Closed by the next line's opening quote.
+    let e = syntax_error("a: 'it''s\n  b: 'x'\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 4 }, "{e:?}");
+    assert!(
+        e.message
+            .contains("`'` opened here is only closed at line 2, column 6"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn other_syntax_errors_keep_the_parser_position() {
+    let e = syntax_error("a: [1, @x]\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 8 }, "{e:?}");
+    assert!(!e.message.contains("unclosed"), "{e:?}");
+    let e = syntax_error("a: \"hello\" world\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 12 }, "{e:?}");
+    assert_eq!(
+        e.message,
+        "YAML syntax error: invalid trailing content after double-quoted scalar"
+    );
+    // A mistake inside a multi-line flow collection that is closed later.
+    let e = syntax_error("a: {\n  x: 1 y: 2\n}\n");
+    assert_eq!(e.pos, Pos { line: 2, col: 9 }, "{e:?}");
+    assert!(!e.message.contains("unclosed"), "{e:?}");
+    assert_eq!(
+        e.message,
+        "YAML syntax error: while parsing a flow mapping, did not find expected ',' or '}'"
+    );
+    // saphyr already points bad escapes at the opening quote.
+    let e = syntax_error("a: \"C:\\dir\"\n");
+    assert_eq!(e.pos, Pos { line: 1, col: 4 }, "{e:?}");
+    assert!(e.message.contains("unknown escape"), "{e:?}");
 }
 
 #[test]
