@@ -251,8 +251,11 @@ fn invalid_edit_keeps_last_good_and_status_reports_it() {
     )
     .unwrap();
     std::fs::write(dir.join("b.yaml"), with_host("beta", "b2.example.com")).unwrap();
+    // The two writes may land in one reload or two: wait for the one that
+    // applied b.yaml (a new generation) with a.yaml on its last good version.
     let status = d.wait_for("/v1/status", "partial reload", |_, b| {
         b["last_reload"]["result"] == "partial"
+            && b["generation"].as_u64().unwrap_or(0) > generation
     });
     let errors: Vec<&str> = status["errors"]
         .as_array()
