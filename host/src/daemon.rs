@@ -1,6 +1,7 @@
 //! The long-running daemon: loads the configuration, keeps it live through
 //! watch/SIGHUP/API reloads, serves already-bound admin and public listeners
-//! with the routers it is given, and shuts down gracefully.
+//! with the routers it is given (each under its own connection cap and
+//! timeouts), and shuts down gracefully.
 //!
 //! Binding ([`Listeners::bind`]), running ([`run`]) and the signals that end
 //! it ([`shutdown_signal`]) are separate, so tests and benchmarks bind port

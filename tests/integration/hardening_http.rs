@@ -452,3 +452,55 @@ fn error_responses_of_both_listeners_have_json_bodies() {
     assert_eq!(status, 408, "{body}");
     assert!(body["error"].as_str().unwrap().contains("1s"), "{body}");
 }
+
+#[test]
+fn a_request_in_flight_at_sigterm_is_answered_before_the_daemon_exits() {
+    // An SMTP server that accepts and never greets: the check stays in
+    // flight until this test lets it go.
+    let smtp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = smtp.local_addr().unwrap().port();
+    let (_tmp, dir) = config_dir();
+    std::fs::write(
+        dir.join("b.yaml"),
+        format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: stall\nsmtp: {{ host: 127.0.0.1, port: {port}, security: none }}\nfrom: {{ email: a@example.com }}\n"
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&dir, &[]);
+    let admin = addr(&d.admin).to_owned();
+    let check = request("POST", "/v1/connections/stall/check", &admin, &[], "");
+    let client = {
+        let admin = admin.clone();
+        std::thread::spawn(move || exchange(&admin, &check))
+    };
+    let (held, _) = smtp.accept().unwrap();
+
+    // Once the admin listener is closed the daemon is draining.
+    d.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&admin).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin listener stayed open after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+
+    let (status, body) = client.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["classification"].is_object(), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
