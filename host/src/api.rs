@@ -217,7 +217,7 @@ async fn guard_admin(State(guard): State<Guard>, request: Request, next: Next) -
     let response = denial.response();
     if guard.log.should_log(client, Instant::now()) {
         tracing::warn!(
-            client = ?client,
+            client = %client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
             reason = denial.reason(),
             status = response.status().as_u16(),
             method = %request.method(),

@@ -667,20 +667,61 @@ mod tests {
         assert_eq!(body["error"], "too many open connections");
     }
 
-    #[test]
-    fn blank_or_padded_admin_tokens_are_refused_at_startup() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = |token: &str| Settings {
-            config_dir: dir.path().to_path_buf(),
+    fn settings_in(dir: &std::path::Path) -> Settings {
+        Settings {
+            config_dir: dir.to_path_buf(),
             listen_admin: "127.0.0.1:0".parse().unwrap(),
             listen_public: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
+            data_dir: dir.join("data"),
             public_url: None,
-            admin_token: Some(token.to_owned()),
+            admin_token: None,
             strict: false,
             debounce: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(1),
             http: HttpLimits::default(),
+        }
+    }
+
+    #[test]
+    fn zero_connection_caps_or_timeouts_are_refused_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_settings(&settings_in(dir.path())).is_ok());
+        let broken = [
+            HttpLimits {
+                max_connections_admin: 0,
+                ..HttpLimits::default()
+            },
+            HttpLimits {
+                max_connections_public: 0,
+                ..HttpLimits::default()
+            },
+            HttpLimits {
+                header_read_timeout: Duration::ZERO,
+                ..HttpLimits::default()
+            },
+            HttpLimits {
+                request_timeout: Duration::ZERO,
+                ..HttpLimits::default()
+            },
+        ];
+        for http in broken {
+            let settings = Settings {
+                http,
+                ..settings_in(dir.path())
+            };
+            assert!(
+                matches!(check_settings(&settings), Err(StartError::Usage(_))),
+                "{http:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_or_padded_admin_tokens_are_refused_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |token: &str| Settings {
+            admin_token: Some(token.to_owned()),
+            ..settings_in(dir.path())
         };
         for token in ["   ", "\t", " secret", "se cret"] {
             assert!(
