@@ -1,6 +1,7 @@
 //! The long-running daemon: loads the configuration, keeps it live through
 //! watch/SIGHUP/API reloads, serves already-bound admin and public listeners
-//! with the routers it is given, and shuts down gracefully.
+//! with the routers it is given (each under its own connection cap and
+//! timeouts), and shuts down gracefully.
 //!
 //! Binding ([`Listeners::bind`]), running ([`run`]) and the signals that end
 //! it ([`shutdown_signal`]) are separate, so tests and benchmarks bind port
@@ -51,6 +52,35 @@ pub struct Settings {
     pub debounce: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_timeout: Duration,
+    /// Connection caps and timeouts of both listeners.
+    pub http: HttpLimits,
+}
+
+/// How the listeners bound what clients can hold open (flags of `mailplug serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections the admin listener serves at once; more are refused.
+    pub max_connections_admin: usize,
+    /// Connections the public listener serves at once; more are refused.
+    pub max_connections_public: usize,
+    /// Time a connection gets to deliver a complete request head, counted
+    /// from accept and again from the end of each response: it is also the
+    /// keep-alive idle timeout.
+    pub header_read_timeout: Duration,
+    /// Time one request gets from its head to its response.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_admin: 64,
+            max_connections_public: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            // Above the 60 s a `POST /v1/reload` may wait for its reload.
+            request_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 /// Why the daemon did not start.
@@ -107,6 +137,25 @@ pub fn check_settings(settings: &Settings) -> Result<(), StartError> {
             settings.listen_admin
         )));
     }
+    if let Some(token) = &settings.admin_token
+        && !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        // A header value carries visible ASCII only, and a blank or padded
+        // token would be trimmed away by clients: such a token could never match.
+        return Err(StartError::Usage(
+            "--admin-token must be non-blank visible ASCII without spaces".to_owned(),
+        ));
+    }
+    if settings.http.max_connections_admin == 0 || settings.http.max_connections_public == 0 {
+        return Err(StartError::Usage(
+            "--max-connections-admin and --max-connections-public must be at least 1".to_owned(),
+        ));
+    }
+    if settings.http.header_read_timeout.is_zero() || settings.http.request_timeout.is_zero() {
+        return Err(StartError::Usage(
+            "--header-read-timeout and --request-timeout must be longer than 0".to_owned(),
+        ));
+    }
     if !settings.config_dir.is_dir() {
         return Err(StartError::Usage(format!(
             "--config {}: not a directory",
@@ -159,6 +208,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     check_settings(&settings)?;
+    raise_fd_limit(&settings.http);
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
 
@@ -235,8 +285,28 @@ pub async fn run(
     tasks.push(("sighup", tokio::spawn(sighup(reload_tx, stop.clone()))));
 
     let routers = routes(state.clone());
-    let admin_server = serve(listeners.admin, routers.admin, stop.clone());
-    let public_server = serve(listeners.public, routers.public, stop.clone());
+    let admin_server = serve(
+        Listener {
+            name: "admin",
+            socket: listeners.admin,
+            max_connections: settings.http.max_connections_admin,
+        },
+        routers.admin,
+        settings.http,
+        metrics.clone(),
+        stop.clone(),
+    );
+    let public_server = serve(
+        Listener {
+            name: "public",
+            socket: listeners.public,
+            max_connections: settings.http.max_connections_public,
+        },
+        routers.public,
+        settings.http,
+        metrics.clone(),
+        stop.clone(),
+    );
     state.ready.store(true, Ordering::Release);
     tracing::info!(%admin_addr, %public_addr, config = %settings.config_dir.display(), "mailplug is serving");
     // A stable line on stdout that scripts and tests can wait for.
@@ -266,18 +336,165 @@ pub async fn run(
     Ok(())
 }
 
+/// The open-file limit of this process: `(soft, hard)`, `None` meaning unlimited.
+pub fn fd_limit() -> (Option<u64>, Option<u64>) {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    (limit.current, limit.maximum)
+}
+
+/// Raises the open-file soft limit to the hard one (every connection is a
+/// descriptor; the default soft limit is often 1024) and warns when the
+/// connection caps do not fit in what remains.
+fn raise_fd_limit(limits: &HttpLimits) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, soft = ?limit.current, hard = ?limit.maximum, "cannot raise the open-file limit");
+        }
+    }
+    let (soft, hard) = fd_limit();
+    // Config files, plugins, the watcher and SMTP sockets need some too.
+    let needed = (limits.max_connections_admin + limits.max_connections_public + 256) as u64;
+    if soft.is_some_and(|soft| soft < needed) {
+        tracing::warn!(
+            ?soft,
+            ?hard,
+            needed,
+            "the open-file limit is below the connection caps; lower --max-connections-public or raise the limit"
+        );
+    } else {
+        tracing::debug!(?soft, ?hard, "open-file limit");
+    }
+}
+
+/// One bound listener and its connection cap.
+struct Listener {
+    name: &'static str,
+    socket: TcpListener,
+    max_connections: usize,
+}
+
+/// Sent, best effort, to a connection over the cap before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 37\r\nconnection: close\r\n\r\n{\"error\":\"too many open connections\"}";
+
+/// Serves `router` on `listener` until `stop`, then lets every open
+/// connection finish its request in flight (idle ones close at once).
+///
+/// hyper serves each connection directly because `axum::serve` has no
+/// header-read timeout and no cap: each connection holds a permit of the
+/// listener's semaphore, and one accepted while none is left is answered
+/// 503 and closed at once. Accepting and closing, rather than not
+/// accepting, keeps the kernel's backlog empty, so excess clients learn
+/// immediately instead of hanging in `connect`.
 fn serve(
-    listener: TcpListener,
+    listener: Listener,
     router: axum::Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<std::io::Result<()>> {
+) -> JoinHandle<()> {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_timeout,
+    ));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let label = vec![("listener", listener.name.to_owned())];
+    let open = metrics.http_open_connections.get_or_create(&label).clone();
+    let refused = metrics.http_refused.get_or_create(&label).clone();
+    let permits = Arc::new(tokio::sync::Semaphore::new(listener.max_connections));
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.socket.accept() => accepted,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(listener = listener.name, %error, "accept failed");
+                    // Out of descriptors (or similar): let connections close
+                    // instead of spinning on the same error.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                refused.inc();
+                // Never waits: a fresh socket's send buffer is empty.
+                let _ = stream.try_write(REFUSED);
+                drop(stream);
+                continue;
+            };
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut request| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower_service::Service::call(&mut router.clone(), request)
+            });
+            let builder = builder.clone();
+            let open = open.clone();
+            let mut stop = stop.clone();
+            let name = listener.name;
+            connections.spawn(async move {
+                let _permit = permit;
+                open.inc();
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                // The watch guard must not live across the drain below.
+                let stopping = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = stopping => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
+                    // Header-read timeouts and clients that go away are routine.
+                    tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
+                }
+                open.dec();
+            });
+        }
+        drop(listener.socket);
+        while connections.join_next().await.is_some() {}
     })
+}
+
+/// Answers 408 (JSON) when the request takes longer than the limit.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            axum::Json(serde_json::json!({
+                "error": format!("the request did not complete within {}", humantime::format_duration(limit)),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 fn report(snapshot: &Snapshot, metrics: &Metrics, cause: &str) {
@@ -436,6 +653,84 @@ async fn sighup(reload: mpsc::Sender<ReloadRequest>, mut stop: watch::Receiver<b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusal_sent_over_the_cap_is_a_complete_json_response() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"], "too many open connections");
+    }
+
+    fn settings_in(dir: &std::path::Path) -> Settings {
+        Settings {
+            config_dir: dir.to_path_buf(),
+            listen_admin: "127.0.0.1:0".parse().unwrap(),
+            listen_public: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("data"),
+            public_url: None,
+            admin_token: None,
+            strict: false,
+            debounce: Duration::from_millis(100),
+            shutdown_timeout: Duration::from_secs(1),
+            http: HttpLimits::default(),
+        }
+    }
+
+    #[test]
+    fn zero_connection_caps_or_timeouts_are_refused_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_settings(&settings_in(dir.path())).is_ok());
+        let broken = [
+            HttpLimits {
+                max_connections_admin: 0,
+                ..HttpLimits::default()
+            },
+            HttpLimits {
+                max_connections_public: 0,
+                ..HttpLimits::default()
+            },
+            HttpLimits {
+                header_read_timeout: Duration::ZERO,
+                ..HttpLimits::default()
+            },
+            HttpLimits {
+                request_timeout: Duration::ZERO,
+                ..HttpLimits::default()
+            },
+        ];
+        for http in broken {
+            let settings = Settings {
+                http,
+                ..settings_in(dir.path())
+            };
+            assert!(
+                matches!(check_settings(&settings), Err(StartError::Usage(_))),
+                "{http:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_or_padded_admin_tokens_are_refused_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |token: &str| Settings {
+            admin_token: Some(token.to_owned()),
+            ..settings_in(dir.path())
+        };
+        for token in ["   ", "\t", " secret", "se cret"] {
+            assert!(
+                matches!(check_settings(&settings(token)), Err(StartError::Usage(_))),
+                "{token:?}"
+            );
+        }
+        assert!(check_settings(&settings("s3cret-token")).is_ok());
+    }
 
     #[test]
     fn webhook_base_urls_never_show_a_wildcard_address() {

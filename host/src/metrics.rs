@@ -44,6 +44,12 @@ pub struct Metrics {
     pub http_requests: Family<Labels, Counter>,
     /// SMTP check/test outcomes by connection and class.
     pub smtp_outcomes: Family<Labels, Counter>,
+    /// Requests refused before routing, by listener and reason.
+    pub http_denied: Family<Labels, Counter>,
+    /// Connections being served, by listener.
+    pub http_open_connections: Family<Labels, Gauge>,
+    /// Connections closed at accept because the listener was at its cap.
+    pub http_refused: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -82,6 +88,24 @@ impl Metrics {
             "SMTP check and test-send outcomes by connection and class",
             smtp_outcomes.clone(),
         );
+        let http_denied = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_denied",
+            "Requests refused before routing (token, host, origin, content type) by listener and reason",
+            http_denied.clone(),
+        );
+        let http_open_connections = Family::<Labels, Gauge>::default();
+        registry.register(
+            "http_open_connections",
+            "Connections being served by listener",
+            http_open_connections.clone(),
+        );
+        let http_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at accept because the listener was at its connection cap",
+            http_refused.clone(),
+        );
         Self {
             registry,
             reloads,
@@ -90,6 +114,9 @@ impl Metrics {
             connections,
             http_requests,
             smtp_outcomes,
+            http_denied,
+            http_open_connections,
+            http_refused,
         }
     }
 

@@ -118,7 +118,11 @@ pub fn status_json(snapshot: &Snapshot) -> Value {
 }
 
 pub(super) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(status_json(&state.snapshot.load_full()))
+    let mut status = status_json(&state.snapshot.load_full());
+    // Read now, not at startup: an operator may change it with prlimit(1).
+    let (soft, hard) = crate::daemon::fd_limit();
+    status["fd_limit"] = json!({ "soft": soft, "hard": hard });
+    Json(status)
 }
 
 pub(super) async fn reload(State(state): State<Arc<AppState>>) -> Response {
@@ -149,7 +153,7 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        error(StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api;
 use crate::cli::exit;
-use crate::daemon::{self, Listeners, Settings, StartError};
+use crate::daemon::{self, HttpLimits, Listeners, Settings, StartError};
 use crate::logging::{self, LogFormat};
 
 /// Flags of `mailplug serve`; each also reads an environment variable.
@@ -45,6 +45,23 @@ pub struct Args {
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, env = "MAILPLUG_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Connections the admin listener serves at once; more are answered 503
+    /// and closed (kept apart from the public cap, so health checks answer
+    /// while the public port is flooded).
+    #[arg(long, env = "MAILPLUG_MAX_CONNECTIONS_ADMIN", default_value_t = 64)]
+    pub max_connections_admin: usize,
+    /// Connections the public listener serves at once; more are answered 503
+    /// and closed.
+    #[arg(long, env = "MAILPLUG_MAX_CONNECTIONS_PUBLIC", default_value_t = 1024)]
+    pub max_connections_public: usize,
+    /// Time a connection gets to send a complete request head after it opens
+    /// or after its previous response (also the keep-alive idle timeout),
+    /// e.g. `10s`, `500ms`.
+    #[arg(long, env = "MAILPLUG_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time one request gets from its head to its response (408 after that).
+    #[arg(long, env = "MAILPLUG_REQUEST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 }
 
 /// Runs `mailplug serve`.
@@ -60,6 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         strict: args.strict,
         debounce: Duration::from_millis(args.debounce_ms),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        http: HttpLimits {
+            max_connections_admin: args.max_connections_admin,
+            max_connections_public: args.max_connections_public,
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,6 +138,7 @@ mod tests {
             // Long enough that only the API triggers reloads in this test.
             debounce: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
+            http: HttpLimits::default(),
         }
     }
 
