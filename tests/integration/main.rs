@@ -12,6 +12,7 @@ mod daemon;
 mod daemon_smtp;
 mod plugins;
 mod providers;
+mod reload_lifecycle;
 mod smtp;
 mod support;
 mod validate;
