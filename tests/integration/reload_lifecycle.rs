@@ -195,3 +195,140 @@ fn plugin_test_body_from_dev_zero_fails_with_a_size_error() {
         run.stderr
     );
 }
+
+/// `nobody`: as root, permission checks are bypassed, so a daemon meant to
+/// meet `chmod 000` runs as this user instead.
+const NOBODY: u32 = 65534;
+
+/// A daemon run as an unprivileged user, talking only to 127.0.0.1.
+struct Unprivileged {
+    child: Child,
+    admin: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Unprivileged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Unprivileged {
+    /// Starts `mailplug serve` on `dir`, as `nobody` when the tests run as root.
+    fn start(tmp: &Path, dir: &Path) -> Self {
+        use std::io::BufRead as _;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        use std::os::unix::process::CommandExt as _;
+
+        let data = tmp.join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mut cmd = mailplug();
+        if std::fs::metadata(tmp).unwrap().uid() == 0 {
+            for p in [tmp, dir] {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).unwrap();
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        let mut child = cmd
+            .args(["serve", "--config"])
+            .arg(dir)
+            .args([
+                "--listen-admin",
+                "127.0.0.1:0",
+                "--listen-public",
+                "127.0.0.1:0",
+            ])
+            .args(["--debounce-ms", "100", "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let admin = line
+            .split(' ')
+            .find_map(|p| p.strip_prefix("admin="))
+            .unwrap_or_else(|| panic!("no ready line: {line:?}"))
+            .to_owned();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            child,
+            admin,
+            agent,
+        }
+    }
+
+    /// Polls `path` (bounded: 20 s) until `pred` holds on its JSON.
+    fn wait_for(&self, path: &str, what: &str, pred: impl Fn(u16, &Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut resp = self
+                .agent
+                .get(format!("{}{path}", self.admin))
+                .call()
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value =
+                serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+            if pred(status, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last: {status} {body}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+#[test]
+fn chmod_000_on_the_config_dir_keeps_last_good_and_restored_files_are_current_again() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (tmp, dir) = conf_dir();
+    std::fs::write(dir.join("a.yaml"), with_host("alpha", "a.example.com")).unwrap();
+    std::fs::write(dir.join("b.yaml"), with_host("beta", "b-old.example.com")).unwrap();
+    let d = Unprivileged::start(tmp.path(), &dir);
+    d.wait_for("/v1/status", "both files current", |_, s| {
+        live_of(s, "a.yaml").as_deref() == Some("current")
+            && live_of(s, "b.yaml").as_deref() == Some("current")
+    });
+    // `b` breaks: its last good version is live.
+    std::fs::write(dir.join("b.yaml"), "kind: Connection\nname: [").unwrap();
+    d.wait_for("/v1/status", "b last good", |_, s| {
+        live_of(s, "b.yaml").as_deref() == Some("last_good")
+    });
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let status = d.wait_for("/v1/status", "the unreadable dir to be reported", |_, s| {
+        live_of(s, "a.yaml").as_deref() == Some("last_good")
+    });
+    assert_eq!(status["connections"], 2, "{status}");
+    assert!(
+        status["errors"].to_string().contains("Permission denied"),
+        "{status}"
+    );
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = d.wait_for("/v1/status", "a current again", |_, s| {
+        live_of(s, "a.yaml").as_deref() == Some("current")
+    });
+    // Still broken, and its last good version was not lost to the outage.
+    assert_eq!(live_of(&status, "b.yaml").as_deref(), Some("last_good"));
+    d.wait_for("/v1/connections/beta", "beta still served", |s, b| {
+        s == 200 && b["smtp"]["host"] == "b-old.example.com"
+    });
+    std::fs::write(dir.join("b.yaml"), with_host("beta", "b-new.example.com")).unwrap();
+    d.wait_for("/v1/connections/beta", "the fixed b", |_, b| {
+        b["smtp"]["host"] == "b-new.example.com"
+    });
+}
