@@ -366,7 +366,7 @@ mod tests {
         let gone = dir.path().join("gone");
         let mut diags = Vec::new();
         let found = discover(std::slice::from_ref(&gone), &mut diags);
-        assert_eq!(found.unreadable, [gone.clone()]);
+        assert_eq!(found.unreadable, [gone]);
 
         let sub = dir.path().join("sub");
         std::fs::create_dir(&sub).unwrap();
@@ -377,7 +377,7 @@ mod tests {
         let found = discover(&[dir.path().to_path_buf()], &mut diags);
         hooks::clear(&sub);
         assert_eq!(found.files, [dir.path().join("top.yaml")]);
-        assert_eq!(found.unreadable, [sub.clone()]);
+        assert_eq!(found.unreadable, [sub]);
         assert!(
             diags
                 .iter()
