@@ -58,7 +58,10 @@ struct Armed {
 /// Why native watching cannot be used at all, so polling must take over.
 fn exhausted(e: &notify::Error) -> bool {
     matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) || io.raw_os_error() == Some(libc::ENOSPC))
+        || matches!(
+            &e.kind,
+            notify::ErrorKind::Io(io) if matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENOSPC))
+        )
 }
 
 /// Builds a watch on `dir` (and, natively, on its parent for `dir`'s name).
@@ -185,7 +188,7 @@ fn spawn_with(
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     tokio::spawn(async move {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let mut armed = arm(&dir, prefer, &tx);
+        let mut armed = arm_off_runtime(&dir, prefer, &tx).await;
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The daemon reloads on SIGHUP; this re-arms the watch alongside.
@@ -219,7 +222,7 @@ fn spawn_with(
                     tracing::debug!(events, rearm, "config change detected");
                 }
                 _ = recheck.tick() => {
-                    let now = identity(&dir);
+                    let now = identity_off_runtime(&dir).await;
                     if now == armed.identity && (armed.dir_watched || now.is_none()) {
                         continue;
                     }
@@ -228,15 +231,15 @@ fn spawn_with(
                     same_dir = now == armed.identity;
                 }
                 Some(()) = hangup(&mut hup) => {
-                    armed = arm(&dir, prefer, &tx);
+                    armed = arm_off_runtime(&dir, prefer, &tx).await;
                     continue;
                 }
                 _ = shutdown.changed() => return,
             }
             if rearm {
-                // Native watching is tried again each time, so a fallback
-                // to polling lasts only while native watching fails.
-                armed = arm(&dir, prefer, &tx);
+                // Native watching is tried first at every re-arm, so a
+                // fallback to polling ends at the next re-arm that succeeds.
+                armed = arm_off_runtime(&dir, prefer, &tx).await;
                 if same_dir && !armed.dir_watched {
                     continue;
                 }
@@ -246,6 +249,34 @@ fn spawn_with(
             }
         }
     })
+}
+
+/// [`arm`] on the blocking pool: adding watches walks the directory tree.
+async fn arm_off_runtime(
+    dir: &Path,
+    prefer: Backend,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> Armed {
+    let (dir, tx) = (dir.to_path_buf(), tx.clone());
+    tokio::task::spawn_blocking(move || arm(&dir, prefer, &tx))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "arming the config watcher failed; retrying at the next re-check");
+            Armed {
+                _watcher: None,
+                backend: prefer,
+                identity: None,
+                dir_watched: false,
+            }
+        })
+}
+
+/// [`identity`] on the blocking pool (a `stat` can stall on a slow mount).
+async fn identity_off_runtime(dir: &Path) -> Identity {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || identity(&dir))
+        .await
+        .unwrap_or(None)
 }
 
 /// Whether one message from the watcher calls for a reload; sets `rearm`
