@@ -228,7 +228,8 @@ pub async fn run(
             settings.debounce,
             watch_tx,
             stop.clone(),
-        ),
+        )
+        .await,
     ));
     tasks.push((
         "watch",

@@ -167,16 +167,17 @@ fn touches_dir(dir: &Path, event: &notify::Event) -> bool {
 /// Starts watching `dir` recursively. Every burst of relevant events, once
 /// quiet for `debounce`, sends one `()` on `reload`; so does finding a
 /// different directory at `dir` than the one watched. Stops at shutdown.
-pub fn spawn(
+/// Returns once the watch is armed, so a change made after that is seen.
+pub async fn spawn(
     dir: &Path,
     debounce: Duration,
     reload: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    spawn_with(dir, debounce, reload, shutdown, Backend::Native)
+    spawn_with(dir, debounce, reload, shutdown, Backend::Native).await
 }
 
-fn spawn_with(
+async fn spawn_with(
     dir: &Path,
     debounce: Duration,
     reload: mpsc::Sender<()>,
@@ -186,9 +187,9 @@ fn spawn_with(
     // Event paths are reported under the path watched; an absolute one
     // makes them comparable whatever the working directory.
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let mut armed = arm_off_runtime(&dir, prefer, &tx).await;
     tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let mut armed = arm_off_runtime(&dir, prefer, &tx).await;
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The daemon reloads on SIGHUP; this re-arms the watch alongside.
@@ -347,7 +348,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         let (stop_tx, stop) = watch::channel(false);
-        let task = spawn_with(&dir, Duration::from_millis(50), tx, stop, backend);
+        let task = spawn_with(&dir, Duration::from_millis(50), tx, stop, backend).await;
 
         write_until_reload(&mut rx, &dir.join("a.yaml"), "a first write").await;
 
