@@ -87,6 +87,9 @@ pub struct Loaded {
     pub files: Vec<FileReport>,
     /// Problems not tied to a loaded file (missing paths, loops, empty directories).
     pub diagnostics: Vec<Diagnostic>,
+    /// Paths that could not be read (see [`source::Discovered::unreadable`]):
+    /// files once loaded from under them are not known to be gone.
+    pub unreadable: Vec<PathBuf>,
 }
 
 impl Loaded {
@@ -128,11 +131,14 @@ pub fn load_cached(
     cache: &mut FileCache,
 ) -> Loaded {
     let mut loaded = Loaded::default();
-    let files = source::discover(paths, &mut loaded.diagnostics);
-    let mut next = HashMap::with_capacity(files.len());
-    for path in &files {
+    let found = source::discover(paths, &mut loaded.diagnostics);
+    loaded.unreadable = found.unreadable;
+    let mut next = HashMap::with_capacity(found.files.len());
+    for path in &found.files {
         let report = match source::read(path) {
-            Err(d) => error_report(path, d),
+            // Listed a moment ago, gone now: deleted, like a file never listed.
+            Err(e) if e.is_gone() => continue,
+            Err(e) => error_report(path, e.to_diagnostic(path)),
             Ok(text) => {
                 let reusable = cache.entries.remove(path).filter(|(old, report)| {
                     // Plugin registrations depend on the `.wasm` file too.
@@ -167,7 +173,7 @@ fn error_report(path: &Path, d: Diagnostic) -> FileReport {
 pub fn load_file(path: &Path, opts: &LoadOptions, catalog: &dyn ProviderCatalog) -> FileReport {
     match source::read(path) {
         Ok(text) => check_text(path, &text, opts, catalog),
-        Err(d) => error_report(path, d),
+        Err(e) => error_report(path, e.to_diagnostic(path)),
     }
 }
 

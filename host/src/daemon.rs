@@ -271,13 +271,16 @@ pub async fn run(
         )),
     ));
     let (watch_tx, watch_rx) = mpsc::channel::<()>(1);
-    let _watcher = watcher::spawn(
-        &settings.config_dir,
-        settings.debounce,
-        watch_tx,
-        stop.clone(),
-    )
-    .with_context(|| format!("watching {}", settings.config_dir.display()))?;
+    tasks.push((
+        "watch-fs",
+        watcher::spawn(
+            &settings.config_dir,
+            settings.debounce,
+            watch_tx,
+            stop.clone(),
+        )
+        .await,
+    ));
     tasks.push((
         "watch",
         tokio::spawn(forward_watch(watch_rx, reload_tx.clone(), stop.clone())),

@@ -13,6 +13,7 @@ mod daemon_smtp;
 mod hardening_http;
 mod plugins;
 mod providers;
+mod reload_lifecycle;
 mod smtp;
 mod support;
 mod validate;

@@ -223,9 +223,31 @@ fn resolve_secret(reference: &str) -> anyhow::Result<String> {
     Ok(secret.expose().to_owned())
 }
 
+/// Largest `--body` read. Webhook bodies are kilobytes; the bound keeps a
+/// mistaken path (`/dev/zero`, a huge log) from exhausting memory. Pipes and
+/// devices are allowed (`--body /dev/stdin`, `--body <(...)`), bounded alike.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+fn read_body(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let context = || format!("reading --body {}", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let mut body = Vec::new();
+    file.take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .with_context(context)?;
+    if body.len() as u64 > MAX_BODY_BYTES {
+        bail!(
+            "--body {}: larger than the {} MiB limit on request bodies",
+            path.display(),
+            MAX_BODY_BYTES / (1024 * 1024)
+        );
+    }
+    Ok(body)
+}
+
 fn request(test: &TestArgs) -> anyhow::Result<WebhookRequest> {
-    let body = std::fs::read(&test.body)
-        .with_context(|| format!("reading --body {}", test.body.display()))?;
+    let body = read_body(&test.body)?;
     let mut headers = Vec::new();
     if let Some(file) = &test.headers_file {
         let text =

@@ -136,10 +136,37 @@ impl Reloader {
                 },
             );
         }
+        let mut diagnostics: Vec<Diagnostic> = loaded.all_diagnostics().cloned().collect();
+        // A file not listed because its directory (or the whole config dir)
+        // could not be read is not deleted: EMFILE, EACCES or a directory
+        // mid-swap are outages, and its last good version stays live.
+        let mut kept: Vec<&PathBuf> = self
+            .last_good
+            .keys()
+            .filter(|path| {
+                !present.contains_key(*path)
+                    && loaded.unreadable.iter().any(|u| path.starts_with(u))
+            })
+            .collect();
+        kept.sort();
+        for path in kept {
+            present.insert(path.clone(), Live::LastGood);
+            files.insert(
+                path.clone(),
+                FileStatus {
+                    live: Live::LastGood,
+                    errors: 1,
+                    warnings: 0,
+                },
+            );
+            diagnostics.push(Diagnostic::file_error(
+                path,
+                "not read: its directory could not be read (see the error above); the last good version stays live",
+            ));
+        }
         // Deleted (or renamed-away) files take their objects with them.
         self.last_good.retain(|path, _| present.contains_key(path));
 
-        let mut diagnostics: Vec<Diagnostic> = loaded.all_diagnostics().cloned().collect();
         let mut connections = BTreeMap::new();
         let mut plugins = BTreeMap::new();
         // Current files first, so a name kept alive only by a stale version
@@ -176,6 +203,15 @@ impl Reloader {
         } else {
             ReloadResult::Ok
         };
+        if connections.is_empty() && !self.live.0.is_empty() {
+            // Only reachable when the directory was read and really holds no
+            // connection files any more: unreadable paths keep their files.
+            tracing::warn!(
+                dir = %self.dir.display(),
+                removed = self.live.0.len(),
+                "the config directory no longer defines any connection; all connections are removed"
+            );
+        }
         if (&connections, &plugins) != (&self.live.0, &self.live.1) {
             self.generation += 1;
             self.live = (connections.clone(), plugins.clone());
@@ -325,5 +361,128 @@ mod tests {
                 .iter()
                 .any(|d| d.message.contains("stale definition"))
         );
+    }
+
+    use crate::config::source::hooks;
+
+    fn reloader(dir: &Path) -> Reloader {
+        Reloader::new(dir.to_path_buf(), LoadOptions::default(), None).unwrap()
+    }
+
+    #[test]
+    fn descriptor_exhaustion_while_listing_keeps_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("sub/b.yaml");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(&a, conn("a", "a.example.com")).unwrap();
+        std::fs::write(&b, conn("b", "b.example.com")).unwrap();
+        let mut r = reloader(dir.path());
+        let s1 = r.reload();
+        assert_eq!(s1.connections.len(), 2);
+
+        // What a SIGHUP under EMFILE looked like: the directory cannot be listed.
+        hooks::fail_reads_under(dir.path(), libc::EMFILE);
+        let s2 = r.reload();
+        hooks::clear(dir.path());
+        assert_eq!(
+            s2.connections.keys().collect::<Vec<_>>(),
+            ["a", "b"],
+            "a read error is not a deletion"
+        );
+        assert_eq!(s2.result, ReloadResult::Partial);
+        assert_eq!(s2.files[&a].live, Live::LastGood);
+        assert_eq!(s2.files[&b].live, Live::LastGood);
+        assert!(
+            s2.diagnostics
+                .iter()
+                .any(|d| d.to_string().contains("Too many open files")),
+            "{:?}",
+            s2.diagnostics
+        );
+        assert_eq!(s2.generation, s1.generation, "nothing live changed");
+
+        let s3 = r.reload();
+        assert_eq!(s3.result, ReloadResult::Ok);
+        assert_eq!(s3.files[&a].live, Live::Current);
+        assert_eq!(s3.files[&b].live, Live::Current);
+    }
+
+    #[test]
+    fn descriptor_exhaustion_opening_one_file_keeps_its_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, conn("a", "a.example.com")).unwrap();
+        let mut r = reloader(dir.path());
+        r.reload();
+        hooks::fail_reads_under(&a, libc::EMFILE);
+        let s = r.reload();
+        hooks::clear(&a);
+        assert_eq!(s.connections["a"].smtp.host, "a.example.com");
+        assert_eq!(s.files[&a].live, Live::LastGood);
+        assert_eq!(r.reload().files[&a].live, Live::Current);
+    }
+
+    #[test]
+    fn unreadable_dir_keeps_a_last_good_version_through_to_when_it_is_readable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, conn("a", "a-old.example.com")).unwrap();
+        std::fs::write(&b, conn("b", "b.example.com")).unwrap();
+        let mut r = reloader(dir.path());
+        r.reload();
+        // `a` breaks: its last good version is live.
+        std::fs::write(&a, "kind: Connection\nname: [").unwrap();
+        assert_eq!(r.reload().files[&a].live, Live::LastGood);
+
+        // `chmod 000` on the directory (injected: root bypasses permissions).
+        hooks::fail_reads_under(dir.path(), libc::EACCES);
+        let s = r.reload();
+        hooks::clear(dir.path());
+        assert_eq!(s.connections["a"].smtp.host, "a-old.example.com");
+        assert!(s.connections.contains_key("b"));
+        assert!(
+            s.diagnostics
+                .iter()
+                .any(|d| d.to_string().contains("Permission denied"))
+        );
+
+        // Access restored: `a` is still broken, and its last good version
+        // was not lost (it used to come back as `none`); `b` is current.
+        let s = r.reload();
+        assert_eq!(s.files[&a].live, Live::LastGood);
+        assert_eq!(s.connections["a"].smtp.host, "a-old.example.com");
+        assert_eq!(s.files[&b].live, Live::Current);
+        std::fs::write(&a, conn("a", "a-new.example.com")).unwrap();
+        let s = r.reload();
+        assert_eq!(s.files[&a].live, Live::Current);
+        assert_eq!(s.connections["a"].smtp.host, "a-new.example.com");
+    }
+
+    #[test]
+    fn removed_dir_keeps_connections_but_an_emptied_readable_dir_removes_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("conf");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), conn("a", "a.example.com")).unwrap();
+        let mut r = reloader(&dir);
+        r.reload();
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        let s = r.reload();
+        assert!(
+            s.connections.contains_key("a"),
+            "a vanished dir is an outage"
+        );
+        assert_eq!(s.files[&dir.join("a.yaml")].live, Live::LastGood);
+        assert_eq!(s.result, ReloadResult::Partial);
+
+        // The directory is back, readable, and holds no connection files:
+        // the files really are gone.
+        std::fs::create_dir(&dir).unwrap();
+        let s = r.reload();
+        assert!(s.connections.is_empty());
+        assert!(s.files.is_empty());
     }
 }

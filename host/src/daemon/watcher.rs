@@ -1,73 +1,411 @@
 //! Watches the config directory and turns bursts of filesystem events
 //! (editor atomic saves, `git pull`, ConfigMap `..data` swaps) into single
-//! debounced reload requests.
+//! debounced reload requests, and keeps watching the configured *path*
+//! through removal, re-creation and rename-swap of the directory itself.
+//!
+//! A watch on a directory follows the inode, not the name: once the
+//! directory is removed or renamed away, its watch sees nothing of what
+//! later appears under the configured name. So the parent directory is
+//! watched too (non-recursively, for the config dir's name), and the whole
+//! watch is re-armed whenever the directory itself changed, on SIGHUP, and
+//! whenever a periodic re-check finds a different directory (or one where
+//! there was none). When native watching is unavailable (no inotify
+//! instances, out of watches) a polling watcher takes over.
 
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Component, Path};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-/// Whether an event can change what a reload would load. Reads (`Access`)
-/// are ignored, or every reload would trigger the next one, and so is `.git`
-/// internals' churn (the work tree files change too when it matters).
-fn relevant(event: &notify::Event) -> bool {
+/// How often the configured path is re-checked for a different directory,
+/// and the polling interval when native watching is unavailable.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// What the notify callback hands to the task.
+type Message = notify::Result<notify::Event>;
+
+/// Device and inode of the directory at the configured path, if any.
+type Identity = Option<(u64, u64)>;
+
+fn identity(dir: &Path) -> Identity {
+    std::fs::metadata(dir)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Which kind of watcher to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Native,
+    Poll,
+}
+
+/// The current watch and what it was armed on.
+struct Armed {
+    /// Kept alive: dropping it ends the watch.
+    _watcher: Option<Box<dyn notify::Watcher + Send>>,
+    backend: Backend,
+    /// The directory the watch was armed on.
+    identity: Identity,
+    /// Whether the directory itself (not only its parent) is watched.
+    dir_watched: bool,
+}
+
+/// Why native watching cannot be used at all, so polling must take over.
+fn exhausted(e: &notify::Error) -> bool {
+    matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(
+            &e.kind,
+            notify::ErrorKind::Io(io) if matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENOSPC))
+        )
+}
+
+/// Builds a watch on `dir` (and, natively, on its parent for `dir`'s name).
+/// Never fails: what cannot be watched now is retried at the next re-arm.
+fn arm(dir: &Path, prefer: Backend, tx: &mpsc::UnboundedSender<Message>) -> Armed {
+    let identity = identity(dir);
+    if prefer == Backend::Native {
+        match arm_native(dir, tx) {
+            Ok((watcher, dir_watched)) => {
+                return Armed {
+                    _watcher: Some(watcher),
+                    backend: Backend::Native,
+                    identity,
+                    dir_watched,
+                };
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                interval = ?RECHECK,
+                "cannot watch the config directory natively; polling it instead"
+            ),
+        }
+    }
+    if identity.is_none() {
+        // Nothing to poll yet; the periodic re-check arms when it appears.
+        return Armed {
+            _watcher: None,
+            backend: Backend::Poll,
+            identity,
+            dir_watched: false,
+        };
+    }
+    let tx = tx.clone();
+    let config = notify::Config::default().with_poll_interval(RECHECK);
+    let watcher = notify::PollWatcher::new(move |m: Message| drop(tx.send(m)), config)
+        .and_then(|mut w| w.watch(dir, RecursiveMode::Recursive).map(|()| w));
+    let watcher = match watcher {
+        Ok(w) => Some(Box::new(w) as Box<dyn notify::Watcher + Send>),
+        Err(e) => {
+            // Still re-checked every RECHECK by the task.
+            tracing::warn!(error = %e, "cannot poll the config directory; relying on the periodic re-check");
+            None
+        }
+    };
+    Armed {
+        _watcher: watcher,
+        backend: Backend::Poll,
+        identity,
+        dir_watched: true,
+    }
+}
+
+fn arm_native(
+    dir: &Path,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> notify::Result<(Box<dyn notify::Watcher + Send>, bool)> {
+    let tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |m: Message| drop(tx.send(m)))?;
+    if let Some(parent) = dir.parent() {
+        match watcher.watch(parent, RecursiveMode::NonRecursive) {
+            Ok(()) => {}
+            Err(e) if exhausted(&e) => return Err(e),
+            // The parent is gone too: the periodic re-check re-arms later.
+            Err(e) => tracing::debug!(error = %e, "cannot watch the config directory's parent"),
+        }
+    }
+    let dir_watched = match watcher.watch(dir, RecursiveMode::Recursive) {
+        Ok(()) => true,
+        Err(e) if exhausted(&e) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory now; retrying");
+            false
+        }
+    };
+    Ok((Box::new(watcher), dir_watched))
+}
+
+/// Whether an event can change what a reload would load: it concerns the
+/// config dir or something in it (the parent watch also reports siblings).
+/// Reads (`Access`) are ignored, or every reload would trigger the next
+/// one, and so is `.git` internals' churn (the work tree files change too
+/// when it matters).
+fn relevant(dir: &Path, event: &notify::Event) -> bool {
     if matches!(event.kind, EventKind::Access(_)) {
         return false;
     }
     event.paths.is_empty()
         || event.paths.iter().any(|p| {
-            !p.components()
-                .any(|c| c == Component::Normal(".git".as_ref()))
+            p.strip_prefix(dir).is_ok_and(|rest| {
+                !rest
+                    .components()
+                    .any(|c| c == Component::Normal(".git".as_ref()))
+            })
         })
 }
 
+/// Whether an event concerns the directory itself (removed, created,
+/// renamed, permissions changed), after which the watch must be re-armed.
+fn touches_dir(dir: &Path, event: &notify::Event) -> bool {
+    event.need_rescan() || event.paths.is_empty() || event.paths.iter().any(|p| p == dir)
+}
+
 /// Starts watching `dir` recursively. Every burst of relevant events, once
-/// quiet for `debounce`, sends one `()` on `reload`. Stops at shutdown.
-/// Returns the watcher, which must be kept alive.
-pub fn spawn(
+/// quiet for `debounce`, sends one `()` on `reload`; so does finding a
+/// different directory at `dir` than the one watched. Stops at shutdown.
+/// Returns once the watch is armed, so a change made after that is seen.
+pub async fn spawn(
+    dir: &Path,
+    debounce: Duration,
+    reload: mpsc::Sender<()>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    spawn_with(dir, debounce, reload, shutdown, Backend::Native).await
+}
+
+async fn spawn_with(
     dir: &Path,
     debounce: Duration,
     reload: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) if relevant(&event) => {
-                let _ = tx.send(event.paths.into_iter().next().unwrap_or_default());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "config watcher error; forcing a reload");
-                let _ = tx.send(PathBuf::new());
-            }
-        })?;
-    watcher.watch(dir, RecursiveMode::Recursive)?;
+    prefer: Backend,
+) -> JoinHandle<()> {
+    // Event paths are reported under the path watched; an absolute one
+    // makes them comparable whatever the working directory.
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let mut armed = arm_off_runtime(&dir, prefer, &tx).await;
     tokio::spawn(async move {
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The daemon reloads on SIGHUP; this re-arms the watch alongside.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "watcher: no re-arm on SIGHUP"))
+            .ok();
         loop {
-            let first = tokio::select! {
-                ev = rx.recv() => ev,
+            let mut rearm = false;
+            // Set when a re-check re-arms the same directory: reload only if
+            // the watch now works (it may still be unreadable).
+            let mut same_dir = false;
+            tokio::select! {
+                message = rx.recv() => {
+                    let Some(message) = message else { return };
+                    let backend = armed.backend;
+                    let mut events = usize::from(note(&dir, backend, message, &mut rearm));
+                    if events == 0 {
+                        continue;
+                    }
+                    // Quiet period: a `git checkout` of hundreds of files is one reload.
+                    loop {
+                        tokio::select! {
+                            m = tokio::time::timeout(debounce, rx.recv()) => match m {
+                                Ok(Some(m)) => events += usize::from(note(&dir, backend, m, &mut rearm)),
+                                Ok(None) => return,
+                                Err(_) => break,
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                    tracing::debug!(events, rearm, "config change detected");
+                }
+                _ = recheck.tick() => {
+                    let now = identity_off_runtime(&dir).await;
+                    if now == armed.identity && (armed.dir_watched || now.is_none()) {
+                        continue;
+                    }
+                    tracing::debug!(dir = %dir.display(), "config directory replaced, reappeared or not watched yet; re-arming the watch");
+                    rearm = true;
+                    same_dir = now == armed.identity;
+                }
+                Some(()) = hangup(&mut hup) => {
+                    armed = arm_off_runtime(&dir, prefer, &tx).await;
+                    continue;
+                }
                 _ = shutdown.changed() => return,
-            };
-            let Some(first) = first else { return };
-            let mut events = 1usize;
-            // Quiet period: a `git checkout` of hundreds of files is one reload.
-            loop {
-                tokio::select! {
-                    ev = tokio::time::timeout(debounce, rx.recv()) => match ev {
-                        Ok(Some(_)) => events += 1,
-                        Ok(None) => return,
-                        Err(_) => break,
-                    },
-                    _ = shutdown.changed() => return,
+            }
+            if rearm {
+                // Native watching is tried first at every re-arm, so a
+                // fallback to polling ends at the next re-arm that succeeds.
+                armed = arm_off_runtime(&dir, prefer, &tx).await;
+                if same_dir && !armed.dir_watched {
+                    continue;
                 }
             }
-            tracing::debug!(events, first = %first.display(), "config change detected");
             if reload.send(()).await.is_err() {
                 return;
             }
         }
-    });
-    Ok(watcher)
+    })
+}
+
+/// [`arm`] on the blocking pool: adding watches walks the directory tree.
+async fn arm_off_runtime(
+    dir: &Path,
+    prefer: Backend,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> Armed {
+    let (dir, tx) = (dir.to_path_buf(), tx.clone());
+    tokio::task::spawn_blocking(move || arm(&dir, prefer, &tx))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "arming the config watcher failed; retrying at the next re-check");
+            Armed {
+                _watcher: None,
+                backend: prefer,
+                identity: None,
+                dir_watched: false,
+            }
+        })
+}
+
+/// [`identity`] on the blocking pool (a `stat` can stall on a slow mount).
+async fn identity_off_runtime(dir: &Path) -> Identity {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || identity(&dir))
+        .await
+        .unwrap_or(None)
+}
+
+/// Whether one message from the watcher calls for a reload; sets `rearm`
+/// when the directory itself changed or the watcher failed.
+fn note(dir: &Path, backend: Backend, message: Message, rearm: &mut bool) -> bool {
+    match message {
+        Ok(event) if relevant(dir, &event) => {
+            *rearm |= touches_dir(dir, &event);
+            true
+        }
+        Ok(_) => false,
+        // The poller reports an unreadable or missing directory on every
+        // scan; the periodic re-check covers those.
+        Err(e) if backend == Backend::Poll => {
+            tracing::debug!(error = %e, "config poller error");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "config watcher error; re-arming and reloading");
+            *rearm = true;
+            true
+        }
+    }
+}
+
+/// The next SIGHUP, or never when its handler could not be installed.
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// Waits (bounded) for one reload request.
+    async fn next_reload(rx: &mut mpsc::Receiver<()>, what: &str) {
+        let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+        assert!(
+            matches!(got, Ok(Some(()))),
+            "no reload request after {what}"
+        );
+    }
+
+    /// Writes `file` repeatedly until a reload request arrives: the watch
+    /// may be re-armed in between, and a write before it is armed is lost.
+    async fn write_until_reload(rx: &mut mpsc::Receiver<()>, file: &Path, what: &str) {
+        for attempt in 0..40 {
+            std::fs::write(file, format!("n: {attempt}\n")).unwrap();
+            if let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+            {
+                return;
+            }
+        }
+        panic!("no reload request after {what}");
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<()>) {
+        while rx.try_recv().is_ok() {}
+    }
+
+    async fn survives_removal_recreation_and_rename_swap(backend: Backend) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("conf");
+        std::fs::create_dir(&dir).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let (stop_tx, stop) = watch::channel(false);
+        let task = spawn_with(&dir, Duration::from_millis(50), tx, stop, backend).await;
+
+        write_until_reload(&mut rx, &dir.join("a.yaml"), "a first write").await;
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        next_reload(&mut rx, "removing the directory").await;
+        std::fs::create_dir(&dir).unwrap();
+        drain(&mut rx);
+        write_until_reload(
+            &mut rx,
+            &dir.join("b.yaml"),
+            "writing into the re-created directory",
+        )
+        .await;
+
+        let fresh = tmp.path().join("conf.new");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::rename(&dir, tmp.path().join("conf.old")).unwrap();
+        std::fs::rename(&fresh, &dir).unwrap();
+        drain(&mut rx);
+        write_until_reload(
+            &mut rx,
+            &dir.join("c.yaml"),
+            "writing into the swapped-in directory",
+        )
+        .await;
+        // The old directory is no longer watched: what happens there is not
+        // a change of the configuration. (Polled only once re-armed; the
+        // write above proves the new one is watched.)
+        drain(&mut rx);
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("watcher stops at shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn native_watch_survives_removal_recreation_and_rename_swap() {
+        survives_removal_recreation_and_rename_swap(Backend::Native).await;
+    }
+
+    #[tokio::test]
+    async fn polling_fallback_sees_changes_and_survives_removal_recreation_and_rename_swap() {
+        survives_removal_recreation_and_rename_swap(Backend::Poll).await;
+    }
+
+    #[test]
+    fn events_outside_the_config_dir_or_in_git_internals_are_not_relevant() {
+        let dir = Path::new("/etc/conf");
+        let ev = |p: &str| notify::Event::new(EventKind::Any).add_path(PathBuf::from(p));
+        assert!(relevant(dir, &ev("/etc/conf")));
+        assert!(relevant(dir, &ev("/etc/conf/a.yaml")));
+        assert!(!relevant(dir, &ev("/etc/passwd")));
+        assert!(!relevant(dir, &ev("/etc/conf.new")));
+        assert!(!relevant(dir, &ev("/etc/conf/.git/index")));
+        assert!(touches_dir(dir, &ev("/etc/conf")));
+        assert!(!touches_dir(dir, &ev("/etc/conf/a.yaml")));
+    }
 }
