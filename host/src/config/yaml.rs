@@ -515,7 +515,7 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
     let mut doc_start = Pos::default();
     let mut tracker = unclosed::Tracker::default();
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| tracker.syntax_error(text, &e))?;
+        let (event, span) = event.map_err(|e| within(text, tracker.syntax_error(text, &e)))?;
         tracker.observe(&event, span);
         let pos = Pos::of(span);
         match event {
@@ -544,6 +544,20 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
         }
     }
     Ok(docs)
+}
+
+/// Moves an error's position onto the text: saphyr can place a marker past
+/// the end of its line (e.g. after unprintable characters), which an editor
+/// cannot jump to. The line is kept, the column clamped to one past its end.
+fn within(text: &str, mut e: YamlError) -> YamlError {
+    let mut lines = text.split('\n');
+    let count = text.split('\n').count();
+    e.pos.line = e.pos.line.clamp(1, count.max(1));
+    let width = lines
+        .nth(e.pos.line - 1)
+        .map_or(0, |l| l.trim_end_matches('\r').chars().count());
+    e.pos.col = e.pos.col.clamp(1, width + 1);
+    e
 }
 
 /// Renders a JSON Pointer for humans: the empty root pointer becomes `/`.
