@@ -18,7 +18,8 @@ pub struct Args {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Output format: `text` prints `FILE:LINE:COL: severity: /pointer: message
-    /// (hint: ...)` lines; `json` a JSON array of `{file, line, column,
+    /// (hint: ...)` lines, exactly one per diagnostic (control characters
+    /// escaped, e.g. ESC as `\x1b`); `json` a JSON array of `{file, line, column,
     /// severity, pointer, message, hint}`, with the summary on stderr so stdout
     /// stays parseable.
     #[arg(long, value_enum, default_value = "text")]

@@ -1,7 +1,8 @@
 //! Semantic checks the schema cannot express — port vs security, credentials
-//! over plaintext, sender syntax, literal secrets, resolvable references,
-//! the provider's own options schema and field errors — and the effective
-//! SMTP settings they establish.
+//! over plaintext, sender syntax, EHLO name, literal secrets, resolvable
+//! references, the provider's own options schema and field errors — and the
+//! effective SMTP settings they establish. The rules the SMTP runtime also
+//! enforces come from `schema`'s shared rule functions, never restated here.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,8 +14,9 @@ use super::LoadOptions;
 use super::catalog::{AdaptFailure, PasswordSource, ProviderCatalog, SmtpOverrides};
 use super::compile::Sections;
 use super::connection::{Mailbox, PasswordRef, Provider, Security, Smtp, effective_port_security};
-use super::diagnostic::{Diagnostic, did_you_mean};
+use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
 use super::model::{FromSpec, PluginSpec, SmtpSpec};
+use super::schema::{credentials_problem, helo_name_problem, insecure_auth_refused};
 use super::secret::SecretRef;
 use super::yaml::Document;
 use crate::address::{self, AddressError};
@@ -74,6 +76,16 @@ impl Ctx<'_> {
     }
 
     pub fn secret(&mut self, pointer: &str, secret: &SecretRef) {
+        if *secret == SecretRef::Literal(String::new()) {
+            // An empty environment variable or file is refused when resolved;
+            // an empty literal is the same mistake, written down.
+            self.error(
+                pointer,
+                "secret is empty",
+                Some("use `{ env: NAME }` or `{ file: PATH }` holding the real value"),
+            );
+            return;
+        }
         if secret.is_literal() {
             self.warning(
                 pointer,
@@ -102,7 +114,11 @@ pub(super) fn provider(
             Some(m) => format!("did you mean `{m}`?"),
             None => format!("installed providers: {}", ids.join(", ")),
         };
-        ctx.error("/provider", format!("unknown provider `{id}`"), Some(&hint));
+        ctx.error(
+            "/provider",
+            format!("unknown provider `{}`", excerpt(id)),
+            Some(&hint),
+        );
         return None;
     }
     let before = ctx.out.len();
@@ -137,6 +153,15 @@ pub(super) fn smtp(
         ctx.secret("/smtp/password", password);
     }
     tls(ctx, explicit);
+    if let Some(helo) = &explicit.helo_name
+        && let Some(problem) = helo_name_problem(helo)
+    {
+        ctx.error(
+            "/smtp/helo_name",
+            format!("`helo_name` {problem}"),
+            Some("it is sent in EHLO as is: use this machine's DNS name, e.g. `mail.example.com`"),
+        );
+    }
     let explicit_ok = !ctx.out[before..].iter().any(Diagnostic::is_error);
 
     let smtp_password = explicit.password.clone().map(|secret| PasswordRef {
@@ -207,6 +232,11 @@ pub(super) fn smtp(
             )
         }
     };
+    if !custom {
+        // A provider may fill in one half of the login; the runtime refuses
+        // half a login whoever wrote it.
+        effective_credentials(ctx, explicit, username.is_some(), password.is_some());
+    }
     plaintext_credentials(
         ctx,
         explicit,
@@ -292,19 +322,43 @@ fn explicit_pair(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
     }
 }
 
-/// Custom SMTP logs in with both fields or neither (providers may fill one in).
+/// Custom SMTP logs in with both fields or neither (providers may fill one
+/// in; [`effective_credentials`] checks what they leave).
 fn credentials_pairing(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
-    match (&smtp.username, &smtp.password) {
-        (Some(_), None) => ctx.error(
-            "/smtp/username",
-            "`username` without `password`",
-            Some(
-                "add `password: { env: NAME }`, or remove `username` if the server needs no login",
-            ),
-        ),
-        (None, Some(_)) => ctx.error("/smtp/password", "`password` without `username`", None),
-        _ => {}
+    let (user, pass) = (smtp.username.is_some(), smtp.password.is_some());
+    if let Some(problem) = credentials_problem(user, pass) {
+        let (pointer, hint) = if user {
+            (
+                "/smtp/username",
+                Some(
+                    "add `password: { env: NAME }`, or remove `username` if the server needs no login",
+                ),
+            )
+        } else {
+            ("/smtp/password", None)
+        };
+        ctx.error(pointer, problem, hint);
     }
+}
+
+/// The login a provider connection ends up with, explicit fields and the
+/// plugin's answer together.
+fn effective_credentials(ctx: &mut Ctx<'_>, smtp: &SmtpSpec, user: bool, pass: bool) {
+    let Some(problem) = credentials_problem(user, pass) else {
+        return;
+    };
+    let pointer = if smtp.username.is_some() {
+        "/smtp/username"
+    } else if smtp.password.is_some() {
+        "/smtp/password"
+    } else {
+        "/provider"
+    };
+    ctx.error(
+        pointer,
+        format!("{problem} once the provider's settings are applied"),
+        Some("set both `smtp.username` and `smtp.password`, or neither"),
+    );
 }
 
 fn plaintext_credentials(
@@ -313,6 +367,7 @@ fn plaintext_credentials(
     security: Security,
     has_credentials: bool,
 ) {
+    let refused = insecure_auth_refused(security, has_credentials, smtp.allow_insecure_auth);
     if security != Security::None || !has_credentials {
         if smtp.allow_insecure_auth && security != Security::None {
             ctx.warning(
@@ -329,7 +384,8 @@ fn plaintext_credentials(
             "credentials will be sent unencrypted (`security: none` with `allow_insecure_auth: true`)",
             Some("only acceptable for a relay on a trusted local network"),
         );
-    } else {
+    }
+    if refused {
         let pointer = if smtp.password.is_some() {
             "/smtp/password"
         } else if smtp.username.is_some() {
@@ -367,7 +423,10 @@ fn tls(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
     {
         ctx.error(
             "/smtp/tls/ca_file",
-            format!("cannot read CA file {}: {e}", ca.display()),
+            format!(
+                "cannot read CA file {}: {e}",
+                excerpt(&ca.to_string_lossy())
+            ),
             None,
         );
     }
@@ -398,7 +457,7 @@ pub(super) fn sender(ctx: &mut Ctx<'_>, from: &FromSpec) -> Option<Mailbox> {
         Err(AddressError::Invalid(_)) => {
             ctx.error(
                 "/from/email",
-                format!("`{}` is not a valid email address", from.email),
+                format!("`{}` is not a valid email address", excerpt(&from.email)),
                 Some("expected `user@domain`, e.g. `news@example.com`"),
             );
             None
@@ -412,7 +471,7 @@ pub(super) fn workspaces(ctx: &mut Ctx<'_>, workspaces: &[String]) {
         if !seen.insert(w) {
             ctx.warning(
                 &format!("/workspaces/{i}"),
-                format!("workspace `{w}` is listed twice"),
+                format!("workspace `{}` is listed twice", excerpt(w)),
                 None,
             );
         }
@@ -430,7 +489,7 @@ pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
                     "/sha256",
                     format!(
                         "{} has sha256 {actual}, not the pinned value",
-                        path.display()
+                        excerpt(&path.to_string_lossy())
                     ),
                     Some("if the new build is intended, update `sha256`"),
                 );
@@ -438,7 +497,10 @@ pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
         }
         Err(e) => ctx.error(
             "/path",
-            format!("cannot read plugin {}: {e}", path.display()),
+            format!(
+                "cannot read plugin {}: {e}",
+                excerpt(&path.to_string_lossy())
+            ),
             None,
         ),
     }

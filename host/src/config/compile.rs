@@ -16,7 +16,7 @@ use super::check::{self, Ctx};
 use super::connection::{
     CUSTOM_SMTP, Connection, Limits, PluginLimits, PluginRegistration, Webhook,
 };
-use super::diagnostic::{Diagnostic, did_you_mean};
+use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
 use super::model::{FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSpec};
 use super::yaml::{Document, pointer_unescape, scalar_text};
 use super::{FileReport, LoadOptions, SourceLocation, schema};
@@ -125,7 +125,8 @@ pub(super) fn document(
                 doc.value_pos("/kind"),
                 "/kind",
                 format!(
-                    "unknown kind `{text}`; expected one of: {}",
+                    "unknown kind `{}`; expected one of: {}",
+                    excerpt(&text),
                     KINDS.join(", ")
                 ),
             );

@@ -1,6 +1,10 @@
 //! Diagnostics: one located problem in a configuration file, printed as
-//! `FILE:LINE:COL: severity: /pointer: message (hint: ...)` or as JSON.
+//! `FILE:LINE:COL: severity: /pointer: message (hint: ...)` or as JSON, and
+//! the output hygiene of that text: user values quoted in messages are cut
+//! to an [`excerpt`], and the text form escapes control characters so a
+//! configuration file cannot forge lines or terminal sequences in CI logs.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -38,7 +42,10 @@ pub struct Diagnostic {
     pub column: usize,
     /// Error or warning.
     pub severity: Severity,
-    /// JSON Pointer of the offending node within its document (`""` = the document).
+    /// JSON Pointer of the offending node within its document (`""` = the
+    /// document). Printed and serialized cut to [`POINTER_CHARS`]: a key can
+    /// be as long as the file.
+    #[serde(serialize_with = "serialize_pointer")]
     pub pointer: String,
     /// What is wrong.
     pub message: String,
@@ -94,23 +101,85 @@ impl Diagnostic {
     }
 }
 
+/// The text form: always exactly one line. Every part that can hold
+/// file-controlled text (the path too) goes through [`Escaped`]; the JSON form
+/// needs none of this, JSON string escaping already covers it.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}:{}:{}: {}: {}: {}",
-            self.file.display(),
+            Escaped(&self.file.to_string_lossy()),
             self.line,
             self.column,
             self.severity,
-            display_pointer(&self.pointer),
-            self.message
+            Escaped(&cut(display_pointer(&self.pointer), POINTER_CHARS)),
+            Escaped(&self.message)
         )?;
         if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
+            write!(f, " (hint: {})", Escaped(hint))?;
         }
         Ok(())
     }
+}
+
+/// Longest user value, in characters, that a message quotes in full.
+pub const EXCERPT_CHARS: usize = 80;
+
+/// Longest JSON Pointer, in characters, printed in full.
+pub const POINTER_CHARS: usize = 200;
+
+/// A user value as messages quote it: at most [`EXCERPT_CHARS`] characters,
+/// with `…` when cut, so a huge value cannot blow up the output.
+pub fn excerpt(value: &str) -> Cow<'_, str> {
+    cut(value, EXCERPT_CHARS)
+}
+
+fn cut(value: &str, max: usize) -> Cow<'_, str> {
+    match value.char_indices().nth(max) {
+        None => Cow::Borrowed(value),
+        Some((end, _)) => Cow::Owned(format!("{}…", &value[..end])),
+    }
+}
+
+fn serialize_pointer<S: serde::Serializer>(pointer: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&cut(pointer, POINTER_CHARS))
+}
+
+/// Displays text with every character that could break the one-line shape
+/// or drive a terminal made visible: `\n`, `\r`, `\t`, other C0/C1 controls
+/// as `\x1b`-style escapes, and Unicode line separators and bidirectional
+/// overrides (which can reorder what a reviewer sees) as `\u{...}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(needs_escape) {
+            f.write_str(&rest[..i])?;
+            let mut chars = rest[i..].chars();
+            let Some(c) = chars.next() else { break };
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if u32::from(c) < 0x100 => write!(f, "\\x{:02x}", u32::from(c))?,
+                c => write!(f, "\\u{{{:04x}}}", u32::from(c))?,
+            }
+            rest = chars.as_str();
+        }
+        f.write_str(rest)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Suggests the closest candidate to a misspelt word, if one is close enough.
@@ -143,6 +212,36 @@ mod tests {
             d.to_string(),
             "c/x.yaml:3:5: error: /smtp/secuirty: unknown field (hint: did you mean `security`?)"
         );
+    }
+
+    #[test]
+    fn display_escapes_control_characters_and_stays_one_line() {
+        let d = Diagnostic::error(
+            Path::new("a\nb.yaml"),
+            Pos { line: 1, col: 2 },
+            "/smtp/\u{1b}",
+            "`x\r\n./other.yaml:1:1: error: forged\u{1b}[31m` is bad\u{202e}\u{85}",
+        )
+        .with_hint("tab\there");
+        assert_eq!(
+            d.to_string(),
+            "a\\nb.yaml:1:2: error: /smtp/\\x1b: `x\\r\\n./other.yaml:1:1: error: forged\\x1b[31m` \
+             is bad\\u{202e}\\x85 (hint: tab\\there)"
+        );
+        // JSON keeps the value, with JSON's own escaping.
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.contains(r"forged\u001b[31m"), "{json}");
+        assert!(!json.contains('\u{1b}'), "{json}");
+    }
+
+    #[test]
+    fn excerpts_cut_long_values_at_a_character_boundary() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(300);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert_eq!(excerpt(&"x".repeat(EXCERPT_CHARS)).len(), EXCERPT_CHARS);
     }
 
     #[test]

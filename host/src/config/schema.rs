@@ -1,6 +1,8 @@
 //! JSON Schemas generated from the configuration types, their compiled
-//! validators, and the translation of schema violations into diagnostics
-//! that point at the right key or value with a useful hint.
+//! validators, the translation of schema violations into diagnostics that
+//! point at the right key or value with a useful hint, and the field rules
+//! a JSON Schema cannot express, shared by `validate` (config's semantic
+//! checks) and the SMTP runtime so the two can never disagree.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -8,7 +10,8 @@ use std::sync::LazyLock;
 use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
-use super::diagnostic::{Diagnostic, did_you_mean};
+use super::connection::Security;
+use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
 use super::model::{ConnectionSpec, PluginSpec};
 use super::yaml::{Document, pointer_push, scalar_text};
 
@@ -325,7 +328,7 @@ fn describe(
                     file,
                     doc.key_pos(&child),
                     &child,
-                    format!("unknown field `{key}`"),
+                    format!("unknown field `{}`", excerpt(key)),
                 );
                 d = match did_you_mean(key, allowed.iter().map(String::as_str)) {
                     Some(m) => d.with_hint(format!("did you mean `{m}`?")),
@@ -363,7 +366,7 @@ fn describe(
                 file,
                 at_value,
                 pointer,
-                format!("`{text}` is not one of: {}", allowed.join(", ")),
+                format!("`{}` is not one of: {}", excerpt(&text), allowed.join(", ")),
             );
             match did_you_mean(&text, allowed.iter().map(String::as_str)) {
                 Some(m) => d.with_hint(format!("did you mean `{m}`?")),
@@ -423,4 +426,47 @@ fn describe(
         _ => Diagnostic::error(file, at_value, pointer, fallback.to_owned()),
     };
     out.push(d);
+}
+
+// Field rules beyond the JSON Schema. Each answers "what is wrong", or
+// `None`; `config`'s checks turn the answer into a located diagnostic and
+// `mail::SmtpTarget::validate` into a refusal, so a file that validates is
+// one the runtime accepts.
+
+/// What is wrong with an EHLO name, which goes into the SMTP dialogue as is:
+/// it must be one non-empty token without spaces or control characters.
+pub fn helo_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("must be a single host name, without spaces or control characters")
+    } else {
+        None
+    }
+}
+
+/// What is wrong with the effective credentials: SMTP AUTH needs both a
+/// user name and a password, or neither.
+pub fn credentials_problem(has_username: bool, has_password: bool) -> Option<&'static str> {
+    match (has_username, has_password) {
+        (true, false) => Some("`username` without `password`"),
+        (false, true) => Some("`password` without `username`"),
+        _ => None,
+    }
+}
+
+/// Whether credentials would go over plaintext SMTP without the explicit
+/// `allow_insecure_auth` opt-in (refused everywhere).
+pub fn insecure_auth_refused(
+    security: Security,
+    has_credentials: bool,
+    allow_insecure_auth: bool,
+) -> bool {
+    security == Security::None && has_credentials && !allow_insecure_auth
+}
+
+/// What is wrong with a pool size; the schema's `minimum` says the same
+/// for `limits.max_connections`.
+pub fn max_connections_problem(max_connections: u64) -> Option<&'static str> {
+    (max_connections == 0).then_some("must be at least 1")
 }

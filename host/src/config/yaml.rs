@@ -3,13 +3,18 @@
 //! expansion so hostile files fail fast instead of exhausting memory.
 //!
 //! The tree is built iteratively from `saphyr-parser` events, so depth is
-//! bounded by our limit, never by the call stack.
+//! bounded by our limit, never by the call stack. Alias expansion is bounded
+//! twice: by node count (many small nodes) and by expanded size in bytes (a
+//! few large scalars referenced many times); both are charged before an
+//! anchored value is copied, so a refused file never allocates its expansion.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::{Map, Number, Value};
+
+use super::diagnostic::excerpt;
 
 mod unclosed;
 
@@ -38,6 +43,26 @@ pub struct Limits {
     pub max_depth: usize,
     /// Maximum number of nodes in a file after alias expansion.
     pub max_nodes: usize,
+    /// Expanded size allowed per byte of source text (see [`Limits::budget`]).
+    pub expansion_ratio: usize,
+    /// Expanded size allowed whatever the file's size, in bytes.
+    pub min_expanded_bytes: usize,
+}
+
+/// What one node costs in the size budget on top of its text: a rough
+/// figure for the JSON structure around it (quotes, separators, brackets).
+const NODE_BYTES: usize = 8;
+
+impl Limits {
+    /// The expanded-size budget for `text`: `expansion_ratio` times its
+    /// length, but never less than `min_expanded_bytes`. The size of a tree
+    /// is the bytes of its scalars and keys plus [`NODE_BYTES`] per node,
+    /// counting every alias expansion and every stored anchor copy.
+    pub fn budget(&self, text: &str) -> usize {
+        text.len()
+            .saturating_mul(self.expansion_ratio)
+            .max(self.min_expanded_bytes)
+    }
 }
 
 impl Default for Limits {
@@ -45,9 +70,13 @@ impl Default for Limits {
         // A connection document has tens of nodes; these bounds leave room for
         // large provider `options` while refusing alias bombs and deep nests
         // long before they cost memory or recursion depth downstream.
+        // The size budget: 8x the file or 4 MiB, whichever is larger, so a
+        // file under the 1 MiB limit never expands beyond 8 MiB of values.
         Self {
             max_depth: 64,
             max_nodes: 100_000,
+            expansion_ratio: 8,
+            min_expanded_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -136,6 +165,7 @@ enum Frame {
         anchor: usize,
         start: Pos,
         nodes_before: usize,
+        bytes_before: usize,
     },
     Map {
         map: Map<String, Value>,
@@ -143,16 +173,31 @@ enum Frame {
         anchor: usize,
         start: Pos,
         nodes_before: usize,
+        bytes_before: usize,
         key: Option<(String, Pos)>,
     },
+}
+
+/// The cost of a finished subtree, remembered with its anchor so an alias
+/// is charged before the value is copied.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
 }
 
 struct Builder {
     limits: Limits,
     stack: Vec<Frame>,
     spans: HashMap<String, NodeSpan>,
-    anchors: HashMap<usize, (Value, usize)>,
+    anchors: HashMap<usize, (Value, Cost)>,
     nodes: usize,
+    /// Size of the tree built so far, aliases expanded.
+    bytes: usize,
+    /// Size of the anchor copies kept for later aliases.
+    anchor_bytes: usize,
+    /// Limit on `bytes + anchor_bytes`.
+    budget: usize,
     root: Option<(Value, Pos)>,
 }
 
@@ -164,25 +209,43 @@ fn err(pos: Pos, message: impl Into<String>) -> YamlError {
 }
 
 impl Builder {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, budget: usize) -> Self {
         Self {
             limits,
             stack: Vec::new(),
             spans: HashMap::new(),
             anchors: HashMap::new(),
             nodes: 0,
+            bytes: 0,
+            anchor_bytes: 0,
+            budget,
             root: None,
         }
     }
 
-    fn count(&mut self, n: usize, pos: Pos) -> Result<(), YamlError> {
-        self.nodes = self.nodes.saturating_add(n);
+    /// Charges `cost` to the file, failing once either budget is exceeded.
+    fn count(&mut self, cost: Cost, pos: Pos) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(cost.nodes);
         if self.nodes > self.limits.max_nodes {
             return Err(err(
                 pos,
                 format!(
                     "document expands to more than {} nodes (alias/anchor bomb?)",
                     self.limits.max_nodes
+                ),
+            ));
+        }
+        self.bytes = self.bytes.saturating_add(cost.bytes);
+        self.check_size(pos)
+    }
+
+    fn check_size(&self, pos: Pos) -> Result<(), YamlError> {
+        if self.bytes.saturating_add(self.anchor_bytes) > self.budget {
+            return Err(err(
+                pos,
+                format!(
+                    "document expands to more than {} bytes with its aliases (alias/anchor bomb?)",
+                    self.budget
                 ),
             ));
         }
@@ -215,9 +278,17 @@ impl Builder {
                 format!("nesting deeper than {} levels", self.limits.max_depth),
             ));
         }
-        self.count(1, pos)?;
+        self.count(
+            Cost {
+                nodes: 1,
+                bytes: NODE_BYTES,
+            },
+            pos,
+        )?;
         let pointer = self.child_pointer(pos)?;
+        // Taken after this node's own charge, which `close` adds back.
         let nodes_before = self.nodes;
+        let bytes_before = self.bytes;
         self.stack.push(if seq {
             Frame::Seq {
                 items: Vec::new(),
@@ -225,6 +296,7 @@ impl Builder {
                 anchor,
                 start: pos,
                 nodes_before,
+                bytes_before,
             }
         } else {
             Frame::Map {
@@ -233,6 +305,7 @@ impl Builder {
                 anchor,
                 start: pos,
                 nodes_before,
+                bytes_before,
                 key: None,
             }
         });
@@ -240,24 +313,44 @@ impl Builder {
     }
 
     fn close(&mut self) -> Result<(), YamlError> {
-        let (value, anchor, start, nodes_before) = match self.stack.pop() {
+        let (value, anchor, start, nodes_before, bytes_before) = match self.stack.pop() {
             Some(Frame::Seq {
                 items,
                 anchor,
                 start,
                 nodes_before,
+                bytes_before,
                 ..
-            }) => (Value::Array(items), anchor, start, nodes_before),
+            }) => (
+                Value::Array(items),
+                anchor,
+                start,
+                nodes_before,
+                bytes_before,
+            ),
             Some(Frame::Map {
                 map,
                 anchor,
                 start,
                 nodes_before,
+                bytes_before,
                 ..
-            }) => (Value::Object(map), anchor, start, nodes_before),
+            }) => (
+                Value::Object(map),
+                anchor,
+                start,
+                nodes_before,
+                bytes_before,
+            ),
             None => return Err(err(Pos::default(), "unbalanced YAML events")),
         };
-        let subtree = self.nodes - nodes_before + 1;
+        let subtree = Cost {
+            nodes: self.nodes.saturating_sub(nodes_before).saturating_add(1),
+            bytes: self
+                .bytes
+                .saturating_sub(bytes_before)
+                .saturating_add(NODE_BYTES),
+        };
         self.push(value, start, anchor, subtree)
     }
 
@@ -267,10 +360,16 @@ impl Builder {
         value: Value,
         pos: Pos,
         anchor: usize,
-        subtree: usize,
+        subtree: Cost,
     ) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, (value.clone(), subtree));
+            // The copy kept for aliases is memory too: charged before it is made.
+            self.anchor_bytes = self.anchor_bytes.saturating_add(subtree.bytes);
+            self.check_size(pos)?;
+            let old = self.anchors.insert(anchor, (value.clone(), subtree));
+            if let Some((_, old)) = old {
+                self.anchor_bytes = self.anchor_bytes.saturating_sub(old.bytes);
+            }
         }
         match self.stack.last_mut() {
             None => {
@@ -311,7 +410,10 @@ impl Builder {
                         }
                     };
                     if map.contains_key(&k) {
-                        return Err(err(pos, format!("duplicate key `{k}` in this mapping")));
+                        return Err(err(
+                            pos,
+                            format!("duplicate key `{}` in this mapping", excerpt(&k)),
+                        ));
                     }
                     *key = Some((k, pos));
                 }
@@ -332,10 +434,14 @@ impl Builder {
     }
 
     fn alias(&mut self, id: usize, pos: Pos) -> Result<(), YamlError> {
-        let Some((value, subtree)) = self.anchors.get(&id).cloned() else {
+        let Some(subtree) = self.anchors.get(&id).map(|(_, cost)| *cost) else {
             return Err(err(pos, "alias refers to an unknown anchor"));
         };
+        // Charged first: a refused expansion is never copied.
         self.count(subtree, pos)?;
+        let Some(value) = self.anchors.get(&id).map(|(value, _)| value.clone()) else {
+            return Err(err(pos, "alias refers to an unknown anchor"));
+        };
         // Aliased nodes keep the alias position; lookups deeper inside fall
         // back to it, which is where an operator would look.
         self.push(value, pos, 0, subtree)
@@ -343,7 +449,9 @@ impl Builder {
 
     fn finish_document(&mut self, fallback: Pos) -> Document {
         let (value, start) = self.root.take().unwrap_or((Value::Null, fallback));
+        // Anchors do not cross documents; their copies are freed here.
         self.anchors.clear();
+        self.anchor_bytes = 0;
         Document {
             value,
             start,
@@ -402,12 +510,12 @@ fn resolve_plain(s: &str) -> Value {
 ///
 /// Explicitly empty documents (a lone `---`) come back as `Value::Null`.
 pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
-    let mut builder = Builder::new(limits);
+    let mut builder = Builder::new(limits, limits.budget(text));
     let mut docs = Vec::new();
     let mut doc_start = Pos::default();
     let mut tracker = unclosed::Tracker::default();
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| tracker.syntax_error(text, &e))?;
+        let (event, span) = event.map_err(|e| within(text, tracker.syntax_error(text, &e)))?;
         tracker.observe(&event, span);
         let pos = Pos::of(span);
         match event {
@@ -420,18 +528,36 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
             Event::SequenceEnd | Event::MappingEnd => builder.close()?,
             Event::Alias(id) => builder.alias(id, pos)?,
             Event::Scalar(text, style, anchor, tag) => {
-                builder.count(1, pos)?;
+                let cost = Cost {
+                    nodes: 1,
+                    bytes: text.len().saturating_add(NODE_BYTES),
+                };
+                builder.count(cost, pos)?;
                 let value = match (&tag, style) {
                     (Some(t), _) if is_core_tag(t, "str") => Value::String(text.into_owned()),
                     (_, ScalarStyle::Plain) => resolve_plain(&text),
                     _ => Value::String(text.into_owned()),
                 };
-                builder.push(value, pos, anchor, 1)?;
+                builder.push(value, pos, anchor, cost)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
     }
     Ok(docs)
+}
+
+/// Moves an error's position onto the text: saphyr can place a marker past
+/// the end of its line (e.g. after unprintable characters), which an editor
+/// cannot jump to. The line is kept, the column clamped to one past its end.
+fn within(text: &str, mut e: YamlError) -> YamlError {
+    let mut lines = text.split('\n');
+    let count = text.split('\n').count();
+    e.pos.line = e.pos.line.clamp(1, count.max(1));
+    let width = lines
+        .nth(e.pos.line - 1)
+        .map_or(0, |l| l.trim_end_matches('\r').chars().count());
+    e.pos.col = e.pos.col.clamp(1, width + 1);
+    e
 }
 
 /// Renders a JSON Pointer for humans: the empty root pointer becomes `/`.

@@ -90,8 +90,13 @@ impl SmtpTarget {
     /// Checks the rules that are independent of the network and returns the
     /// warnings an operator should see (e.g. verification disabled).
     pub fn validate(&self) -> Result<Vec<String>, TargetError> {
+        // The rules are `config`'s (config::schema), so whatever `validate`
+        // accepted is accepted here; these checks guard other callers.
+        use crate::config::schema::{
+            credentials_problem, helo_name_problem, insecure_auth_refused, max_connections_problem,
+        };
         let mut warnings = Vec::new();
-        if self.username.is_some() != self.password.is_some() {
+        if credentials_problem(self.username.is_some(), self.password.is_some()).is_some() {
             return Err(TargetError::PartialCredentials(self.connection.clone()));
         }
         if crate::address::parse(&self.from_email).is_err() {
@@ -100,24 +105,24 @@ impl SmtpTarget {
                 self.from_email.clone(),
             ));
         }
-        if self.helo_name.is_empty()
-            || self
-                .helo_name
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if helo_name_problem(&self.helo_name).is_some() {
             return Err(TargetError::BadHelo(
                 self.connection.clone(),
                 self.helo_name.clone(),
             ));
         }
-        if self.max_connections == 0 {
+        let pool = u64::try_from(self.max_connections).unwrap_or(u64::MAX);
+        if max_connections_problem(pool).is_some() {
             return Err(TargetError::NoConnections(self.connection.clone()));
         }
+        if insecure_auth_refused(
+            self.security,
+            self.username.is_some(),
+            self.allow_insecure_auth,
+        ) {
+            return Err(TargetError::InsecureAuth(self.connection.clone()));
+        }
         if self.security == Security::None && self.username.is_some() {
-            if !self.allow_insecure_auth {
-                return Err(TargetError::InsecureAuth(self.connection.clone()));
-            }
             warnings.push(format!(
                 "connection {}: credentials are sent in clear (security: none, allow_insecure_auth: true)",
                 self.connection

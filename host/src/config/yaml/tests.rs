@@ -207,3 +207,195 @@ fn other_syntax_errors_keep_the_parser_position() {
 fn pointer_tokens_are_escaped() {
     assert_eq!(pointer_push("/a", "b/c~d"), "/a/b~1c~0d");
 }
+
+/// One large scalar referenced many times: few nodes, many bytes.
+fn amplification(scalar_bytes: usize, aliases: usize) -> String {
+    let mut text = format!("a: &big \"{}\"\nb: [", "x".repeat(scalar_bytes));
+    for i in 0..aliases {
+        text.push_str(if i == 0 { "*big" } else { ", *big" });
+    }
+    text.push_str("]\n");
+    text
+}
+
+#[test]
+fn large_scalar_aliased_many_times_is_refused_by_size() {
+    let text = amplification(100_000, 20_000);
+    let e = parse(&text, Limits::default()).unwrap_err();
+    assert!(
+        e.message
+            .contains("expands to more than 4194304 bytes with its aliases"),
+        "{e:?}"
+    );
+    // Found on the `b:` line, at the first alias over the budget.
+    assert_eq!(e.pos.line, 2, "{e:?}");
+}
+
+#[test]
+fn size_budget_grows_with_the_file_and_allows_honest_reuse() {
+    let limits = Limits::default();
+    assert_eq!(limits.budget("short"), 4 * 1024 * 1024);
+    assert_eq!(limits.budget(&"x".repeat(1024 * 1024)), 8 * 1024 * 1024);
+    // A few aliases of a large value stay well inside 8x.
+    let text = amplification(100_000, 3);
+    let docs = parse(&text, limits).unwrap();
+    assert_eq!(docs[0].value["b"][2].as_str().map(str::len), Some(100_000));
+}
+
+#[test]
+fn anchor_copies_count_towards_the_size_budget() {
+    // No alias at all, but every level keeps a copy of its subtree.
+    let limits = Limits {
+        min_expanded_bytes: 1000,
+        expansion_ratio: 1,
+        ..Limits::default()
+    };
+    let text = format!("a: &a [&b [&c [&d \"{}\"]]]\n", "y".repeat(300));
+    let e = parse(&text, limits).unwrap_err();
+    assert!(e.message.contains("bytes with its aliases"), "{e:?}");
+    // The same file without anchors fits.
+    let plain = text
+        .replace("&a ", "")
+        .replace("&b ", "")
+        .replace("&c ", "");
+    let plain = plain.replace("&d ", "");
+    assert!(parse(&plain, limits).is_ok());
+}
+
+#[test]
+fn duplicate_keys_are_quoted_as_an_excerpt() {
+    let key = "k".repeat(10_000);
+    // Explicit keys: an implicit key is limited to 1024 characters.
+    let e = parse(&format!("? {key}\n: 1\n? {key}\n: 2\n"), Limits::default()).unwrap_err();
+    assert!(e.message.len() < 200, "{}", e.message.len());
+    assert!(e.message.contains("…`"), "{e:?}");
+}
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::super::{Limits, parse};
+
+    /// Whether `pos` lies within `text` (or just past its end, where
+    /// "unexpected end of stream" is found).
+    fn inside(text: &str, pos: super::Pos) -> bool {
+        let lines: Vec<&str> = text.split(['\n', '\r']).collect();
+        let widest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+        pos.line >= 1 && pos.line <= lines.len() + 1 && pos.col >= 1 && pos.col <= widest + 2
+    }
+
+    fn check_any(text: &str) -> Result<(), TestCaseError> {
+        match parse(text, Limits::default()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                prop_assert!(inside(text, e.pos), "{e:?} outside {text:?}");
+                prop_assert!(!e.message.is_empty());
+                Ok(())
+            }
+        }
+    }
+
+    /// Scalars that survive JSON → YAML: no floats (their text form is
+    /// lossy), any string, integers across the i64 and u64 range.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// Block-style YAML with every scalar written as a JSON (= YAML
+    /// double-quoted) scalar.
+    fn block(value: &Value, indent: usize, out: &mut String) {
+        let pad = " ".repeat(indent);
+        let nested = |v: &Value| match v {
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => false,
+        };
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    out.push_str(&pad);
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    if nested(v) {
+                        out.push('\n');
+                        block(v, indent + 2, out);
+                    } else {
+                        out.push(' ');
+                        out.push_str(&v.to_string());
+                        out.push('\n');
+                    }
+                }
+            }
+            Value::Array(items) if !items.is_empty() => {
+                for v in items {
+                    out.push_str(&pad);
+                    out.push('-');
+                    if nested(v) {
+                        out.push('\n');
+                        block(v, indent + 2, out);
+                    } else {
+                        out.push(' ');
+                        out.push_str(&v.to_string());
+                        out.push('\n');
+                    }
+                }
+            }
+            other => {
+                out.push_str(&pad);
+                out.push_str(&other.to_string());
+                out.push('\n');
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_errors_are_located(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            check_any(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn yaml_like_text_never_panics_and_errors_are_located(
+            text in r##"([a-z0-9 ]{0,6}|[:\-\[\]{},&*!|>'"#?%@`~\\]|\n {0,4}|\r\n){0,48}"##,
+        ) {
+            check_any(&text)?;
+        }
+
+        #[test]
+        fn json_documents_round_trip(value in json_value()) {
+            let text = value.to_string();
+            let docs = parse(&text, Limits::default())
+                .map_err(|e| TestCaseError::fail(format!("{e:?} in {text:?}")))?;
+            prop_assert_eq!(docs.len(), 1);
+            prop_assert_eq!(&docs[0].value, &value);
+        }
+
+        #[test]
+        fn block_documents_round_trip(value in json_value()) {
+            let mut text = String::new();
+            block(&value, 0, &mut text);
+            let docs = parse(&text, Limits::default())
+                .map_err(|e| TestCaseError::fail(format!("{e:?} in {text:?}")))?;
+            prop_assert_eq!(docs.len(), 1);
+            prop_assert_eq!(&docs[0].value, &value);
+        }
+    }
+}
