@@ -4,8 +4,11 @@
 //! `mailplug test-send` and sending, and the failure classification all three
 //! share.
 //!
-//! Nothing in here prints: callers (the CLI, later the admin API) format the
-//! reports. Secrets only leave [`Secret`] on the wire, inside an AUTH exchange.
+//! Nothing in here prints: callers (the CLI, the admin API) format the
+//! reports. Secrets only leave [`Secret`] on the wire, inside an AUTH
+//! exchange; everything that leaves this module (trace lines, stage details,
+//! classifications, reports) has passed through the target's [`Redactor`]
+//! first, in case the server echoes them.
 
 mod classify;
 mod from_config;
@@ -14,6 +17,7 @@ mod message;
 mod net;
 mod pool;
 mod probe;
+mod redact;
 mod session;
 mod target;
 mod test_send;
@@ -26,6 +30,7 @@ pub use from_config::{ConfigError, machine_hostname, target_for};
 pub use message::{MessageError, OutgoingMessage, new_message_id, test_message};
 pub use pool::{Delivery, Mailer};
 pub use probe::{ProbeOptions, ProbeReport, probe};
+pub use redact::{MARKER as REDACTED, Redactor};
 pub use session::{StageReport, StageStatus};
 pub use target::{Secret, Security, SmtpTarget, TargetError};
 pub use test_send::{TestSendError, TestSendReport, test_send};

@@ -4,6 +4,7 @@
 //! the server's spool. The server failing to start fails the tests.
 
 pub mod cli;
+mod echo;
 pub mod harness;
 mod probe;
 mod secrets;

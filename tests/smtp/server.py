@@ -11,6 +11,10 @@ line on stdout once every listener is bound:
   login       no TLS, only AUTH LOGIN offered (exercises the LOGIN exchange)
   brief       no TLS, AUTH optional, PIPELINING, closes sessions idle for 1 s
   refuse      greets with 554 5.3.2 and hangs up (a server refusing service)
+  echo        STARTTLS required, AUTH PLAIN/LOGIN; every AUTH is answered
+              535 5.7.8 with an echo of what the client sent, raw (base64)
+              and decoded: a server leaking credentials into its reply
+  echo_login  like echo, but only AUTH LOGIN offered
 
 Rules shared by every port:
   * an authenticated session may only use a MAIL FROM listed in
@@ -27,6 +31,7 @@ test that dies never leaves it running.
 
 import argparse
 import asyncio
+import base64
 import email
 import email.policy
 import json
@@ -35,7 +40,7 @@ import ssl
 import sys
 import uuid
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 
 class Rules:
@@ -114,6 +119,45 @@ class Rules:
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
 
+class Echo(Rules):
+    """Answers every AUTH with 535 and everything the client sent in it."""
+
+    async def handle_AUTH(self, server, session, envelope, args):
+        mechanism = args[0].upper()
+        sent = []
+        if mechanism == "PLAIN":
+            if len(args) > 1:
+                sent.append(args[1].encode())
+            else:
+                answer = await server.challenge_auth("")
+                if answer is MISSING:
+                    return None
+                sent.append(base64.b64encode(answer))
+        elif mechanism == "LOGIN":
+            if len(args) > 1:
+                sent.append(args[1].encode())
+            else:
+                answer = await server.challenge_auth(server.AuthLoginUsernameChallenge)
+                if answer is MISSING:
+                    return None
+                sent.append(base64.b64encode(answer))
+            answer = await server.challenge_auth(server.AuthLoginPasswordChallenge)
+            if answer is MISSING:
+                return None
+            sent.append(base64.b64encode(answer))
+        else:
+            return "504 5.5.4 Unrecognized authentication type"
+        parts = []
+        for raw in sent:
+            decoded = base64.b64decode(raw)
+            # The decoded text with the NULs of a PLAIN blob left in as-is
+            # would end the reply line for some clients; print them escaped
+            # as well as in Python's own byte-string form.
+            text = decoded.decode("utf-8", "replace").replace("\0", "\\0")
+            parts.append(f"raw={raw.decode()} decoded={text} bytes={decoded!r}")
+        return "535 5.7.8 Authentication failed for what you sent: " + "; ".join(parts)
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cert", required=True)
@@ -133,6 +177,7 @@ async def main():
     rules = Rules(args, password)
     piped = Rules(args, password, pipelining=True)
     throttle = Rules(args, password, throttle=True)
+    echo = Echo(args, password)
 
     def smtp(handler, timeout=60, **kw):
         return lambda: SMTP(handler, hostname=args.hostname, authenticator=handler.authenticator,
@@ -148,6 +193,11 @@ async def main():
         "login": await loop.create_server(
             smtp(rules, auth_require_tls=False, auth_exclude_mechanism=["PLAIN"]), "127.0.0.1", 0),
         "brief": await loop.create_server(smtp(piped, timeout=1, auth_require_tls=False), "127.0.0.1", 0),
+        "echo": await loop.create_server(
+            smtp(echo, tls_context=tls, require_starttls=True), "127.0.0.1", 0),
+        "echo_login": await loop.create_server(
+            smtp(echo, tls_context=tls, require_starttls=True, auth_exclude_mechanism=["PLAIN"]),
+            "127.0.0.1", 0),
     }
     async def refuse(reader, writer):
         writer.write(b"554 5.3.2 mx.test.invalid Service not available, closing channel\r\n")

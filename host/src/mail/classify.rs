@@ -166,7 +166,8 @@ pub struct Classification {
     pub reply_code: Option<u16>,
     /// RFC 3463 enhanced status code (e.g. `5.1.1`), when the reply had one.
     pub enhanced_status: Option<String>,
-    /// The server's reply text (or the local error), secrets removed.
+    /// The server's reply text (or the local error); a report leaving the
+    /// mail module has had the credentials removed from it (`Redactor`).
     pub server_text: Option<String>,
     /// Retrying later may succeed (4xx and transient network failures).
     pub temporary: bool,
@@ -208,18 +209,6 @@ impl Classification {
     /// Whether the class is `accepted`.
     pub fn is_success(&self) -> bool {
         self.class == Class::Accepted
-    }
-
-    /// Removes every occurrence of `secret` from the server text (a server
-    /// that echoes credentials must not make us print them).
-    pub(crate) fn scrub(mut self, secret: Option<&str>) -> Self {
-        if let (Some(secret), Some(text)) = (secret, self.server_text.as_mut())
-            && !secret.is_empty()
-            && text.contains(secret)
-        {
-            *text = text.replace(secret, "<redacted>");
-        }
-        self
     }
 }
 
@@ -380,12 +369,5 @@ mod tests {
         );
         let h = hint(&t, Class::Deferred, Stage::RcptTo, 450, Some("4.2.1"));
         assert_eq!(h, "temporary failure on the server side; try again later");
-    }
-
-    #[test]
-    fn scrub_removes_an_echoed_secret() {
-        let c = class(Stage::Auth, 535, "5.7.8 bad password hunter2-secret")
-            .scrub(Some("hunter2-secret"));
-        assert!(!c.server_text.unwrap_or_default().contains("hunter2"));
     }
 }

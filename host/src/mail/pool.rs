@@ -18,6 +18,7 @@ use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
 use super::message::OutgoingMessage;
 use super::net::Replay;
+use super::redact::Redactor;
 use super::session::{Recorder, open};
 use super::target::{SmtpTarget, TargetError};
 use super::tls::TlsSetup;
@@ -53,6 +54,8 @@ struct Inner {
     permits: Semaphore,
     idle: Mutex<Vec<Idle>>,
     warnings: Vec<String>,
+    /// Applied to every outcome `send` returns and to the session trace.
+    redactor: Redactor,
 }
 
 struct Idle {
@@ -71,7 +74,8 @@ impl std::fmt::Debug for Idle {
 impl Mailer {
     /// Validates `target` and builds its TLS setup; no network yet.
     pub fn new(target: SmtpTarget) -> Result<Self, TargetError> {
-        let warnings = target.validate()?;
+        let redactor = Redactor::for_target(&target);
+        let warnings = redactor.strings(target.validate()?);
         let tls = TlsSetup::new(&target)?;
         Ok(Mailer {
             inner: Arc::new(Inner {
@@ -80,6 +84,7 @@ impl Mailer {
                 tls,
                 idle: Mutex::new(Vec::new()),
                 warnings,
+                redactor,
             }),
         })
     }
@@ -95,10 +100,22 @@ impl Mailer {
     }
 
     /// Sends one message, waiting for a free session slot. Returns the
-    /// accepted delivery or the classified failure.
+    /// accepted delivery or the classified failure, either one redacted:
+    /// this is the only way an outcome leaves the sending path.
     pub async fn send(&self, message: &OutgoingMessage) -> Result<Delivery, Classification> {
+        let r = &self.inner.redactor;
+        match self.deliver(message).await {
+            Ok(d) => Ok(Delivery {
+                classification: r.classification(d.classification),
+                queue_id: d.queue_id.map(|q| r.string(q)),
+                message_id: d.message_id,
+            }),
+            Err(c) => Err(r.classification(c)),
+        }
+    }
+
+    async fn deliver(&self, message: &OutgoingMessage) -> Result<Delivery, Classification> {
         let inner = &self.inner;
-        let secret = inner.target.password.as_ref().map(|s| s.expose());
         let _permit = inner.permits.acquire().await.map_err(|_| {
             Classification::local(
                 Class::NetworkError,
@@ -112,7 +129,7 @@ impl Mailer {
         for _ in 0..2 {
             let (mut session, reused) = match self.take_idle() {
                 Some(session) => (session, true),
-                None => (self.connect().await.map_err(|c| c.scrub(secret))?, false),
+                None => (self.connect().await?, false),
             };
             match transaction(&self.inner.target, &mut session, message).await {
                 Ok(response) => {
@@ -137,7 +154,7 @@ impl Mailer {
                         tracing::debug!(connection = %inner.target.connection, "pooled session was closed; reconnecting");
                         continue;
                     }
-                    return Err(classification.scrub(secret));
+                    return Err(classification);
                 }
             }
         }
@@ -191,7 +208,7 @@ impl Mailer {
     /// lettre's EHLO and AUTH.
     async fn connect(&self) -> Result<Session, Classification> {
         let target = &self.inner.target;
-        let mut rec = Recorder::default();
+        let mut rec = Recorder::new(self.inner.redactor.clone());
         let opened = open(target, &self.inner.tls, &mut rec).await?;
         let pipelining = opened.ehlo.has_extension("PIPELINING");
         let prefix = opened.banner.to_wire();

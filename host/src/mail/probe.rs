@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
+use super::redact::Redactor;
 use super::session::{Opened, Recorder, StageReport, open};
 use super::target::{Security, SmtpTarget};
 use super::tls::TlsSetup;
@@ -39,20 +40,22 @@ pub struct ProbeReport {
 }
 
 /// Runs the staged probe against `target`. Never sends a message; never
-/// panics on server input; the password appears only inside AUTH bytes.
+/// panics on server input; the password appears only inside AUTH bytes,
+/// and the report has been through the target's [`Redactor`] (the stages
+/// by the recorder, the rest here, where the report is assembled).
 pub async fn probe(target: &SmtpTarget, options: ProbeOptions) -> ProbeReport {
-    let mut rec = Recorder::default();
+    let redactor = Redactor::for_target(target);
+    let mut rec = Recorder::new(redactor.clone());
     let (warnings, classification) = match run(target, &options, &mut rec).await {
         Ok((w, c)) | Err((w, c)) => (w, c),
     };
-    let secret = target.password.as_ref().map(|s| s.expose());
     ProbeReport {
         connection: target.connection.clone(),
         server: target.address(),
         security: target.security,
         stages: rec.stages,
-        classification: classification.scrub(secret),
-        warnings,
+        classification: redactor.classification(classification),
+        warnings: redactor.strings(warnings),
     }
 }
 

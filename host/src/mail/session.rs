@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
 use super::net::{Conn, connect, handshake, resolve};
+use super::redact::Redactor;
 use super::target::{Security, SmtpTarget};
 use super::tls::TlsSetup;
 use super::wire::{Reply, Wire, WireError};
@@ -38,13 +39,27 @@ pub struct StageReport {
     pub detail: Option<String>,
 }
 
-/// Collects stage timings when asked to (the probe); a no-op otherwise.
-#[derive(Debug, Default)]
+/// Collects stage reports (kept by the probe, dropped by the sending path)
+/// and hands its redactor to the session's [`Wire`]. Every stage detail
+/// passes through the redactor here, where stage reports are made.
+#[derive(Debug)]
 pub(crate) struct Recorder {
     pub(crate) stages: Vec<StageReport>,
+    redactor: Redactor,
 }
 
 impl Recorder {
+    pub(crate) fn new(redactor: Redactor) -> Self {
+        Recorder {
+            stages: Vec::new(),
+            redactor,
+        }
+    }
+
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     pub(crate) fn record(
         &mut self,
         stage: Stage,
@@ -60,7 +75,7 @@ impl Recorder {
                 StageStatus::Failed
             },
             duration_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            detail,
+            detail: detail.map(|d| self.redactor.string(d)),
         });
     }
 
@@ -69,7 +84,7 @@ impl Recorder {
             stage,
             status: StageStatus::Skipped,
             duration_ms: 0.0,
-            detail: Some(detail.to_owned()),
+            detail: Some(self.redactor.redact(detail).into_owned()),
         });
     }
 
@@ -155,7 +170,7 @@ pub(crate) async fn open(
     } else {
         Conn::Plain(tcp)
     };
-    let mut wire = Wire::new(conn, target);
+    let mut wire = Wire::new(conn, target, rec.redactor().clone());
 
     let t = Instant::now();
     let banner = read_banner(target, tls, &addrs, &mut wire).await;
@@ -299,6 +314,7 @@ async fn starttls(
     if r.code != 220 {
         return Err(reply_error(target, Stage::Tls, &r));
     }
+    let redactor = wire.redactor().clone();
     let conn = wire
         .into_conn()
         .map_err(|e| e.classify(target, Stage::Tls))?;
@@ -311,5 +327,5 @@ async fn starttls(
         ));
     };
     let conn = handshake(target, tls, tcp, target.command_timeout).await?;
-    Ok(Wire::new(conn, target))
+    Ok(Wire::new(conn, target, redactor))
 }

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
 use super::net::Conn;
+use super::redact::Redactor;
 use super::target::SmtpTarget;
 use super::tls::looks_like_tls;
 
@@ -119,17 +120,22 @@ impl WireError {
 pub(crate) struct Wire {
     io: BufReader<Conn>,
     connection: String,
-    /// Removed from traced server text, in case a server echoes it.
-    secret: Option<String>,
+    /// Applied to every traced line, ours and the server's (a server may
+    /// echo what we sent).
+    redactor: Redactor,
 }
 
 impl Wire {
-    pub(crate) fn new(conn: Conn, target: &SmtpTarget) -> Self {
+    pub(crate) fn new(conn: Conn, target: &SmtpTarget, redactor: Redactor) -> Self {
         Wire {
             io: BufReader::new(conn),
             connection: target.connection.clone(),
-            secret: target.password.as_ref().map(|s| s.expose().to_owned()),
+            redactor,
         }
+    }
+
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     pub(crate) fn conn(&self) -> &Conn {
@@ -147,15 +153,6 @@ impl Wire {
             });
         }
         Ok(self.io.into_inner())
-    }
-
-    fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        match &self.secret {
-            Some(s) if !s.is_empty() && text.contains(s.as_str()) => {
-                text.replace(s.as_str(), "<redacted>").into()
-            }
-            _ => text.into(),
-        }
     }
 
     /// Reads one (possibly multi-line) reply.
@@ -180,7 +177,7 @@ impl Wire {
             }
             let line = String::from_utf8_lossy(&raw);
             let line = line.trim_end_matches(['\r', '\n']);
-            tracing::trace!(target: "mailplug::smtp", connection = %self.connection, "S: {}", self.redact(line));
+            tracing::trace!(target: "mailplug::smtp", connection = %self.connection, "S: {}", self.redactor.redact(line));
             let bytes = line.as_bytes();
             let parsed = (bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit))
                 .then(|| line[..3].parse::<u16>().ok())
@@ -219,12 +216,13 @@ impl Wire {
         line: &str,
         timeout: Duration,
     ) -> Result<Reply, WireError> {
-        tracing::trace!(target: "mailplug::smtp", connection = %self.connection, "C: {line}");
+        tracing::trace!(target: "mailplug::smtp", connection = %self.connection, "C: {}", self.redactor.redact(line));
         self.write_line(line).await?;
         self.read_reply(timeout).await
     }
 
-    /// Sends a line that carries credentials; the trace shows `shown`.
+    /// Sends a line that carries credentials; the trace shows `shown` (a
+    /// fixed placeholder, never derived from the credentials).
     pub(crate) async fn secret_command(
         &mut self,
         line: &str,

@@ -133,7 +133,105 @@ fn a_corrupt_cache_entry_is_replaced() {
     let rt = Runtime::with_builtins(options()).unwrap();
     assert!(
         rt.plugins()
-            .all(|p| p.cache_outcome() == CacheOutcome::Stored)
+            .all(|p| p.cache_outcome() == CacheOutcome::Recompiled)
+    );
+}
+
+/// Flips bytes in the middle of every cache entry (in the artifact, past
+/// any header), as a disk error or a partial copy would.
+fn corrupt_every_entry(cache: &std::path::Path) -> usize {
+    let mut corrupted = 0;
+    for entry in std::fs::read_dir(cache).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "cwasm") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 16] {
+            *b ^= 0xa5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        corrupted += 1;
+    }
+    corrupted
+}
+
+#[test]
+fn a_cache_entry_with_flipped_bytes_is_recompiled_replaced_and_then_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("plugin-cache");
+    let options = || RuntimeOptions {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeOptions::default()
+    };
+    drop(Runtime::with_builtins(options()).unwrap());
+    let builtins = mailplug::runtime::builtin::BUILTINS.len();
+    assert_eq!(corrupt_every_entry(&cache), builtins);
+
+    let rt = Runtime::with_builtins(options()).unwrap();
+    assert_eq!(rt.plugins().count(), builtins);
+    for p in rt.plugins() {
+        assert_eq!(
+            p.cache_outcome(),
+            CacheOutcome::Recompiled,
+            "{}",
+            p.info().id
+        );
+        // The recompiled plugin works: a fresh instance answers describe.
+        assert!(p.instance().describe().is_ok(), "{}", p.info().id);
+    }
+    drop(rt);
+    let rt = Runtime::with_builtins(options()).unwrap();
+    assert!(
+        rt.plugins().all(|p| p.cache_outcome() == CacheOutcome::Hit),
+        "the replaced entries are good"
+    );
+}
+
+#[test]
+fn validate_succeeds_after_the_cli_cache_was_corrupted() {
+    let data = tempfile::tempdir().unwrap();
+    let config =
+        crate::support::tree(&[("conns/a.yaml", crate::support::connection("a").as_bytes())]);
+    let validate = || {
+        crate::support::mailplug()
+            .arg("validate")
+            .arg(config.path().join("conns"))
+            .env("XDG_DATA_HOME", data.path())
+            .env("SMTP_PASSWORD", "unused")
+            .output()
+            .unwrap()
+    };
+    let first = validate();
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let cache = data.path().join("mailplug").join("plugin-cache");
+    let corrupted = corrupt_every_entry(&cache);
+    assert!(corrupted >= 1, "validate left no cache entries");
+    let snapshot = |cache: &std::path::Path| -> Vec<Vec<u8>> {
+        let mut entries: Vec<_> = std::fs::read_dir(cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        entries.sort();
+        entries.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    };
+    let broken = snapshot(&cache);
+
+    let second = validate();
+    assert_eq!(second.status.code(), Some(0), "{second:?}");
+    let repaired = snapshot(&cache);
+    assert_eq!(repaired.len(), broken.len());
+    for (before, after) in broken.iter().zip(&repaired) {
+        assert_ne!(before, after, "a corrupted entry was left in place");
+    }
+    let third = validate();
+    assert_eq!(third.status.code(), Some(0), "{third:?}");
+    assert_eq!(
+        snapshot(&cache),
+        repaired,
+        "the repaired entries are reused"
     );
 }
 

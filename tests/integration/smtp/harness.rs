@@ -25,6 +25,10 @@ pub struct Server {
     pub login: u16,
     pub brief: u16,
     pub refuse: u16,
+    /// Answers AUTH with 535 echoing the credentials sent (PLAIN and LOGIN).
+    pub echo: u16,
+    /// Like `echo`, offering only AUTH LOGIN.
+    pub echo_login: u16,
     pub spool: PathBuf,
     pub ca_file: PathBuf,
     /// Held so the server lives as long as the test process: it exits when
@@ -127,6 +131,8 @@ fn start() -> Server {
         login: port("login"),
         brief: port("brief"),
         refuse: port("refuse"),
+        echo: port("echo"),
+        echo_login: port("echo_login"),
         spool,
         ca_file,
         _stdin: Mutex::new(stdin),
