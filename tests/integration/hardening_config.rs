@@ -203,6 +203,11 @@ fn every_runtime_refusal_is_a_located_validate_error() {
             "c.yaml:9:20: error: /limits/max_connections: must be at least 1",
         ),
         (
+            "host-not-a-tls-name",
+            connection_with("", "").replace("mx.example.com", "\"mx example.com\""),
+            "c.yaml:7:9: error: /smtp/host: `mx example.com` is not a valid host name or IP address for TLS",
+        ),
+        (
             "empty-password",
             connection_with("  username: u\n  password: \"\"\n", ""),
             "c.yaml:9:13: error: /smtp/password: secret is empty",

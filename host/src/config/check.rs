@@ -243,6 +243,25 @@ pub(super) fn smtp(
         security,
         username.is_some() || password.is_some(),
     );
+    // TLS needs a host the certificate can be checked against, which the
+    // runtime refuses otherwise (`mail::tls`): say so at validation time.
+    if security != Security::None && rustls_pki_types::ServerName::try_from(host.as_str()).is_err()
+    {
+        let pointer = if explicit.host.is_some() {
+            "/smtp/host"
+        } else {
+            "/provider"
+        };
+        ctx.error(
+            pointer,
+            format!(
+                "`{}` is not a valid host name or IP address for TLS",
+                excerpt(&host)
+            ),
+            Some("use the server's DNS name (the one on its certificate) or an IP address"),
+        );
+        return None;
+    }
     let tls = explicit.tls.clone().unwrap_or_default();
     let base = ctx.base_dir().to_path_buf();
     Some(Smtp {

@@ -80,9 +80,14 @@ impl SecretRef {
             },
             Self::File(r) => {
                 let path = base.join(&r.file);
-                let text = std::fs::read_to_string(&path).map_err(|source| SecretError::File {
+                // The same guarded read as configuration files: a FIFO or
+                // device named as a secret is refused instead of blocking.
+                let text = super::source::read(&path).map_err(|e| SecretError::File {
                     path: path.clone(),
-                    source,
+                    source: match e {
+                        super::source::ReadError::Io(io) => io,
+                        other => std::io::Error::other(other.to_string()),
+                    },
                 })?;
                 let value = text.strip_suffix('\n').unwrap_or(&text);
                 let value = value.strip_suffix('\r').unwrap_or(value);
