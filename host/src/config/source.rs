@@ -196,27 +196,23 @@ fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
-/// Opens a regular file for reading without ever blocking on it: the type
-/// is checked before opening, the open is non-blocking (a FIFO swapped in
-/// between the check and the open cannot stall it), and the opened file is
-/// checked again.
+/// Opens a regular file for reading without ever blocking on it: the open
+/// is non-blocking (a FIFO without a writer opens at once instead of
+/// stalling), and the opened file's own metadata decides. One `fstat` per
+/// file, no separate `stat` of the path: this runs for every file on every
+/// reload.
 fn open_regular(path: &Path) -> Result<(std::fs::File, u64), ReadError> {
-    let check = |meta: &std::fs::Metadata| {
-        if meta.is_dir() {
-            Err(ReadError::Directory)
-        } else if let Some(kind) = special_kind(meta.file_type()) {
-            Err(ReadError::NotRegular(kind))
-        } else {
-            Ok(())
-        }
-    };
-    check(&std::fs::metadata(path)?)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     let meta = file.metadata()?;
-    check(&meta)?;
+    if meta.is_dir() {
+        return Err(ReadError::Directory);
+    }
+    if let Some(kind) = special_kind(meta.file_type()) {
+        return Err(ReadError::NotRegular(kind));
+    }
     Ok((file, meta.len()))
 }
 
