@@ -13,11 +13,12 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::daemon::Routers;
 use crate::state::AppState;
 
+mod events;
 mod handlers;
 mod smtp;
 
@@ -49,6 +50,16 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/v1/connections/{name}", get(handlers::get_connection))
         .route("/v1/connections/{name}/check", post(smtp::check))
         .route("/v1/connections/{name}/test", post(smtp::test))
+        .route("/v1/events", get(events::list_events))
+        .route("/v1/events/{id}", get(events::get_event))
+        .route(
+            "/v1/suppressions",
+            get(events::list_suppressions).post(events::add_suppression),
+        )
+        .route(
+            "/v1/suppressions/{workspace}/{address}",
+            delete(events::remove_suppression),
+        )
         .route("/v1/status", get(handlers::status))
         .route("/v1/reload", post(handlers::reload))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -64,7 +75,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 /// The public router: provider webhooks only.
 pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/webhooks/{name}", post(handlers::webhook))
+        .route("/webhooks/{name}", post(events::webhook))
         .route_layer(middleware::from_fn_with_state(state.clone(), count_public))
         .fallback(not_found_public)
         .layer(middleware::from_fn(json_errors))

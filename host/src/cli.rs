@@ -27,6 +27,9 @@ pub mod exit {
     /// EX_TEMPFAIL: `check`/`test-send` failed temporarily (4xx, timeout,
     /// refused connection: retrying later may succeed).
     pub const TEMPFAIL: u8 = 75;
+    /// EX_CANTCREAT: the daemon cannot open its store (I/O, or a schema
+    /// newer than this binary).
+    pub const CANTCREAT: u8 = 73;
 }
 
 /// Output format of commands that report results.

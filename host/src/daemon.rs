@@ -54,6 +54,37 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Connection caps and timeouts of both listeners.
     pub http: HttpLimits,
+    /// The event store.
+    pub store: StoreSettings,
+}
+
+/// Where and how events are stored (flags of `mailplug serve`).
+#[derive(Debug, Clone, Default)]
+pub struct StoreSettings {
+    /// Refuse writes (503) once the database would grow past this many bytes.
+    pub max_size: Option<u64>,
+    /// When soft bounces suppress an address.
+    pub soft_bounces: crate::store::SoftBouncePolicy,
+}
+
+/// Opens the embedded SQLite store in the data dir, group commit started.
+pub fn open_store(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<crate::store::Store>, StartError> {
+    use crate::store::sqlite::{Sqlite, SqliteOptions};
+    let path = settings.data_dir.join("mailplug.db");
+    let backend = Sqlite::open(&SqliteOptions {
+        path: path.clone(),
+        max_size: settings.store.max_size,
+        soft_bounces: settings.store.soft_bounces,
+    })
+    .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?;
+    let observer = metrics.clone();
+    Ok(Arc::new(crate::store::Store::start(
+        Arc::new(backend),
+        Box::new(move |requests, events, _took, ok| observer.observe_commit(requests, events, ok)),
+    )))
 }
 
 /// How the listeners bound what clients can hold open (flags of `mailplug serve`).
@@ -92,6 +123,9 @@ pub enum StartError {
     /// `--strict` and invalid configuration.
     #[error("configuration is invalid ({0} errors) and --strict is set")]
     InvalidConfig(usize),
+    /// The store cannot be opened (I/O, a schema newer than this binary).
+    #[error("cannot open the store: {0}")]
+    Store(String),
     /// Anything else (bind failures, I/O).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -213,6 +247,16 @@ pub async fn run(
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
 
     let metrics = Arc::new(Metrics::new());
+    if let crate::runtime::Clock::Fixed(now) =
+        crate::runtime::Clock::from_env().map_err(StartError::Usage)?
+    {
+        tracing::warn!(
+            now,
+            "{} is set: plugins see a fixed clock (signature windows are checked against it). Test use only",
+            crate::runtime::FIXED_NOW_ENV
+        );
+    }
+    let store = open_store(&settings, &metrics)?;
     let config_dir = settings.config_dir.clone();
     let cache_dir = settings.data_dir.join("plugin-cache");
     let (reloader, snapshot) = tokio::task::spawn_blocking(move || {
@@ -257,6 +301,7 @@ pub async fn run(
         public_url,
         ready: false.into(),
         outcomes: Mutex::default(),
+        store: store.clone(),
     });
 
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
@@ -327,6 +372,8 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("shutdown timeout reached with requests still in flight");
     }
+    // Every write queued before now is committed; later ones were refused.
+    store.close().await;
     // A reload in progress finishes (it only reads files); nothing is left half-applied.
     for (name, task) in tasks {
         match tokio::time::timeout(Duration::from_secs(5), task).await {
@@ -682,6 +729,7 @@ mod tests {
             debounce: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(1),
             http: HttpLimits::default(),
+            store: StoreSettings::default(),
         }
     }
 

@@ -64,18 +64,43 @@ pub struct NormalizedEvent {
     pub diagnostic: Option<String>,
 }
 
-/// A stored delivery event: the normalized event plus host-assigned identity.
+/// The version of the stored event format ([`DeliveryEvent::schema_version`]).
+/// Within one version fields are only added; a breaking change bumps it.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// Which plugin build parsed an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PluginStamp {
+    /// Plugin id (the connection's `provider`).
+    pub id: String,
+    /// The plugin's own version, as `describe` reports it.
+    pub version: String,
+    /// sha256 (hex) of the plugin component.
+    pub sha256: String,
+}
+
+/// A stored delivery event: the normalized event plus host-assigned
+/// identity. This is the format `GET /v1/events`, `mailplug events` and
+/// forwarders deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "mailplug delivery event, format version 1")]
 pub struct DeliveryEvent {
-    /// Host-assigned unique id.
+    /// Format version of this object (currently 1).
+    pub schema_version: u32,
+    /// Host-assigned unique id: a 26-character ULID, assigned in commit
+    /// order, so sorting ids sorts events by when they were stored.
     pub id: String,
     /// Name of the connection whose webhook received the event.
     pub connection: String,
-    /// When the host received the webhook request, RFC 3339 UTC.
+    /// Workspaces that connection served when the event was stored.
+    pub workspaces: Vec<String>,
+    /// When the host received the webhook request, RFC 3339 UTC with milliseconds.
     pub received_at: String,
     /// The event as normalized by the provider plugin.
     #[serde(flatten)]
     pub event: NormalizedEvent,
+    /// The plugin build that parsed the request.
+    pub plugin: PluginStamp,
 }
 
 /// JSON Schema of a stored delivery event (`schemas/delivery-event.schema.json`).

@@ -17,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::runtime::metrics::{ExportMetrics, LATENCY_BUCKETS_US, PluginMetrics};
@@ -50,6 +51,22 @@ pub struct Metrics {
     pub http_open_connections: Family<Labels, Gauge>,
     /// Connections closed at accept because the listener was at its cap.
     pub http_refused: Family<Labels, Counter>,
+    /// Events parsed from accepted webhook requests, by connection and provider.
+    pub events_received: Family<Labels, Counter>,
+    /// Events newly stored, by connection and provider.
+    pub events_stored: Family<Labels, Counter>,
+    /// Events skipped as already stored (provider retries), by connection and provider.
+    pub events_duplicate: Family<Labels, Counter>,
+    /// Webhook requests refused, by connection, provider and reason.
+    pub webhooks_rejected: Family<Labels, Counter>,
+    /// Seconds from request start to the durable commit of an accepted webhook.
+    pub ingest_seconds: Histogram,
+    /// Requests per group commit.
+    pub commit_requests: Histogram,
+    /// Events per group commit.
+    pub commit_events: Histogram,
+    /// Group commits by result (`ok`, `error`).
+    pub commits: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -106,8 +123,62 @@ impl Metrics {
             "Connections closed at accept because the listener was at its connection cap",
             http_refused.clone(),
         );
+        let events_received = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_received",
+            "Events parsed from accepted webhook requests, by connection and provider",
+            events_received.clone(),
+        );
+        let events_stored = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_stored",
+            "Events newly stored, by connection and provider",
+            events_stored.clone(),
+        );
+        let events_duplicate = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_duplicate",
+            "Events skipped because they were already stored (provider retries), by connection and provider",
+            events_duplicate.clone(),
+        );
+        let webhooks_rejected = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhooks_rejected",
+            "Webhook requests refused (nothing stored), by connection, provider and reason",
+            webhooks_rejected.clone(),
+        );
+        let ingest_seconds = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ]);
+        registry.register(
+            "webhook_ingest_seconds",
+            "Time from request start to durable commit of accepted webhook requests",
+            ingest_seconds.clone(),
+        );
+        let commit_requests = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "store_commit_requests",
+            "Requests applied per group commit",
+            commit_requests.clone(),
+        );
+        let commit_events = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        registry.register(
+            "store_commit_events",
+            "Events applied per group commit",
+            commit_events.clone(),
+        );
+        let commits = Family::<Labels, Counter>::default();
+        registry.register("store_commits", "Group commits by result", commits.clone());
         Self {
             registry,
+            events_received,
+            events_stored,
+            events_duplicate,
+            webhooks_rejected,
+            ingest_seconds,
+            commit_requests,
+            commit_events,
+            commits,
             reloads,
             config_errors,
             config_generation,
@@ -144,6 +215,56 @@ impl Metrics {
             out.push_str("# EOF\n");
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Counts an accepted webhook request.
+    pub fn observe_ingest(
+        &self,
+        connection: &str,
+        provider: &str,
+        receipt: &crate::ingest::Receipt,
+        took: std::time::Duration,
+    ) {
+        let labels = vec![
+            ("connection", connection.to_owned()),
+            ("provider", provider.to_owned()),
+        ];
+        self.events_received
+            .get_or_create(&labels)
+            .inc_by(receipt.received as u64);
+        self.events_stored
+            .get_or_create(&labels)
+            .inc_by(receipt.stored.len() as u64);
+        self.events_duplicate
+            .get_or_create(&labels)
+            .inc_by(receipt.duplicates as u64);
+        self.ingest_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts a refused webhook request. `connection` is empty for names
+    /// that match no connection (so strangers cannot grow the label set).
+    pub fn observe_rejection(&self, connection: &str, provider: &str, reason: &'static str) {
+        self.webhooks_rejected
+            .get_or_create(&vec![
+                ("connection", connection.to_owned()),
+                ("provider", provider.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Records one group commit.
+    pub fn observe_commit(&self, requests: usize, events: usize, ok: bool) {
+        self.commit_requests.observe(requests as f64);
+        self.commit_events.observe(events as f64);
+        self.commits
+            .get_or_create(&vec![(
+                "result",
+                if ok { "ok" } else { "error" }.to_owned(),
+            )])
+            .inc();
     }
 }
 

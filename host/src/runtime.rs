@@ -30,7 +30,7 @@ pub use cache::CacheOutcome;
 pub use convert::{Capability, MAX_EVENTS, PluginInfo};
 pub use engine::EngineOptions;
 pub use error::{Export, FailureCause, LoadError, PluginError};
-pub use host::Clock;
+pub use host::{Clock, FIXED_NOW_ENV};
 pub use instance::{Limits, PluginInstance};
 pub use metrics::PluginMetrics;
 
@@ -88,7 +88,9 @@ impl Default for RuntimeOptions {
         Self {
             engine: EngineOptions::default(),
             cache_dir: None,
-            clock: Clock::System,
+            // `MAILPLUG_FIXED_NOW` (test-only) replays recorded signed
+            // payloads; the daemon refuses to start on an invalid value.
+            clock: Clock::from_env().unwrap_or(Clock::System),
             default_limits: Limits::default(),
         }
     }
@@ -101,6 +103,47 @@ pub struct Plugin {
     sha256: String,
     origin: String,
     cache: CacheOutcome,
+    /// Idle instances kept for reuse (webhook requests take one each).
+    idle: std::sync::Mutex<Vec<PluginInstance>>,
+}
+
+/// Most idle instances a plugin keeps for reuse.
+const MAX_IDLE_INSTANCES: usize = 16;
+
+/// An instance taken from a plugin's idle pool; it goes back on drop.
+#[derive(Debug)]
+pub struct PooledInstance<'a> {
+    plugin: &'a Plugin,
+    instance: Option<PluginInstance>,
+}
+
+impl std::ops::Deref for PooledInstance<'_> {
+    type Target = PluginInstance;
+    fn deref(&self) -> &PluginInstance {
+        self.instance
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for PooledInstance<'_> {
+    fn deref_mut(&mut self) -> &mut PluginInstance {
+        self.instance
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for PooledInstance<'_> {
+    fn drop(&mut self) {
+        // An instance that failed has already discarded its store, so
+        // whatever comes back is clean or will re-instantiate on next use.
+        if let (Some(instance), Ok(mut idle)) = (self.instance.take(), self.plugin.idle.lock())
+            && idle.len() < MAX_IDLE_INSTANCES
+        {
+            idle.push(instance);
+        }
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -141,6 +184,15 @@ impl Plugin {
     /// A new instance, e.g. one per connection (instantiated on first call).
     pub fn instance(&self) -> PluginInstance {
         PluginInstance::new(self.shared.clone())
+    }
+    /// An idle instance (or a new one), returned to the pool when dropped:
+    /// concurrent requests each get their own, and reuse skips instantiation.
+    pub fn pooled(&self) -> PooledInstance<'_> {
+        let idle = self.idle.lock().ok().and_then(|mut i| i.pop());
+        PooledInstance {
+            plugin: self,
+            instance: Some(idle.unwrap_or_else(|| self.instance())),
+        }
     }
 }
 
@@ -269,6 +321,7 @@ impl Runtime {
             sha256,
             origin,
             cache,
+            idle: std::sync::Mutex::default(),
         };
         Ok(self.plugins.entry(id).or_insert(plugin))
     }

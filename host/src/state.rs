@@ -144,6 +144,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Last check/test outcome per connection name.
     pub outcomes: Mutex<HashMap<String, LastOutcomes>>,
+    /// The durable event and suppression store.
+    pub store: Arc<crate::store::Store>,
 }
 
 impl AppState {

@@ -51,7 +51,10 @@ fn detail(state: &AppState, c: &Connection) -> Value {
         "allow_insecure_auth": smtp.allow_insecure_auth,
     });
     v["options"] = json!(c.options);
-    v["webhook"] = json!({ "secret": redacted(c.webhook.secret.as_ref()) });
+    v["webhook"] = json!({
+        "secrets": c.webhook.secrets.iter().map(|s| redacted(Some(s))).collect::<Vec<_>>(),
+        "max_body_bytes": c.webhook.max_body_bytes,
+    });
     v["limits"] = json!(c.limits);
     v
 }
@@ -179,24 +182,4 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(snapshot.catalog.runtime()),
     )
         .into_response()
-}
-
-pub(super) async fn webhook(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Response {
-    let snapshot = state.snapshot.load_full();
-    if !snapshot.connections.contains_key(&name) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no connection named `{name}`"),
-        );
-    }
-    // Accepting events needs the durable event store (never 2xx before the
-    // events are committed), which this build does not have yet; 503 makes
-    // providers retry later instead of dropping the events.
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "webhook ingestion is not enabled in this build",
-    )
 }

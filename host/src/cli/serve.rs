@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::api;
 use crate::cli::exit;
-use crate::daemon::{self, HttpLimits, Listeners, Settings, StartError};
+use crate::daemon::{self, HttpLimits, Listeners, Settings, StartError, StoreSettings};
 use crate::logging::{self, LogFormat};
+use crate::store::SoftBouncePolicy;
 
 /// Flags of `mailplug serve`; each also reads an environment variable.
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,37 @@ pub struct Args {
     /// Time one request gets from its head to its response (408 after that).
     #[arg(long, env = "MAILPLUG_REQUEST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Largest size of the event store (`<data dir>/mailplug.db`), e.g.
+    /// `10GiB`; past it webhooks get 503 with `Retry-After` (providers retry)
+    /// until space is made. Default: no limit but the disk.
+    #[arg(long, env = "MAILPLUG_STORE_MAX_SIZE", value_parser = parse_size)]
+    pub store_max_size: Option<u64>,
+    /// Soft bounces of one address (per workspace) within
+    /// `--soft-bounce-window` that suppress it.
+    #[arg(long, env = "MAILPLUG_SOFT_BOUNCE_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub soft_bounce_threshold: u32,
+    /// Window of `--soft-bounce-threshold`, by the events' `occurred_at`.
+    #[arg(long, env = "MAILPLUG_SOFT_BOUNCE_WINDOW", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub soft_bounce_window: Duration,
+}
+
+/// `512KiB`, `10MiB`, `2GiB` or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 512KiB, 10MiB or 2GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        _ => return Err(format!("unknown size unit in `{s}` (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// Runs `mailplug serve`.
@@ -82,6 +114,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             max_connections_public: args.max_connections_public,
             header_read_timeout: args.header_read_timeout,
             request_timeout: args.request_timeout,
+        },
+        store: StoreSettings {
+            max_size: args.store_max_size,
+            soft_bounces: SoftBouncePolicy {
+                threshold: args.soft_bounce_threshold,
+                window: args.soft_bounce_window,
+            },
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,6 +144,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 "mailplug serve: refusing to start: the configuration has errors (see above) and --strict is set"
             );
             Ok(exit::CONFIG)
+        }
+        Err(StartError::Store(message)) => {
+            eprintln!("mailplug serve: cannot open the store: {message}");
+            Ok(exit::CANTCREAT)
         }
         Err(StartError::Other(e)) => Err(e),
     }
@@ -139,6 +182,7 @@ mod tests {
             debounce: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
             http: HttpLimits::default(),
+            store: StoreSettings::default(),
         }
     }
 

@@ -75,6 +75,17 @@ impl Ctx<'_> {
         self.file.parent().unwrap_or(Path::new("."))
     }
 
+    /// A webhook verification key: like [`Ctx::secret`], except that a
+    /// public key written inline is no secret and gets no warning.
+    pub fn webhook_secret(&mut self, pointer: &str, secret: &SecretRef) {
+        if let SecretRef::Literal(value) = secret
+            && looks_like_public_key(value)
+        {
+            return;
+        }
+        self.secret(pointer, secret);
+    }
+
     pub fn secret(&mut self, pointer: &str, secret: &SecretRef) {
         if *secret == SecretRef::Literal(String::new()) {
             // An empty environment variable or file is refused when resolved;
@@ -523,4 +534,32 @@ pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
             None,
         ),
     }
+}
+
+/// Whether an inline value is a public verification key: PEM `PUBLIC KEY`,
+/// a Standard Webhooks `whpk_` key, or base64 DER SubjectPublicKeyInfo of an
+/// EC, RSA or Ed25519 key (what SendGrid's dashboard shows).
+pub(super) fn looks_like_public_key(value: &str) -> bool {
+    use base64::Engine as _;
+    let v = value.trim();
+    if v.starts_with("-----BEGIN PUBLIC KEY-----")
+        || v.starts_with("-----BEGIN RSA PUBLIC KEY-----")
+    {
+        return true;
+    }
+    if v.starts_with("whpk_") {
+        return true;
+    }
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(v) else {
+        return false;
+    };
+    const OIDS: [&[u8]; 3] = [
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01],
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+        &[0x06, 0x03, 0x2b, 0x65, 0x70],
+    ];
+    der.first() == Some(&0x30)
+        && OIDS
+            .iter()
+            .any(|oid| der.windows(oid.len()).take(32).any(|w| w == *oid))
 }

@@ -14,10 +14,11 @@ use serde_json::Value;
 use super::catalog::ProviderCatalog;
 use super::check::{self, Ctx};
 use super::connection::{
-    CUSTOM_SMTP, Connection, Limits, PluginLimits, PluginRegistration, Webhook,
+    CUSTOM_SMTP, Connection, DEFAULT_WEBHOOK_MAX_BODY, Limits, PluginLimits, PluginRegistration,
+    Webhook,
 };
 use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
-use super::model::{FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSpec};
+use super::model::{FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSecrets, WebhookSpec};
 use super::yaml::{Document, pointer_unescape, scalar_text};
 use super::{FileReport, LoadOptions, SourceLocation, schema};
 
@@ -178,10 +179,16 @@ fn compile_connection(
     let s = Sections::of(value);
     let provider = check::provider(ctx, &s, catalog);
     let from = s.from.as_ref().and_then(|f| check::sender(ctx, f));
-    if let Some(webhook) = &s.webhook
-        && let Some(secret) = &webhook.secret
-    {
-        ctx.secret("/webhook/secret", secret);
+    if let Some(webhook) = &s.webhook {
+        match &webhook.secret {
+            Some(WebhookSecrets::One(secret)) => ctx.webhook_secret("/webhook/secret", secret),
+            Some(WebhookSecrets::Many(secrets)) => {
+                for (i, secret) in secrets.iter().enumerate() {
+                    ctx.webhook_secret(&format!("/webhook/secret/{i}"), secret);
+                }
+            }
+            None => {}
+        }
     }
     if let Some(w) = &s.workspaces {
         check::workspaces(ctx, w);
@@ -218,7 +225,14 @@ fn compile_connection(
         workspaces,
         options,
         webhook: Webhook {
-            secret: webhook.secret,
+            secrets: webhook
+                .secret
+                .map(WebhookSecrets::into_vec)
+                .unwrap_or_default(),
+            max_body_bytes: webhook
+                .max_body_bytes
+                .and_then(|b| usize::try_from(b).ok())
+                .unwrap_or(DEFAULT_WEBHOOK_MAX_BODY),
         },
         limits: Limits {
             max_connections: limits.max_connections.max(1),

@@ -157,9 +157,15 @@ pub struct Smtp {
 /// How provider webhooks are authenticated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Webhook {
-    /// Signing key or shared secret, resolved when a request is verified.
-    pub secret: Option<SecretRef>,
+    /// Signing keys or shared secrets, resolved when a request is verified;
+    /// any one may verify (rotation). Empty: none configured.
+    pub secrets: Vec<SecretRef>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
 }
+
+/// Default of `webhook.max_body_bytes`: 1 MiB.
+pub const DEFAULT_WEBHOOK_MAX_BODY: usize = 1 << 20;
 
 /// Limits of one connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

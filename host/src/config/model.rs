@@ -152,9 +152,35 @@ pub struct FromSpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// Signing key or shared secret the provider uses for its webhooks.
+    /// Signing key or shared secret the provider uses for its webhooks, or a
+    /// list of them (key rotation; any one may verify a request). Public
+    /// verification keys (PEM, base64 DER, `whpk_...`) may be written inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<SecretRef>,
+    pub secret: Option<WebhookSecrets>,
+    /// Largest webhook request body accepted, in bytes (default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 67_108_864))]
+    pub max_body_bytes: Option<u64>,
+}
+
+/// One webhook secret or several.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum WebhookSecrets {
+    /// A list of secrets: any one may verify.
+    Many(#[schemars(length(min = 1, max = 8))] Vec<SecretRef>),
+    /// One secret.
+    One(SecretRef),
+}
+
+impl WebhookSecrets {
+    /// The secrets in order.
+    pub fn into_vec(self) -> Vec<SecretRef> {
+        match self {
+            Self::Many(v) => v,
+            Self::One(s) => vec![s],
+        }
+    }
 }
 
 /// Limits for one connection.

@@ -30,7 +30,23 @@ pub enum Clock {
     Fixed(i64),
 }
 
+/// The environment variable that fixes the clock plugins see (test-only).
+pub const FIXED_NOW_ENV: &str = "MAILPLUG_FIXED_NOW";
+
 impl Clock {
+    /// `Fixed` when `MAILPLUG_FIXED_NOW` holds Unix seconds, else `System`;
+    /// an unparsable value is an error naming it.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(FIXED_NOW_ENV) {
+            Err(_) => Ok(Self::System),
+            Ok(v) => v
+                .trim()
+                .parse::<i64>()
+                .map(Self::Fixed)
+                .map_err(|_| format!("{FIXED_NOW_ENV}={v:?} is not a number of Unix seconds")),
+        }
+    }
+
     /// Current time in Unix seconds.
     pub fn now(self) -> i64 {
         match self {
