@@ -18,3 +18,4 @@ mod reload_lifecycle;
 mod smtp;
 mod support;
 mod validate;
+mod webhooks;

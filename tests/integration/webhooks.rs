@@ -1,0 +1,600 @@
+//! The webhook ingest pipeline end to end: the real daemon on 127.0.0.1:0,
+//! real SQLite in its data dir, provider fixtures posted over HTTP and read
+//! back through `/v1/events` and `/v1/suppressions`.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::daemon::Daemon;
+use crate::support::connection;
+
+/// The fixtures' signing time plus 30 s (see tests/fixtures/webhooks/README.md).
+const NOW: &str = "1767268830";
+const SIGNED_AT: i64 = 1_767_268_800;
+const SW_SECRET: &str = "whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyKZmoWA=";
+const SW_PUBLIC_KEY: &str = "whpk_HK1j7pkNn9MD5P57q95CBcHlTCfhawCIjG4j67I7GtU=";
+const SG_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEITo5nIXhAdcsmjpIOE7HH6RCUZZmDDKUqj9f12HbYH7XApERotJxdo8yKEXz4F1d/OMriXBzm6eCoajRITBxMA==";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/webhooks")
+}
+
+/// `sw` (custom-smtp, Standard Webhooks: a symmetric secret and a public
+/// key, either may verify) and `sg` (SendGrid, its inline public key).
+fn config(dir: &Path) {
+    let sw = format!(
+        "{}workspaces: [marketing, product]\nwebhook:\n  secret:\n    - {SW_SECRET}\n    - {SW_PUBLIC_KEY}\n",
+        connection("sw")
+    );
+    let sg = format!(
+        "api_version: mailplug/v1\nkind: Connection\nname: sg\nprovider: sendgrid\nsmtp:\n  password: {{ env: SMTP_PASSWORD }}\nfrom:\n  email: news@example.com\nworkspaces: [marketing]\nwebhook:\n  secret: {SG_PUBLIC_KEY}\n"
+    );
+    std::fs::write(dir.join("sw.yaml"), sw).unwrap();
+    std::fs::write(dir.join("sg.yaml"), sg).unwrap();
+}
+
+fn start(extra: &[&str]) -> (tempfile::TempDir, PathBuf, Daemon) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    config(&dir);
+    let d = Daemon::start_env(
+        &dir,
+        extra,
+        &[("MAILPLUG_FIXED_NOW", NOW), ("SMTP_PASSWORD", "pw")],
+    );
+    (tmp, dir, d)
+}
+
+/// A raw HTTP/1.1 POST to the public listener: `(status, headers, body)`.
+fn post_raw(
+    public: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String, Value) {
+    let addr = public.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    read_response(s)
+}
+
+fn read_response(mut s: TcpStream) -> (u16, String, Value) {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (
+        status,
+        head.to_owned(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn fixture_headers(path: &Path) -> Vec<(String, String)> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Posts `<provider>/<case>` to a connection.
+fn post_fixture(d: &Daemon, connection: &str, dir: &str, case: &str) -> (u16, Value) {
+    let base = fixtures().join(dir);
+    let body = std::fs::read(base.join(format!("{case}.json"))).unwrap();
+    let headers = fixture_headers(&base.join(format!("{case}.headers.json")));
+    let (status, _, json) = post_raw(
+        &d.public,
+        &format!("/webhooks/{connection}"),
+        &headers,
+        &body,
+    );
+    (status, json)
+}
+
+/// Standard Webhooks headers signing `body` as message `id` at `at`.
+fn sw_sign(id: &str, at: i64, body: &[u8]) -> Vec<(String, String)> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SW_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{at}.").as_bytes());
+    mac.update(body);
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), at.to_string()),
+        ("webhook-signature".into(), format!("v1,{sig}")),
+    ]
+}
+
+fn sw_event(kind: &str, recipient: &str, bounce: &str) -> Vec<u8> {
+    json!({
+        "type": format!("email.{kind}"),
+        "timestamp": "2026-01-01T11:58:21Z",
+        "data": {
+            "recipient": recipient,
+            "message_id": "m-1",
+            "bounce_type": bounce,
+            "smtp": { "code": 450, "enhanced": "4.2.2", "text": "450 4.2.2 mailbox full" }
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Every stored event, oldest first, following cursors.
+fn all_events(d: &Daemon, filter: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = d.get_json(&format!("/v1/events?order=asc&limit=7{filter}{cursor}"));
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+fn suppressions(d: &Daemon, query: &str) -> Vec<Value> {
+    let (status, body) = d.get_json(&format!("/v1/suppressions?{query}"));
+    assert_eq!(status, 200, "{body}");
+    body["suppressions"].as_array().unwrap().clone()
+}
+
+/// The stored event reduced to the fields an expected.json names.
+fn project(event: &Value, expected: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in expected.as_object().unwrap().keys() {
+        out.insert(key.clone(), event[key].clone());
+    }
+    Value::Object(out)
+}
+
+#[test]
+fn every_sample_fixture_is_stored_exactly_once_even_when_posted_twice() {
+    let (_tmp, _dir, d) = start(&[]);
+    let cases = [
+        ("sg", "sendgrid", "hard_bounce"),
+        ("sg", "sendgrid", "batch_mixed"),
+        ("sw", "standard_webhooks", "hard_bounce_v1"),
+        ("sw", "standard_webhooks", "complaint_rotated_keys"),
+    ];
+    let mut expected_total = 0;
+    for (conn, dir, case) in cases {
+        let expected: Vec<Value> = serde_json::from_slice(
+            &std::fs::read(fixtures().join(dir).join(format!("{case}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let before = all_events(&d, &format!("&connection={conn}")).len();
+        let (status, body) = post_fixture(&d, conn, dir, case);
+        assert_eq!(status, 200, "{case}: {body}");
+        assert_eq!(body["stored"], expected.len(), "{case}: {body}");
+        let stored = all_events(&d, &format!("&connection={conn}"));
+        let new = &stored[before..];
+        assert_eq!(new.len(), expected.len(), "{case}");
+        for (got, want) in new.iter().zip(&expected) {
+            assert_eq!(&project(got, want), want, "{case}");
+            assert_eq!(got["connection"], conn);
+            assert_eq!(got["schema_version"], 1);
+            assert_eq!(
+                got["plugin"]["id"],
+                if conn == "sg" {
+                    "sendgrid"
+                } else {
+                    "custom-smtp"
+                }
+            );
+            // Each event is also reachable by its id.
+            let (status, one) = d.get_json(&format!("/v1/events/{}", got["id"].as_str().unwrap()));
+            assert_eq!((status, &one), (200, got));
+        }
+        // The provider retries: 2xx again, nothing new stored.
+        let (status, again) = post_fixture(&d, conn, dir, case);
+        assert_eq!(status, 200, "{case}: {again}");
+        assert_eq!(again["stored"], 0, "{case}: {again}");
+        assert_eq!(again["duplicates"], expected.len(), "{case}: {again}");
+        expected_total += expected.len();
+    }
+    assert_eq!(all_events(&d, "").len(), expected_total);
+    // Ids sort in commit order.
+    let ids: Vec<String> = all_events(&d, "")
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    // Newest first by default.
+    let (_, page) = d.get_json("/v1/events?limit=1");
+    assert_eq!(
+        page["events"][0]["id"].as_str(),
+        ids.last().map(String::as_str)
+    );
+    assert!(
+        d.metric("mailplug_events_duplicate_total{connection=\"sg\",provider=\"sendgrid\"}") >= 1.0
+    );
+
+    // The hard bounces and the complaint suppressed their recipients in
+    // every workspace of their connection.
+    let marketing = suppressions(&d, "workspace=marketing");
+    let product = suppressions(&d, "workspace=product");
+    assert!(
+        product.iter().all(|s| s["workspace"] == "product"),
+        "{product:?}"
+    );
+    let sw_hard = "no-such-user@example.com";
+    for list in [&marketing, &product] {
+        assert!(
+            list.iter()
+                .any(|s| s["address"] == sw_hard && s["reason"] == "hard_bounce"),
+            "{list:?}"
+        );
+    }
+    assert!(
+        marketing.iter().any(|s| s["reason"] == "complaint"),
+        "{marketing:?}"
+    );
+}
+
+#[test]
+fn refused_requests_store_nothing_and_get_the_documented_status() {
+    let (_tmp, _dir, d) = start(&["--log-format", "json"]);
+    let bad = fixtures().join("_bad");
+    for case in [
+        "sendgrid__tampered_body",
+        "sendgrid__replayed_old_timestamp",
+        "sendgrid__truncated_json",
+    ] {
+        let expect: Value = serde_json::from_slice(
+            &std::fs::read(bad.join(format!("{case}.expect.json"))).unwrap(),
+        )
+        .unwrap();
+        let body = std::fs::read(bad.join(format!("{case}.json"))).unwrap();
+        let headers = fixture_headers(&bad.join(format!("{case}.headers.json")));
+        let (status, _, json) = post_raw(&d.public, "/webhooks/sg", &headers, &body);
+        assert_eq!(
+            u64::from(status),
+            expect["status"].as_u64().unwrap(),
+            "{case}: {json}"
+        );
+        assert!(json["error"].is_string(), "{case}: {json}");
+    }
+
+    let good = sw_event("bounced", "x@example.org", "hard");
+    let signed = |body: &[u8]| sw_sign("msg_bad", SIGNED_AT, body);
+    let strip = |headers: Vec<(String, String)>, name: &str| -> Vec<(String, String)> {
+        headers.into_iter().filter(|(k, _)| k != name).collect()
+    };
+    let with = |mut headers: Vec<(String, String)>, name: &str, value: &str| {
+        headers.retain(|(k, _)| k != name);
+        headers.push((name.into(), value.into()));
+        headers
+    };
+    let mut deep = b"[".repeat(5000);
+    deep.extend(b"]".repeat(5000));
+    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, u16)> = vec![
+        (
+            "truncated json",
+            signed(&good[..good.len() / 2]),
+            good[..good.len() / 2].to_vec(),
+            400,
+        ),
+        (
+            "wrong types",
+            signed(br#"{"type": 5, "data": []}"#),
+            br#"{"type": 5, "data": []}"#.to_vec(),
+            400,
+        ),
+        ("5,000-level nesting", signed(&deep), deep.clone(), 400),
+        (
+            "invalid UTF-8",
+            signed(b"{\"type\": \"\xff\xfe\"}"),
+            b"{\"type\": \"\xff\xfe\"}".to_vec(),
+            400,
+        ),
+        (
+            "tampered body",
+            signed(&good),
+            sw_event("bounced", "y@example.org", "hard"),
+            401,
+        ),
+        (
+            "stale timestamp",
+            sw_sign("msg_bad", SIGNED_AT - 7200, &good),
+            good.clone(),
+            401,
+        ),
+        (
+            "future timestamp",
+            sw_sign("msg_bad", SIGNED_AT + 3600, &good),
+            good.clone(),
+            401,
+        ),
+        (
+            "missing signature",
+            strip(signed(&good), "webhook-signature"),
+            good.clone(),
+            401,
+        ),
+        (
+            "garbage signature",
+            with(signed(&good), "webhook-signature", "v1,@@@ not base64"),
+            good.clone(),
+            401,
+        ),
+        (
+            "wrong content type",
+            with(signed(&good), "Content-Type", "application/xml"),
+            good.clone(),
+            415,
+        ),
+    ];
+    for (what, headers, body, want) in &cases {
+        let (status, _, json) = post_raw(&d.public, "/webhooks/sw", headers, body);
+        assert_eq!(status, *want, "{what}: {json}");
+        assert!(json["error"].is_string(), "{what}: {json}");
+    }
+    let (status, _, json) = post_raw(&d.public, "/webhooks/nobody", &signed(&good), &good);
+    assert_eq!(status, 404, "{json}");
+
+    // Oversize: refused from Content-Length, and while streaming a chunked
+    // body that declares no length.
+    let big = vec![b' '; 5 << 20];
+    let (status, _, json) = post_raw(&d.public, "/webhooks/sw", &signed(&big), &big);
+    assert_eq!(status, 413, "{json}");
+    assert_eq!(post_chunked(&d, "/webhooks/sw", 5 << 20), 413);
+
+    assert!(all_events(&d, "").is_empty(), "nothing stored");
+    assert!(suppressions(&d, "").is_empty(), "no suppression change");
+    assert!(d.metric("mailplug_webhooks_rejected_total{connection=\"sw\",provider=\"custom-smtp\",reason=\"unauthorized\"}") >= 5.0);
+    assert!(d.metric("mailplug_webhooks_rejected_total{connection=\"sw\",provider=\"custom-smtp\",reason=\"malformed\"}") >= 4.0);
+    assert!(d.metric("mailplug_webhooks_rejected_total{connection=\"\",provider=\"\",reason=\"unknown_connection\"}") >= 1.0);
+
+    // The same good request is accepted afterwards.
+    let (status, _, json) = post_raw(&d.public, "/webhooks/sw", &signed(&good), &good);
+    assert_eq!((status, &json["stored"]), (200, &json!(1)), "{json}");
+}
+
+/// Streams `total` bytes as a chunked body; the status the daemon answers.
+fn post_chunked(d: &Daemon, path: &str, total: usize) -> u16 {
+    let addr = d.public.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if s.write_all(&frame).is_err() {
+            break; // the daemon answered and closed early: what we want
+        }
+        sent += chunk.len();
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    read_response(s).0
+}
+
+#[test]
+fn soft_bounces_suppress_at_the_threshold_and_manual_entries_follow_the_case_rules() {
+    let (_tmp, _dir, d) = start(&["--soft-bounce-threshold", "3"]);
+    for i in 0..3 {
+        let body = sw_event("bounced", "Full@Example.NET", "soft");
+        let (status, _, json) = post_raw(
+            &d.public,
+            "/webhooks/sw",
+            &sw_sign(&format!("soft-{i}"), SIGNED_AT, &body),
+            &body,
+        );
+        assert_eq!(status, 200, "{json}");
+        let listed = suppressions(&d, "workspace=marketing&address=Full@example.net");
+        assert_eq!(
+            listed.len(),
+            usize::from(i == 2),
+            "after {} soft bounces: {listed:?}",
+            i + 1
+        );
+    }
+    let listed = suppressions(&d, "workspace=product&address=Full@EXAMPLE.net");
+    assert_eq!(listed[0]["reason"], "soft_bounces");
+    assert!(listed[0]["event_id"].is_string());
+    // The local part keeps its case (RFC 5321): `full@` is another mailbox.
+    assert!(suppressions(&d, "address=full@example.net").is_empty());
+
+    let (status, body) = d.post_body(
+        "/v1/suppressions",
+        r#"{"workspace":"marketing","address":"Ops@Example.com","note":"asked by phone"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = d.post_body(
+        "/v1/suppressions",
+        r#"{"workspace":"marketing","address":"Ops@EXAMPLE.COM"}"#,
+    );
+    assert_eq!((status, &body["added"]), (200, &json!(false)), "{body}");
+    for bad in [
+        r#"{"workspace":"marketing","address":"not an address"}"#,
+        r#"{"workspace":"-bad","address":"a@example.com"}"#,
+        r#"{"workspace":"marketing"}"#,
+        r#"{"workspace":"marketing","address":"a@example.com","extra":1}"#,
+    ] {
+        let (status, body) = d.post_body("/v1/suppressions", bad);
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    let delete = |path: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .delete(format!("{}{path}", d.admin))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        delete("/v1/suppressions/marketing/ops@example.com"),
+        404,
+        "local part case differs"
+    );
+    assert_eq!(delete("/v1/suppressions/marketing/Ops@example.COM"), 204);
+    assert_eq!(delete("/v1/suppressions/marketing/Ops@example.COM"), 404);
+    assert!(suppressions(&d, "address=Ops@example.com").is_empty());
+
+    for (query, want) in [
+        ("kind=exploded", 400),
+        ("limit=0", 400),
+        ("since=yesterday", 400),
+        ("cursor=garbage", 400),
+        ("colour=blue", 400),
+    ] {
+        let (status, body) = d.get_json(&format!("/v1/events?{query}"));
+        assert_eq!(status, want, "{query}: {body}");
+    }
+}
+
+#[test]
+fn a_full_store_answers_503_with_retry_after_and_nothing_is_lost_once_fixed() {
+    let (tmp, dir, d) = start(&["--store-max-size", "96KiB"]);
+    let mut refused = None;
+    let mut accepted = 0;
+    for i in 0..400 {
+        let body = sw_event("delivered", &format!("r{i}@example.org"), "");
+        let headers = sw_sign(&format!("fill-{i}"), SIGNED_AT, &body);
+        let (status, head, json) = post_raw(&d.public, "/webhooks/sw", &headers, &body);
+        match status {
+            200 => accepted += 1,
+            503 => {
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after: 5"),
+                    "{head}"
+                );
+                assert!(json["error"].as_str().unwrap().contains("full"), "{json}");
+                refused = Some((headers, body));
+                break;
+            }
+            other => panic!("unexpected {other}: {json}"),
+        }
+    }
+    let (headers, body) = refused.expect("the store filled up");
+    assert_eq!(
+        all_events(&d, "").len(),
+        accepted,
+        "exactly the 2xx requests are stored"
+    );
+    drop(d);
+    // The operator raises the limit; the provider's retry now succeeds.
+    let d = Daemon::start_env(
+        &dir,
+        &["--store-max-size", "16MiB"],
+        &[("MAILPLUG_FIXED_NOW", NOW), ("SMTP_PASSWORD", "pw")],
+    );
+    let (status, _, json) = post_raw(&d.public, "/webhooks/sw", &headers, &body);
+    assert_eq!((status, &json["stored"]), (200, &json!(1)), "{json}");
+    assert_eq!(all_events(&d, "").len(), accepted + 1);
+    drop(tmp);
+}
+
+#[test]
+fn after_sigkill_under_load_every_acknowledged_event_is_stored_exactly_once() {
+    let (_tmp, dir, d) = start(&[]);
+    let public = d.public.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let public = public.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..2000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("kill-{w}-{i}");
+                    let body = sw_event("delivered", &format!("{id}@example.org"), "");
+                    let Ok((status, _, _)) = std::panic::catch_unwind(|| {
+                        post_raw(
+                            &public,
+                            "/webhooks/sw",
+                            &sw_sign(&id, SIGNED_AT, &body),
+                            &body,
+                        )
+                    }) else {
+                        break; // the daemon is gone
+                    };
+                    if status == 200 {
+                        acked.push(id);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.signal("KILL");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 10,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    drop(d);
+
+    let d = Daemon::start_env(
+        &dir,
+        &[],
+        &[("MAILPLUG_FIXED_NOW", NOW), ("SMTP_PASSWORD", "pw")],
+    );
+    let mut seen = std::collections::HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = d.get_json(&format!("/v1/events?order=asc&limit=1000{cursor}"));
+        for e in page["events"].as_array().unwrap() {
+            *seen
+                .entry(e["provider_event_id"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert!(seen.values().all(|n| *n == 1), "an event stored twice");
+    for id in &acked {
+        assert_eq!(seen.get(id), Some(&1), "{id} got a 2xx but is not stored");
+    }
+}
