@@ -8,6 +8,7 @@ pub mod check;
 pub mod plugin;
 pub mod schema;
 pub mod serve;
+pub mod store;
 pub mod test_send;
 pub mod validate;
 
@@ -63,6 +64,10 @@ enum Command {
     TestSend(test_send::Args),
     /// Inspect and test provider plugins (author tools).
     Plugin(plugin::Args),
+    /// List or follow the delivery events a running daemon stored.
+    Events(store::EventsArgs),
+    /// List, add or remove suppressed addresses of a running daemon.
+    Suppressions(store::SuppressionsArgs),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -75,6 +80,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::TestSend(args) => test_send::run(args),
         Command::Plugin(args) => plugin::run(args),
+        Command::Events(args) => store::run_events(args),
+        Command::Suppressions(args) => store::run_suppressions(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),

@@ -598,3 +598,89 @@ fn after_sigkill_under_load_every_acknowledged_event_is_stored_exactly_once() {
         assert_eq!(seen.get(id), Some(&1), "{id} got a 2xx but is not stored");
     }
 }
+
+#[test]
+fn the_events_and_suppressions_commands_talk_to_the_daemon() {
+    use std::io::BufRead as _;
+    let (_tmp, dir, d) = start(&[]);
+    let admin = ["--admin-url", d.admin.as_str()];
+    let run = |args: &[&str]| crate::support::run_in(&dir, &[args, &admin[..]].concat());
+
+    let listed = run(&["events", "list"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains("no events"), "{}", listed.stdout);
+
+    // `tail` follows: start it, then store an event.
+    let mut tail = crate::support::mailplug()
+        .args(["events", "tail", "--format", "json", "--interval", "100ms"])
+        .args(admin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let body = sw_event("bounced", "Gone@Example.org", "hard");
+    let (status, _, json) = post_raw(
+        &d.public,
+        "/webhooks/sw",
+        &sw_sign("tail-1", SIGNED_AT, &body),
+        &body,
+    );
+    assert_eq!(status, 200, "{json}");
+    let mut line = String::new();
+    std::io::BufReader::new(tail.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["provider_event_id"], "tail-1");
+
+    let listed = run(&["events", "list", "--kind", "bounced", "--format", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let page: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(page["events"][0]["provider_event_id"], "tail-1");
+    let bad = run(&["events", "list", "--kind", "exploded"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("`kind` must be one of"),
+        "{}",
+        bad.stderr
+    );
+
+    let added = run(&[
+        "suppressions",
+        "add",
+        "product",
+        "Ops@Example.com",
+        "--note",
+        "by hand",
+    ]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let listed = run(&["suppressions", "list", "--workspace", "product"]);
+    assert!(
+        listed.stdout.contains("Ops@Example.com") && listed.stdout.contains("by hand"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.contains("Gone@Example.org") && listed.stdout.contains("hard_bounce"),
+        "{}",
+        listed.stdout
+    );
+    let removed = run(&["suppressions", "remove", "product", "Ops@example.com"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let again = run(&["suppressions", "remove", "product", "Ops@example.com"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+
+    let unreachable = crate::support::run_in(
+        &dir,
+        &["events", "list", "--admin-url", "http://127.0.0.1:1"],
+    );
+    assert_ne!(unreachable.code, 0);
+    assert!(
+        unreachable.stderr.contains("cannot reach the daemon"),
+        "{}",
+        unreachable.stderr
+    );
+}
