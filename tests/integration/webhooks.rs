@@ -684,3 +684,149 @@ fn the_events_and_suppressions_commands_talk_to_the_daemon() {
         unreachable.stderr
     );
 }
+
+/// `wasm` with a custom section appended: the same plugin, another sha256.
+fn rebuild(wasm: &[u8], build: u32) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"mailplug-test-build";
+    let payload = build.to_le_bytes();
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend(name);
+    content.extend(payload);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend(content);
+    out
+}
+
+#[test]
+fn plugin_hot_swaps_under_load_fail_no_request_and_split_none() {
+    const SECRET: &str = "example-test-secret";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    let original = std::fs::read(crate::plugins::guest("example_provider")).unwrap();
+    let register = |build: u32| -> String {
+        let bytes = rebuild(&original, build);
+        let path = tmp.path().join(format!("example-{build}.wasm"));
+        std::fs::write(&path, &bytes).unwrap();
+        let sha = mailplug::digest::sha256_hex(&bytes);
+        let doc = format!(
+            "api_version: mailplug/v1\nkind: Plugin\nid: example\npath: {}\nsha256: {sha}\n",
+            path.display()
+        );
+        let staged = tmp.path().join("plugins.yaml.tmp");
+        std::fs::write(&staged, doc).unwrap();
+        std::fs::rename(&staged, dir.join("plugins.yaml")).unwrap();
+        sha
+    };
+    let mut shas = vec![register(0)];
+    std::fs::write(
+        dir.join("ex.yaml"),
+        format!("api_version: mailplug/v1\nkind: Connection\nname: ex\nprovider: example\nsmtp: {{ password: {{ env: SMTP_PASSWORD }} }}\nfrom: {{ email: a@example.com }}\nwebhook:\n  secret: {SECRET}\n"),
+    )
+    .unwrap();
+    let d = Daemon::start_env(
+        &dir,
+        &[],
+        &[("MAILPLUG_FIXED_NOW", NOW), ("SMTP_PASSWORD", "pw")],
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let public = d.public.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut failed = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
+                    i += 1;
+                    let id = format!("swap-{w}-{i}");
+                    let body = json!([
+                        { "event": "delivered", "email": "a@example.org", "time": "2026-01-01T11:00:00Z", "id": format!("{id}-a") },
+                        { "event": "delivered", "email": "b@example.org", "time": "2026-01-01T11:00:00Z", "id": format!("{id}-b") },
+                    ])
+                    .to_string();
+                    let ts = SIGNED_AT.to_string();
+                    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+                    mac.update(ts.as_bytes());
+                    mac.update(body.as_bytes());
+                    let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                    let headers = vec![
+                        ("Content-Type".to_owned(), "application/json".to_owned()),
+                        ("X-Example-Timestamp".to_owned(), ts),
+                        ("X-Example-Signature".to_owned(), sig),
+                    ];
+                    let (status, _, json) = post_raw(&public, "/webhooks/ex", &headers, body.as_bytes());
+                    if status == 200 {
+                        acked.push(id);
+                    } else {
+                        failed.push(format!("{status} {json}"));
+                    }
+                }
+                (acked, failed)
+            })
+        })
+        .collect();
+
+    for build in 1..=20 {
+        let generation = d.get_json("/v1/status").1["generation"].as_u64().unwrap();
+        shas.push(register(build));
+        d.wait_for("/v1/status", "the swapped plugin", |_, b| {
+            b["generation"].as_u64().unwrap_or(0) > generation && b["last_reload"]["result"] == "ok"
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in workers {
+        let (a, failed) = w.join().unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during swaps: {:?}",
+            &failed[..failed.len().min(5)]
+        );
+        acked.extend(a);
+    }
+    assert!(acked.len() >= 20, "the load ran ({} requests)", acked.len());
+
+    let events = all_events(&d, "&connection=ex");
+    let mut by_request: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for e in &events {
+        let sha = e["plugin"]["sha256"].as_str().unwrap().to_owned();
+        assert!(shas.contains(&sha), "unknown build {sha}");
+        let id = e["provider_event_id"].as_str().unwrap();
+        let request = id.rsplit_once('-').unwrap().0.to_owned();
+        by_request.entry(request).or_default().push(sha);
+    }
+    for id in &acked {
+        let builds = by_request
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} got a 2xx but is not stored"));
+        assert_eq!(builds.len(), 2, "{id}: both events stored");
+        assert_eq!(
+            builds[0], builds[1],
+            "{id} was handled by two plugin builds"
+        );
+    }
+    let distinct: std::collections::HashSet<&String> = by_request.values().map(|b| &b[0]).collect();
+    assert!(
+        distinct.len() >= 2,
+        "the load spanned swaps ({} builds seen)",
+        distinct.len()
+    );
+}
