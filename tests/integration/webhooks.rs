@@ -677,7 +677,7 @@ fn the_events_and_suppressions_commands_talk_to_the_daemon() {
         &dir,
         &["events", "list", "--admin-url", "http://127.0.0.1:1"],
     );
-    assert_ne!(unreachable.code, 0);
+    assert_eq!(unreachable.code, 75, "{}", unreachable.stderr);
     assert!(
         unreachable.stderr.contains("cannot reach the daemon"),
         "{}",

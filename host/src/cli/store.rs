@@ -254,8 +254,25 @@ fn print_event(e: &Value, format: Format) {
     }
 }
 
+/// An unreachable daemon is a temporary failure (exit 75), not a bug.
+fn unreachable_is_tempfail(command: &str, result: anyhow::Result<u8>) -> anyhow::Result<u8> {
+    result.or_else(|e| {
+        eprintln!("mailplug {command}: {e:#}");
+        Ok(exit::TEMPFAIL)
+    })
+}
+
 /// Runs `mailplug events`.
 pub fn run_events(args: EventsArgs) -> anyhow::Result<u8> {
+    unreachable_is_tempfail("events", events(args))
+}
+
+/// Runs `mailplug suppressions`.
+pub fn run_suppressions(args: SuppressionsArgs) -> anyhow::Result<u8> {
+    unreachable_is_tempfail("suppressions", suppressions(args))
+}
+
+fn events(args: EventsArgs) -> anyhow::Result<u8> {
     match args.command {
         EventsCommand::List {
             filters,
@@ -375,8 +392,7 @@ fn tail(
     }
 }
 
-/// Runs `mailplug suppressions`.
-pub fn run_suppressions(args: SuppressionsArgs) -> anyhow::Result<u8> {
+fn suppressions(args: SuppressionsArgs) -> anyhow::Result<u8> {
     match args.command {
         SuppressionsCommand::List {
             workspace,
