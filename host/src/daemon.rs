@@ -302,6 +302,9 @@ pub async fn run(
         ready: false.into(),
         outcomes: Mutex::default(),
         store: store.clone(),
+        plugin_slots: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        ),
     });
 
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();

@@ -281,6 +281,11 @@ pub async fn ingest(
         body,
     };
     let (events, stamp) = {
+        let _slot = state
+            .plugin_slots
+            .acquire()
+            .await
+            .map_err(|_| Rejection::Store(StoreError::Closed))?;
         let snapshot = snapshot.clone();
         let connection = connection.clone();
         tokio::task::spawn_blocking(move || verify_and_parse(&snapshot, &connection, &request))

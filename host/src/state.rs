@@ -146,6 +146,10 @@ pub struct AppState {
     pub outcomes: Mutex<HashMap<String, LastOutcomes>>,
     /// The durable event and suppression store.
     pub store: Arc<crate::store::Store>,
+    /// Webhook plugin calls running at once: one per core. Plugin deadlines
+    /// are wall-clock, so more parallel calls than cores would only slow
+    /// each one down until it misses its deadline; excess requests wait here.
+    pub plugin_slots: tokio::sync::Semaphore,
 }
 
 impl AppState {
