@@ -8,13 +8,13 @@
 //! by `daemon::reload` unit tests through an injected-error seam.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::daemon::Daemon;
-use crate::support::{connection, mailplug};
+use crate::support::{connection, exits_within, mailplug, mkfifo};
 
 fn with_host(name: &str, host: &str) -> String {
     connection(name).replace("smtp.example.com", host)
@@ -40,27 +40,6 @@ fn host(d: &Daemon, name: &str) -> Option<String> {
     (status == 200)
         .then(|| body["smtp"]["host"].as_str().map(str::to_owned))
         .flatten()
-}
-
-fn mkfifo(path: &Path) {
-    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
-    assert!(ok, "mkfifo {}", path.display());
-}
-
-/// Waits (bounded) for `child` to exit; kills it and fails if it does not.
-fn exits_within(mut child: Child, what: &str) -> crate::support::Run {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap().into();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not return");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -438,7 +438,7 @@ fn tls(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
     }
     if let Some(ca) = &tls.ca_file
         && ctx.opts.check_secrets
-        && let Err(e) = std::fs::metadata(ctx.base_dir().join(ca))
+        && let Err(e) = crate::mail::read_ca_file(&ctx.base_dir().join(ca))
     {
         ctx.error(
             "/smtp/tls/ca_file",
@@ -500,7 +500,7 @@ pub(super) fn workspaces(ctx: &mut Ctx<'_>, workspaces: &[String]) {
 /// Checks one plugin registration: the file exists and matches its pin.
 pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
     let path = ctx.base_dir().join(&spec.path);
-    match std::fs::read(&path) {
+    match crate::fsread::read_bounded(&path, crate::runtime::MAX_PLUGIN_BYTES) {
         Ok(bytes) => {
             let actual = crate::digest::sha256_hex(&bytes);
             if actual != spec.sha256 {
