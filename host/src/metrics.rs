@@ -50,6 +50,8 @@ pub struct Metrics {
     pub http_open_connections: Family<Labels, Gauge>,
     /// Connections closed at accept because the listener was at its cap.
     pub http_refused: Family<Labels, Counter>,
+    /// 1 while the config directory is polled instead of watched natively.
+    pub config_watch_polling: Gauge,
 }
 
 impl Metrics {
@@ -106,6 +108,12 @@ impl Metrics {
             "Connections closed at accept because the listener was at its connection cap",
             http_refused.clone(),
         );
+        let config_watch_polling = Gauge::default();
+        registry.register(
+            "config_watch_polling",
+            "1 while the config directory is polled (--watch poll, or native watching unavailable), else 0",
+            config_watch_polling.clone(),
+        );
         Self {
             registry,
             reloads,
@@ -117,6 +125,7 @@ impl Metrics {
             http_denied,
             http_open_connections,
             http_refused,
+            config_watch_polling,
         }
     }
 
