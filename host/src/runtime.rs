@@ -18,6 +18,7 @@ mod convert;
 pub mod crypto;
 mod engine;
 mod error;
+pub mod fuzz;
 mod host;
 mod instance;
 pub mod metrics;
