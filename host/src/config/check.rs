@@ -14,12 +14,17 @@ use super::LoadOptions;
 use super::catalog::{AdaptFailure, PasswordSource, ProviderCatalog, SmtpOverrides};
 use super::compile::Sections;
 use super::connection::{Mailbox, PasswordRef, Provider, Security, Smtp, effective_port_security};
-use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
+use super::diagnostic::{Diagnostic, PLUGIN_MESSAGE_CHARS, did_you_mean, excerpt, truncated};
+
 use super::model::{FromSpec, PluginSpec, SmtpSpec};
 use super::schema::{credentials_problem, helo_name_problem, insecure_auth_refused};
 use super::secret::SecretRef;
 use super::yaml::Document;
 use crate::address::{self, AddressError};
+
+/// Field errors of one plugin call reported per connection; a plugin that
+/// returns thousands cannot flood the output.
+const MAX_PLUGIN_FIELD_ERRORS: usize = 20;
 
 /// Context shared by the checks of one document.
 pub(super) struct Ctx<'a> {
@@ -202,8 +207,28 @@ pub(super) fn smtp(
             let adapted = match catalog.adapt(id, options, &overrides) {
                 Ok(a) => a,
                 Err(AdaptFailure::Fields(fields)) => {
-                    for (pointer, message) in fields {
-                        ctx.error(&pointer, format!("provider `{id}`: {message}"), None);
+                    // The plugin's words, not ours: cut (the text output
+                    // escapes them), and only the first few of a flood.
+                    let total = fields.len();
+                    for (pointer, message) in fields.into_iter().take(MAX_PLUGIN_FIELD_ERRORS) {
+                        ctx.error(
+                            &pointer,
+                            format!(
+                                "provider `{id}`: {}",
+                                truncated(&message, PLUGIN_MESSAGE_CHARS)
+                            ),
+                            None,
+                        );
+                    }
+                    if total > MAX_PLUGIN_FIELD_ERRORS {
+                        ctx.error(
+                            "/provider",
+                            format!(
+                                "provider `{id}`: {} more field errors not shown",
+                                total - MAX_PLUGIN_FIELD_ERRORS
+                            ),
+                            None,
+                        );
                     }
                     return None;
                 }
