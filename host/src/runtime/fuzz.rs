@@ -44,6 +44,20 @@ pub struct Converted {
 /// 4. info: id, version, display name and options schema strings,
 ///    capability count byte (mod 8) and a byte (mod 3) each, optional
 ///    signature scheme string.
+///
+/// What the `plugin_output` fuzz target does with each input (this example
+/// compiles it from outside the crate, as the target is):
+///
+/// ```
+/// use mailplug::runtime::fuzz::{accepted_events_are_clean, plugin_output};
+///
+/// // An empty body and one event whose recipient span points past it.
+/// let out = plugin_output(b"\x00\x00\x01\x02\x00\x00\x05\x00\x00\x00\x01\x00\x00\x00");
+/// assert!(out.events.as_ref().unwrap_err().contains("outside"));
+/// if let Ok(events) = &out.events {
+///     assert!(accepted_events_are_clean(events));
+/// }
+/// ```
 pub fn plugin_output(data: &[u8]) -> Converted {
     let mut input = Input(data);
     let body_len = usize::from(input.u16() % 4096);
