@@ -267,6 +267,23 @@ mod tests {
     }
 
     #[test]
+    fn plugin_info_with_control_characters_is_refused() {
+        let mut seed = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/plugin_output/valid-owned-event"),
+        )
+        .unwrap();
+        // The display name `Example` is near the end; give it an ESC.
+        let at = seed.windows(7).rposition(|w| w == b"Example").unwrap();
+        seed[at] = 0x1b;
+        let err = plugin_output(&seed).info.unwrap_err();
+        assert!(
+            err.contains("display_name contains control characters"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_seed_corpus_reaches_acceptance_and_each_refusal_it_is_named_for() {
         let seeds = corpus();
         assert!(seeds.len() >= 4, "{seeds:?}");
@@ -307,6 +324,13 @@ mod tests {
             let out = plugin_output(&data);
             if let Ok(events) = &out.events {
                 prop_assert!(accepted_events_are_clean(events), "{events:?}");
+            }
+            if let Ok(info) = &out.info {
+                let texts = [Some(&info.version), Some(&info.display_name), info.signature_scheme.as_ref()];
+                prop_assert!(
+                    texts.into_iter().flatten().all(|t| !t.chars().any(|c| c.is_control() && c != '\t')),
+                    "{info:?}"
+                );
             }
         }
 
