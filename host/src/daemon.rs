@@ -50,6 +50,8 @@ pub struct Settings {
     pub strict: bool,
     /// Quiet period before a burst of file events triggers a reload.
     pub debounce: Duration,
+    /// How the config directory is watched.
+    pub watch: watcher::WatchOptions,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_timeout: Duration,
     /// Connection caps and timeouts of both listeners.
@@ -308,6 +310,16 @@ pub async fn run(
     });
 
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    let (watch_tx, watch_rx) = mpsc::channel::<()>(1);
+    let fs_watch = watcher::spawn(
+        &settings.config_dir,
+        settings.debounce,
+        settings.watch,
+        metrics.config_watch_polling.clone(),
+        watch_tx,
+        stop.clone(),
+    )
+    .await;
     tasks.push((
         "reload",
         tokio::spawn(reload_loop(
@@ -315,20 +327,11 @@ pub async fn run(
             reload_rx,
             snapshot.clone(),
             metrics.clone(),
+            fs_watch.rearm,
             stop.clone(),
         )),
     ));
-    let (watch_tx, watch_rx) = mpsc::channel::<()>(1);
-    tasks.push((
-        "watch-fs",
-        watcher::spawn(
-            &settings.config_dir,
-            settings.debounce,
-            watch_tx,
-            stop.clone(),
-        )
-        .await,
-    ));
+    tasks.push(("watch-fs", fs_watch.task));
     tasks.push((
         "watch",
         tokio::spawn(forward_watch(watch_rx, reload_tx.clone(), stop.clone())),
@@ -611,6 +614,7 @@ async fn reload_loop(
     mut requests: mpsc::Receiver<ReloadRequest>,
     live: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    rearm: watcher::Rearm,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -625,6 +629,12 @@ async fn reload_loop(
             batch.push(more);
         }
         let cause = batch[0].cause;
+        // A manual reload (SIGHUP, the API) also re-arms the watch first, so
+        // whatever made the operator reload (a swapped directory the watch
+        // missed) does not also hide the changes after it.
+        if batch.iter().any(|r| r.cause != "watch") {
+            rearm.rearm().await;
+        }
         let outcome = match reload_once(&reloader).await {
             Ok(snapshot) => {
                 report(&snapshot, &metrics, cause);
@@ -730,6 +740,7 @@ mod tests {
             admin_token: None,
             strict: false,
             debounce: Duration::from_millis(100),
+            watch: watcher::WatchOptions::default(),
             shutdown_timeout: Duration::from_secs(1),
             http: HttpLimits::default(),
             store: StoreSettings::default(),

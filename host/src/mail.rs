@@ -34,3 +34,4 @@ pub use redact::{MARKER as REDACTED, Redactor};
 pub use session::{StageReport, StageStatus};
 pub use target::{Secret, Security, SmtpTarget, TargetError};
 pub use test_send::{TestSendError, TestSendReport, test_send};
+pub use tls::{MAX_CA_FILE_BYTES, read_ca_file};

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub commit_events: Histogram,
     /// Group commits by result (`ok`, `error`).
     pub commits: Family<Labels, Counter>,
+    /// 1 while the config directory is polled instead of watched natively.
+    pub config_watch_polling: Gauge,
 }
 
 impl Metrics {
@@ -169,6 +171,12 @@ impl Metrics {
         );
         let commits = Family::<Labels, Counter>::default();
         registry.register("store_commits", "Group commits by result", commits.clone());
+        let config_watch_polling = Gauge::default();
+        registry.register(
+            "config_watch_polling",
+            "1 while the config directory is polled (--watch poll, or native watching unavailable), else 0",
+            config_watch_polling.clone(),
+        );
         Self {
             registry,
             events_received,
@@ -188,6 +196,7 @@ impl Metrics {
             http_denied,
             http_open_connections,
             http_refused,
+            config_watch_polling,
         }
     }
 

@@ -18,6 +18,7 @@ mod convert;
 pub mod crypto;
 mod engine;
 mod error;
+pub mod fuzz;
 mod host;
 mod instance;
 pub mod metrics;
@@ -37,6 +38,11 @@ pub use metrics::PluginMetrics;
 use bindings::ProviderPre;
 use host::StoreData;
 use instance::Shared;
+
+/// Largest plugin `.wasm` file read. Provider components are a few hundred
+/// KiB; the bound keeps a mistaken path (a disk image, a log) from being
+/// read whole into memory before it is rejected.
+pub const MAX_PLUGIN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone)]
@@ -250,7 +256,9 @@ impl Runtime {
         });
         let (bytes, origin) = match source.wasm {
             WasmSource::Bytes(bytes) => (bytes, "builtin".to_owned()),
-            WasmSource::Path(path) => match std::fs::read(&path) {
+            // Guarded like configuration files: a FIFO named as a plugin is
+            // refused instead of blocking the load (and with it a reload).
+            WasmSource::Path(path) => match crate::fsread::read_bounded(&path, MAX_PLUGIN_BYTES) {
                 Ok(bytes) => (bytes, path.display().to_string()),
                 Err(error) => {
                     return Err(LoadError::Read {

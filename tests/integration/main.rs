@@ -10,8 +10,10 @@
 mod config_model;
 mod daemon;
 mod daemon_smtp;
+mod guarded_files;
 mod hardening_config;
 mod hardening_http;
+mod http_properties;
 mod plugins;
 mod providers;
 mod reload_lifecycle;

@@ -1,5 +1,6 @@
 //! The config directory's lifecycle under a running daemon (removed,
-//! re-created, swapped by rename, made unreadable), and paths that must
+//! re-created, swapped by rename or by a symlink above it then reloaded by
+//! hand, made unreadable, watched by polling), and paths that must
 //! never block or read without bound: FIFOs given to `validate`, FIFOs
 //! inside a walked directory, `plugin test --body /dev/zero`.
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::daemon::Daemon;
-use crate::support::{connection, mailplug};
+use crate::support::{connection, exits_within, mailplug, mkfifo};
 
 fn with_host(name: &str, host: &str) -> String {
     connection(name).replace("smtp.example.com", host)
@@ -40,27 +41,6 @@ fn host(d: &Daemon, name: &str) -> Option<String> {
     (status == 200)
         .then(|| body["smtp"]["host"].as_str().map(str::to_owned))
         .flatten()
-}
-
-fn mkfifo(path: &Path) {
-    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
-    assert!(ok, "mkfifo {}", path.display());
-}
-
-/// Waits (bounded) for `child` to exit; kills it and fails if it does not.
-fn exits_within(mut child: Child, what: &str) -> crate::support::Run {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap().into();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not return");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -131,6 +111,109 @@ fn config_dir_swapped_by_rename_is_served_and_watched_without_sighup() {
     assert!(
         !status.to_string().contains("conf.old"),
         "nothing is served from the old directory: {status}"
+    );
+}
+
+/// `root/current -> rel1`, served as `root/current/conf`, with `alpha` at
+/// `host`; and `rel2/conf` ready to be swapped in with `alpha` at `next`.
+fn release_tree(host: &str, next: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    for (rel, h) in [("rel1", host), ("rel2", next)] {
+        let conf = tmp.path().join(rel).join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("a.yaml"), with_host("alpha", h)).unwrap();
+    }
+    std::os::unix::fs::symlink("rel1", tmp.path().join("current")).unwrap();
+    let conf = tmp.path().join("current").join("conf");
+    (tmp, conf)
+}
+
+/// `ln -sfn rel2 current`, done atomically (`ln -s` + `mv -T`): the
+/// directories the watch follows (rel1, rel1/conf) see no event, and the
+/// root, where the rename happens, is not watched.
+fn swap_release(root: &Path) {
+    let next = root.join("current.next");
+    std::os::unix::fs::symlink("rel2", &next).unwrap();
+    std::fs::rename(&next, root.join("current")).unwrap();
+}
+
+/// Swaps the release under a daemon whose periodic re-check is out of the
+/// way, reloads by hand with `manual_reload`, then edits a file of the new
+/// release: the edit must be picked up without another manual reload.
+fn manual_reload_rearms_the_watch(manual_reload: impl FnOnce(&Daemon)) {
+    let (tmp, conf) = release_tree("one.example.com", "two.example.com");
+    let d = Daemon::start(&conf, &["--watch-recheck", "1h"]);
+    assert_eq!(host(&d, "alpha").as_deref(), Some("one.example.com"));
+
+    swap_release(tmp.path());
+    manual_reload(&d);
+    d.wait_for("/v1/connections/alpha", "the manual reload", |_, b| {
+        b["smtp"]["host"] == "two.example.com"
+    });
+
+    std::fs::write(
+        tmp.path().join("rel2/conf/a.yaml"),
+        with_host("alpha", "three.example.com"),
+    )
+    .unwrap();
+    d.wait_for(
+        "/v1/connections/alpha",
+        "an edit after the manual reload, seen by the re-armed watch",
+        |_, b| b["smtp"]["host"] == "three.example.com",
+    );
+}
+
+#[test]
+fn post_reload_rearms_the_watch_on_the_path_after_a_swap_it_could_not_see() {
+    manual_reload_rearms_the_watch(|d| {
+        let (status, body) = d.post("/v1/reload");
+        assert_eq!(status, 200, "{body}");
+    });
+}
+
+#[test]
+fn sighup_rearms_the_watch_on_the_path_after_a_swap_it_could_not_see() {
+    manual_reload_rearms_the_watch(|d| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &d.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    });
+}
+
+#[test]
+fn forced_polling_picks_up_edits_and_is_reported() {
+    let (_tmp, dir) = conf_dir();
+    std::fs::write(dir.join("a.yaml"), with_host("alpha", "a1.example.com")).unwrap();
+    let d = Daemon::start_env(
+        &dir,
+        &["--watch-recheck", "200ms"],
+        &[("MAILPLUG_WATCH", "poll")],
+    );
+    let (_, metrics) = d.get("/metrics");
+    assert!(
+        metrics.contains("mailplug_config_watch_polling 1"),
+        "{metrics}"
+    );
+    std::fs::write(dir.join("a.yaml"), with_host("alpha", "a2.example.com")).unwrap();
+    d.wait_for(
+        "/v1/connections/alpha",
+        "an edit seen by polling",
+        |_, b| b["smtp"]["host"] == "a2.example.com",
+    );
+    std::fs::write(dir.join("b.yaml"), with_host("beta", "b.example.com")).unwrap();
+    d.wait_for(
+        "/v1/connections/beta",
+        "a new file seen by polling",
+        |s, _| s == 200,
+    );
+    std::fs::remove_file(dir.join("b.yaml")).unwrap();
+    d.wait_for(
+        "/v1/connections/beta",
+        "a removal seen by polling",
+        |s, _| s == 404,
     );
 }
 

@@ -1,7 +1,8 @@
 //! Shared helpers: running the binary, temporary config trees.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// Repository root (tests live in `<root>/tests/integration`).
 pub fn repo_root() -> PathBuf {
@@ -56,4 +57,27 @@ pub fn connection(name: &str) -> String {
     format!(
         "api_version: mailplug/v1\nkind: Connection\nname: {name}\nsmtp:\n  host: smtp.example.com\n  port: 587\n  security: starttls\n  username: u@example.com\n  password: {{ env: SMTP_PASSWORD }}\nfrom:\n  name: Example\n  email: news@example.com\n"
     )
+}
+
+/// Creates a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// Waits (bounded, generously) for `child` to exit; kills it and fails if
+/// it does not, so a regression that blocks fails instead of hanging CI.
+pub fn exits_within(mut child: Child, what: &str) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap().into();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not return");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -43,6 +43,15 @@ pub struct Args {
     /// Quiet period (ms) after file changes before reloading.
     #[arg(long, env = "MAILPLUG_DEBOUNCE_MS", default_value_t = 200)]
     pub debounce_ms: u64,
+    /// How the config directory is watched: `auto` (inotify, polling when
+    /// it is unavailable) or `poll` (always poll, every --watch-recheck;
+    /// for network and FUSE mounts inotify does not see changes on).
+    #[arg(long, env = "MAILPLUG_WATCH", value_enum, default_value = "auto")]
+    pub watch: daemon::watcher::WatchMode,
+    /// How often the config path is re-checked for a replaced directory,
+    /// and the polling interval when polling (at least 100ms), e.g. `2s`.
+    #[arg(long, env = "MAILPLUG_WATCH_RECHECK", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub watch_recheck: Duration,
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, env = "MAILPLUG_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -108,6 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         strict: args.strict,
         debounce: Duration::from_millis(args.debounce_ms),
+        watch: daemon::watcher::WatchOptions {
+            mode: args.watch,
+            recheck: args.watch_recheck,
+        },
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         http: HttpLimits {
             max_connections_admin: args.max_connections_admin,
@@ -180,6 +193,7 @@ mod tests {
             strict: false,
             // Long enough that only the API triggers reloads in this test.
             debounce: Duration::from_secs(30),
+            watch: daemon::watcher::WatchOptions::default(),
             shutdown_timeout: Duration::from_secs(5),
             http: HttpLimits::default(),
             store: StoreSettings::default(),

@@ -106,3 +106,68 @@ impl ProviderCatalog for NoPlugins {
         Err(AdaptFailure::Failed(format!("no plugin `{id}` is loaded")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin answering every connection with a flood of huge field
+    /// errors holding terminal escapes.
+    struct Flood;
+
+    impl ProviderCatalog for Flood {
+        fn is_known(&self, id: &str) -> bool {
+            id == "flood" || id == CUSTOM_SMTP
+        }
+
+        fn options_schema(&self, _id: &str) -> Option<&CompiledSchema> {
+            None
+        }
+
+        fn ids(&self) -> Vec<String> {
+            vec!["flood".to_owned()]
+        }
+
+        fn adapt(
+            &self,
+            _id: &str,
+            _options: &BTreeMap<String, Value>,
+            _overrides: &SmtpOverrides,
+        ) -> Result<AdaptedSmtp, AdaptFailure> {
+            let message = format!(
+                "bad\r\n\x1b[2Jother.yaml:1:1: error: {}",
+                "x".repeat(10_000)
+            );
+            Err(AdaptFailure::Fields(vec![
+                ("/options".to_owned(), message);
+                1_000
+            ]))
+        }
+    }
+
+    #[test]
+    fn a_plugins_field_errors_are_cut_escaped_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "api_version: mailplug/v1\nkind: Connection\nname: c\nprovider: flood\nfrom: { email: a@example.com }\n",
+        )
+        .unwrap();
+        let loaded = super::super::load(&[file], &super::super::LoadOptions::default(), &Flood);
+        let diags: Vec<_> = loaded.all_diagnostics().collect();
+        assert_eq!(diags.len(), 21, "{diags:#?}");
+        assert!(
+            diags[20].to_string().contains("980 more field errors"),
+            "{}",
+            diags[20]
+        );
+        for d in &diags[..20] {
+            let line = d.to_string();
+            assert!(line.len() < 600, "{} bytes", line.len());
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(line.contains('…'), "{line}");
+            assert!(line.contains(r"bad\r\n\x1b[2J"), "{line}");
+        }
+    }
+}

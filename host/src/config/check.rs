@@ -14,12 +14,17 @@ use super::LoadOptions;
 use super::catalog::{AdaptFailure, PasswordSource, ProviderCatalog, SmtpOverrides};
 use super::compile::Sections;
 use super::connection::{Mailbox, PasswordRef, Provider, Security, Smtp, effective_port_security};
-use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
+use super::diagnostic::{Diagnostic, PLUGIN_MESSAGE_CHARS, did_you_mean, excerpt, truncated};
+
 use super::model::{FromSpec, PluginSpec, SmtpSpec};
 use super::schema::{credentials_problem, helo_name_problem, insecure_auth_refused};
 use super::secret::SecretRef;
 use super::yaml::Document;
 use crate::address::{self, AddressError};
+
+/// Field errors of one plugin call reported per connection; a plugin that
+/// returns thousands cannot flood the output.
+const MAX_PLUGIN_FIELD_ERRORS: usize = 20;
 
 /// Context shared by the checks of one document.
 pub(super) struct Ctx<'a> {
@@ -213,8 +218,28 @@ pub(super) fn smtp(
             let adapted = match catalog.adapt(id, options, &overrides) {
                 Ok(a) => a,
                 Err(AdaptFailure::Fields(fields)) => {
-                    for (pointer, message) in fields {
-                        ctx.error(&pointer, format!("provider `{id}`: {message}"), None);
+                    // The plugin's words, not ours: cut (the text output
+                    // escapes them), and only the first few of a flood.
+                    let total = fields.len();
+                    for (pointer, message) in fields.into_iter().take(MAX_PLUGIN_FIELD_ERRORS) {
+                        ctx.error(
+                            &pointer,
+                            format!(
+                                "provider `{id}`: {}",
+                                truncated(&message, PLUGIN_MESSAGE_CHARS)
+                            ),
+                            None,
+                        );
+                    }
+                    if total > MAX_PLUGIN_FIELD_ERRORS {
+                        ctx.error(
+                            "/provider",
+                            format!(
+                                "provider `{id}`: {} more field errors not shown",
+                                total - MAX_PLUGIN_FIELD_ERRORS
+                            ),
+                            None,
+                        );
                     }
                     return None;
                 }
@@ -449,7 +474,7 @@ fn tls(ctx: &mut Ctx<'_>, smtp: &SmtpSpec) {
     }
     if let Some(ca) = &tls.ca_file
         && ctx.opts.check_secrets
-        && let Err(e) = std::fs::metadata(ctx.base_dir().join(ca))
+        && let Err(e) = crate::mail::read_ca_file(&ctx.base_dir().join(ca))
     {
         ctx.error(
             "/smtp/tls/ca_file",
@@ -511,7 +536,7 @@ pub(super) fn workspaces(ctx: &mut Ctx<'_>, workspaces: &[String]) {
 /// Checks one plugin registration: the file exists and matches its pin.
 pub(super) fn plugin(ctx: &mut Ctx<'_>, spec: &PluginSpec) {
     let path = ctx.base_dir().join(&spec.path);
-    match std::fs::read(&path) {
+    match crate::fsread::read_bounded(&path, crate::runtime::MAX_PLUGIN_BYTES) {
         Ok(bytes) => {
             let actual = crate::digest::sha256_hex(&bytes);
             if actual != spec.sha256 {

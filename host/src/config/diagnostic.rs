@@ -113,7 +113,7 @@ impl fmt::Display for Diagnostic {
             self.line,
             self.column,
             self.severity,
-            Escaped(&cut(display_pointer(&self.pointer), POINTER_CHARS)),
+            Escaped(&truncated(display_pointer(&self.pointer), POINTER_CHARS)),
             Escaped(&self.message)
         )?;
         if let Some(hint) = &self.hint {
@@ -129,13 +129,18 @@ pub const EXCERPT_CHARS: usize = 80;
 /// Longest JSON Pointer, in characters, printed in full.
 pub const POINTER_CHARS: usize = 200;
 
+/// Longest message from a plugin (a field error), in characters, printed in
+/// full: longer than a value excerpt, since it is prose, but bounded.
+pub const PLUGIN_MESSAGE_CHARS: usize = 300;
+
 /// A user value as messages quote it: at most [`EXCERPT_CHARS`] characters,
 /// with `…` when cut, so a huge value cannot blow up the output.
 pub fn excerpt(value: &str) -> Cow<'_, str> {
-    cut(value, EXCERPT_CHARS)
+    truncated(value, EXCERPT_CHARS)
 }
 
-fn cut(value: &str, max: usize) -> Cow<'_, str> {
+/// `value` cut to at most `max` characters, with `…` when cut.
+pub fn truncated(value: &str, max: usize) -> Cow<'_, str> {
     match value.char_indices().nth(max) {
         None => Cow::Borrowed(value),
         Some((end, _)) => Cow::Owned(format!("{}…", &value[..end])),
@@ -143,7 +148,20 @@ fn cut(value: &str, max: usize) -> Cow<'_, str> {
 }
 
 fn serialize_pointer<S: serde::Serializer>(pointer: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&cut(pointer, POINTER_CHARS))
+    s.serialize_str(&truncated(pointer, POINTER_CHARS))
+}
+
+/// A user value quoted in a message printed outside a [`Diagnostic`] (error
+/// types of the mail and runtime layers): in backticks, cut like
+/// [`excerpt`] and escaped like [`Escaped`], so a hostile or huge value can
+/// neither forge output lines nor flood it.
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", Escaped(&excerpt(self.0)))
+    }
 }
 
 /// Displays text with every character that could break the one-line shape

@@ -1,13 +1,12 @@
 //! Finding and reading configuration files: recursive discovery, size and
-//! content guards (binary, non-UTF-8, non-regular files such as FIFOs), and
+//! content guards (binary, non-UTF-8; non-regular files such as FIFOs are
+//! refused by the shared [`crate::fsread`] open), and
 //! clear errors for everything the filesystem can throw at us (symlink
 //! loops, unreadable files and directories, no YAML). Discovery also says
 //! which paths could not be read, so a transient error is never mistaken
 //! for a deletion.
 
 use std::collections::HashSet;
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostic;
@@ -179,59 +178,18 @@ impl ReadError {
     }
 }
 
-/// What kind of special file this is, or `None` for a regular file.
-fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
-    if file_type.is_file() {
-        None
-    } else if file_type.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if file_type.is_socket() {
-        Some("a socket")
-    } else if file_type.is_block_device() {
-        Some("a block device")
-    } else if file_type.is_char_device() {
-        Some("a character device")
-    } else {
-        Some("not a regular file")
-    }
-}
-
-/// Opens a regular file for reading without ever blocking on it: the open
-/// is non-blocking (a FIFO without a writer opens at once instead of
-/// stalling), and the opened file's own metadata decides. One `fstat` per
-/// file, no separate `stat` of the path: this runs for every file on every
-/// reload.
-fn open_regular(path: &Path) -> Result<(std::fs::File, u64), ReadError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(ReadError::Directory);
-    }
-    if let Some(kind) = special_kind(meta.file_type()) {
-        return Err(ReadError::NotRegular(kind));
-    }
-    Ok((file, meta.len()))
-}
-
 /// Reads one file as UTF-8 text, refusing special, oversized, binary and
 /// non-UTF-8 input.
 pub fn read(path: &Path) -> Result<String, ReadError> {
     if let Some(e) = hooks::injected(path) {
         return Err(e.into());
     }
-    let (file, len) = open_regular(path)?;
-    if len > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge(len));
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    // `take` also bounds files that grow while read or lie about their size.
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge(bytes.len() as u64));
-    }
+    let bytes = crate::fsread::read_bounded(path, MAX_FILE_BYTES).map_err(|e| match e {
+        crate::fsread::Error::Io(e) => ReadError::Io(e),
+        crate::fsread::Error::Directory => ReadError::Directory,
+        crate::fsread::Error::NotRegular(kind) => ReadError::NotRegular(kind),
+        crate::fsread::Error::TooLarge { len, .. } => ReadError::TooLarge(len),
+    })?;
     if let Some(i) = bytes.iter().position(|&b| b == 0) {
         return Err(ReadError::Binary(position_of(&bytes, i)));
     }

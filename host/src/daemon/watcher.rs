@@ -7,22 +7,84 @@
 //! directory is removed or renamed away, its watch sees nothing of what
 //! later appears under the configured name. So the parent directory is
 //! watched too (non-recursively, for the config dir's name), and the whole
-//! watch is re-armed whenever the directory itself changed, on SIGHUP, and
-//! whenever a periodic re-check finds a different directory (or one where
-//! there was none). When native watching is unavailable (no inotify
-//! instances, out of watches) a polling watcher takes over.
+//! watch is re-armed whenever the directory itself changed, before every
+//! manual reload (SIGHUP, `POST /v1/reload`: see [`Rearm`]), and whenever a
+//! periodic re-check finds a different directory (or one where there was
+//! none) — the only way to notice a swap above the parent, e.g. of a
+//! `current -> release-N` symlink the path runs through. When native
+//! watching is unavailable (no inotify instances, out of watches), or
+//! [`WatchMode::Poll`] asks for it, a polling watcher takes over.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use tokio::sync::{mpsc, watch};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// How often the configured path is re-checked for a different directory,
-/// and the polling interval when native watching is unavailable.
+/// Default of [`WatchOptions::recheck`].
 pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// Shortest [`WatchOptions::recheck`] honoured: a faster re-check would
+/// only burn CPU on `stat` and directory scans.
+pub const MIN_RECHECK: Duration = Duration::from_millis(100);
+
+/// How the config directory is watched (`mailplug serve --watch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchMode {
+    /// inotify, falling back to polling when it is unavailable.
+    #[default]
+    Auto,
+    /// Always poll: for filesystems whose changes inotify never reports
+    /// (NFS, some FUSE and container bind mounts), and to test the fallback.
+    Poll,
+}
+
+/// Watcher settings (flags of `mailplug serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Native watching or polling.
+    pub mode: WatchMode,
+    /// How often the configured path is re-checked for a different
+    /// directory, and the polling interval when polling (at least
+    /// [`MIN_RECHECK`]).
+    pub recheck: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            mode: WatchMode::Auto,
+            recheck: RECHECK,
+        }
+    }
+}
+
+/// Asks the watcher to re-arm its watch on the configured path now. A
+/// manual reload does this first: the operator reloads because something
+/// changed that the watch may have missed (a swapped directory), and the
+/// re-armed watch must then see every later change.
+#[derive(Debug, Clone)]
+pub struct Rearm(mpsc::Sender<oneshot::Sender<()>>);
+
+impl Rearm {
+    /// Re-arms and waits until the new watch is in place (bounded: a
+    /// watcher stuck arming on a slow mount must not hold up the reload).
+    pub async fn rearm(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.0.send(ack).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .is_err()
+        {
+            tracing::warn!("re-arming the config watcher took over 10 s; reloading anyway");
+        }
+    }
+}
 
 /// What the notify callback hands to the task.
 type Message = notify::Result<notify::Event>;
@@ -66,7 +128,12 @@ fn exhausted(e: &notify::Error) -> bool {
 
 /// Builds a watch on `dir` (and, natively, on its parent for `dir`'s name).
 /// Never fails: what cannot be watched now is retried at the next re-arm.
-fn arm(dir: &Path, prefer: Backend, tx: &mpsc::UnboundedSender<Message>) -> Armed {
+fn arm(
+    dir: &Path,
+    prefer: Backend,
+    interval: Duration,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> Armed {
     let identity = identity(dir);
     if prefer == Backend::Native {
         match arm_native(dir, tx) {
@@ -80,7 +147,7 @@ fn arm(dir: &Path, prefer: Backend, tx: &mpsc::UnboundedSender<Message>) -> Arme
             }
             Err(e) => tracing::warn!(
                 error = %e,
-                interval = ?RECHECK,
+                ?interval,
                 "cannot watch the config directory natively; polling it instead"
             ),
         }
@@ -95,7 +162,7 @@ fn arm(dir: &Path, prefer: Backend, tx: &mpsc::UnboundedSender<Message>) -> Arme
         };
     }
     let tx = tx.clone();
-    let config = notify::Config::default().with_poll_interval(RECHECK);
+    let config = notify::Config::default().with_poll_interval(interval);
     let watcher = notify::PollWatcher::new(move |m: Message| drop(tx.send(m)), config)
         .and_then(|mut w| w.watch(dir, RecursiveMode::Recursive).map(|()| w));
     let watcher = match watcher {
@@ -164,38 +231,44 @@ fn touches_dir(dir: &Path, event: &notify::Event) -> bool {
     event.need_rescan() || event.paths.is_empty() || event.paths.iter().any(|p| p == dir)
 }
 
+/// A started watcher.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The watcher task (ends at shutdown).
+    pub task: JoinHandle<()>,
+    /// Re-arms the watch on demand.
+    pub rearm: Rearm,
+}
+
 /// Starts watching `dir` recursively. Every burst of relevant events, once
 /// quiet for `debounce`, sends one `()` on `reload`; so does finding a
-/// different directory at `dir` than the one watched. Stops at shutdown.
-/// Returns once the watch is armed, so a change made after that is seen.
+/// different directory at `dir` than the one watched. `polling` is set to 1
+/// while the watch polls. Stops at shutdown. Returns once the watch is
+/// armed, so a change made after that is seen.
 pub async fn spawn(
     dir: &Path,
     debounce: Duration,
-    reload: mpsc::Sender<()>,
-    shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    spawn_with(dir, debounce, reload, shutdown, Backend::Native).await
-}
-
-async fn spawn_with(
-    dir: &Path,
-    debounce: Duration,
+    options: WatchOptions,
+    polling: Gauge,
     reload: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
-    prefer: Backend,
-) -> JoinHandle<()> {
+) -> Spawned {
+    let prefer = match options.mode {
+        WatchMode::Auto => Backend::Native,
+        WatchMode::Poll => Backend::Poll,
+    };
+    let interval = options.recheck.max(MIN_RECHECK);
     // Event paths are reported under the path watched; an absolute one
     // makes them comparable whatever the working directory.
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let mut armed = arm_off_runtime(&dir, prefer, &tx).await;
-    tokio::spawn(async move {
-        let mut recheck = tokio::time::interval(RECHECK);
+    let (rearm_tx, mut rearm_rx) = mpsc::channel::<oneshot::Sender<()>>(4);
+    let mut armed = arm_off_runtime(&dir, prefer, interval, &tx).await;
+    polling.set(i64::from(armed.backend == Backend::Poll));
+    tracing::info!(dir = %dir.display(), backend = ?armed.backend, ?interval, "watching the config directory");
+    let task = tokio::spawn(async move {
+        let mut recheck = tokio::time::interval(interval);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The daemon reloads on SIGHUP; this re-arms the watch alongside.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| tracing::warn!(error = %e, "watcher: no re-arm on SIGHUP"))
-            .ok();
         loop {
             let mut rearm = false;
             // Set when a re-check re-arms the same directory: reload only if
@@ -217,6 +290,12 @@ async fn spawn_with(
                                 Ok(None) => return,
                                 Err(_) => break,
                             },
+                            // A manual reload must not wait out a long quiet period.
+                            Some(ack) = rearm_rx.recv() => {
+                                armed = arm_off_runtime(&dir, prefer, interval, &tx).await;
+                                polling.set(i64::from(armed.backend == Backend::Poll));
+                                let _ = ack.send(());
+                            }
                             _ = shutdown.changed() => return,
                         }
                     }
@@ -231,8 +310,11 @@ async fn spawn_with(
                     rearm = true;
                     same_dir = now == armed.identity;
                 }
-                Some(()) = hangup(&mut hup) => {
-                    armed = arm_off_runtime(&dir, prefer, &tx).await;
+                Some(ack) = rearm_rx.recv() => {
+                    // A manual reload follows at once; no request from here.
+                    armed = arm_off_runtime(&dir, prefer, interval, &tx).await;
+                    polling.set(i64::from(armed.backend == Backend::Poll));
+                    let _ = ack.send(());
                     continue;
                 }
                 _ = shutdown.changed() => return,
@@ -240,7 +322,8 @@ async fn spawn_with(
             if rearm {
                 // Native watching is tried first at every re-arm, so a
                 // fallback to polling ends at the next re-arm that succeeds.
-                armed = arm_off_runtime(&dir, prefer, &tx).await;
+                armed = arm_off_runtime(&dir, prefer, interval, &tx).await;
+                polling.set(i64::from(armed.backend == Backend::Poll));
                 if same_dir && !armed.dir_watched {
                     continue;
                 }
@@ -249,17 +332,22 @@ async fn spawn_with(
                 return;
             }
         }
-    })
+    });
+    Spawned {
+        task,
+        rearm: Rearm(rearm_tx),
+    }
 }
 
 /// [`arm`] on the blocking pool: adding watches walks the directory tree.
 async fn arm_off_runtime(
     dir: &Path,
     prefer: Backend,
+    interval: Duration,
     tx: &mpsc::UnboundedSender<Message>,
 ) -> Armed {
     let (dir, tx) = (dir.to_path_buf(), tx.clone());
-    tokio::task::spawn_blocking(move || arm(&dir, prefer, &tx))
+    tokio::task::spawn_blocking(move || arm(&dir, prefer, interval, &tx))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "arming the config watcher failed; retrying at the next re-check");
@@ -303,14 +391,6 @@ fn note(dir: &Path, backend: Backend, message: Message, rearm: &mut bool) -> boo
     }
 }
 
-/// The next SIGHUP, or never when its handler could not be installed.
-async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match hup {
-        Some(h) => h.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,13 +422,27 @@ mod tests {
         while rx.try_recv().is_ok() {}
     }
 
-    async fn survives_removal_recreation_and_rename_swap(backend: Backend) {
+    async fn survives_removal_recreation_and_rename_swap(mode: WatchMode) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("conf");
         std::fs::create_dir(&dir).unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         let (stop_tx, stop) = watch::channel(false);
-        let task = spawn_with(&dir, Duration::from_millis(50), tx, stop, backend).await;
+        let polling = Gauge::default();
+        let options = WatchOptions {
+            mode,
+            ..WatchOptions::default()
+        };
+        let Spawned { task, .. } = spawn(
+            &dir,
+            Duration::from_millis(50),
+            options,
+            polling.clone(),
+            tx,
+            stop,
+        )
+        .await;
+        assert_eq!(polling.get(), i64::from(mode == WatchMode::Poll));
 
         write_until_reload(&mut rx, &dir.join("a.yaml"), "a first write").await;
 
@@ -388,12 +482,60 @@ mod tests {
 
     #[tokio::test]
     async fn native_watch_survives_removal_recreation_and_rename_swap() {
-        survives_removal_recreation_and_rename_swap(Backend::Native).await;
+        survives_removal_recreation_and_rename_swap(WatchMode::Auto).await;
     }
 
     #[tokio::test]
     async fn polling_fallback_sees_changes_and_survives_removal_recreation_and_rename_swap() {
-        survives_removal_recreation_and_rename_swap(Backend::Poll).await;
+        survives_removal_recreation_and_rename_swap(WatchMode::Poll).await;
+    }
+
+    #[tokio::test]
+    async fn a_requested_rearm_watches_a_directory_swapped_above_the_parent() {
+        // `current -> rel1` swapped for `current -> rel2`: the watches follow
+        // rel1's inodes and no event names the configured path, so (with the
+        // periodic re-check out of the way) only a re-arm finds rel2.
+        let tmp = tempfile::tempdir().unwrap();
+        for rel in ["rel1", "rel2"] {
+            std::fs::create_dir_all(tmp.path().join(rel).join("conf")).unwrap();
+        }
+        let current = tmp.path().join("current");
+        std::os::unix::fs::symlink("rel1", &current).unwrap();
+        let dir = current.join("conf");
+        let (tx, mut rx) = mpsc::channel(16);
+        let (stop_tx, stop) = watch::channel(false);
+        let options = WatchOptions {
+            recheck: Duration::from_secs(3600),
+            ..WatchOptions::default()
+        };
+        let spawned = spawn(
+            &dir,
+            Duration::from_millis(50),
+            options,
+            Gauge::default(),
+            tx,
+            stop,
+        )
+        .await;
+        write_until_reload(&mut rx, &dir.join("a.yaml"), "a first write").await;
+
+        let next = tmp.path().join("current.next");
+        std::os::unix::fs::symlink("rel2", &next).unwrap();
+        std::fs::rename(&next, &current).unwrap();
+        spawned.rearm.rearm().await;
+        drain(&mut rx);
+        write_until_reload(
+            &mut rx,
+            &tmp.path().join("rel2/conf/b.yaml"),
+            "writing into the directory swapped in above the parent",
+        )
+        .await;
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), spawned.task)
+            .await
+            .expect("watcher stops at shutdown")
+            .unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@ use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart};
 
 use super::target::SmtpTarget;
+use crate::config::diagnostic::{Escaped, Quoted};
 
 /// A message ready for SMTP: envelope (MAIL FROM / RCPT TO) and the
 /// RFC 5322 bytes.
@@ -37,10 +38,10 @@ impl OutgoingMessage {
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
     /// The From address of the connection is not a valid address.
-    #[error("from.email {0:?} is not a valid email address: {1}")]
+    #[error("from.email {} is not a valid email address: {}", Quoted(.0), Escaped(.1))]
     From(String, String),
     /// The `--to` address is not a valid address.
-    #[error("recipient {0:?} is not a valid email address: {1}")]
+    #[error("recipient {} is not a valid email address: {}", Quoted(.0), Escaped(.1))]
     To(String, String),
     /// lettre refused the message.
     #[error("cannot build the message: {0}")]

@@ -1,6 +1,7 @@
 //! What the mail module needs to know about one connection's SMTP side,
 //! independent of how the configuration spells it.
 
+use crate::config::diagnostic::{Escaped, Quoted};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,7 +51,8 @@ pub struct SmtpTarget {
 }
 
 /// A target that cannot be used as configured; a configuration error, not a
-/// delivery failure.
+/// delivery failure. Configured values are quoted cut and escaped
+/// ([`Quoted`]): these messages reach terminals, logs and API responses.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// Credentials with `security: none` and no explicit opt-in.
@@ -63,7 +65,11 @@ pub enum TargetError {
     #[error("connection {0}: smtp.username and smtp.password must be set together")]
     PartialCredentials(String),
     /// The CA file could not be read or holds no certificate.
-    #[error("connection {connection}: tls.ca_file {path}: {reason}")]
+    #[error(
+        "connection {connection}: tls.ca_file {}: {}",
+        Escaped(path),
+        Escaped(reason)
+    )]
     CaFile {
         /// Connection name.
         connection: String,
@@ -73,13 +79,13 @@ pub enum TargetError {
         reason: String,
     },
     /// The host is not a valid TLS server name.
-    #[error("connection {0}: smtp.host {1:?} is not a valid host name for TLS")]
+    #[error("connection {}: smtp.host {} is not a valid host name for TLS", .0, Quoted(.1))]
     ServerName(String, String),
     /// `from.email` is not a plain address (it goes into MAIL FROM as is).
-    #[error("connection {0}: from.email {1:?} is not a valid email address")]
+    #[error("connection {}: from.email {} is not a valid email address", .0, Quoted(.1))]
     BadFrom(String, String),
     /// `helo_name` is not a single token (it goes into EHLO as is).
-    #[error("connection {0}: smtp.helo_name {1:?} must be a host name without spaces")]
+    #[error("connection {}: smtp.helo_name {} must be a host name without spaces", .0, Quoted(.1))]
     BadHelo(String, String),
     /// Pool size zero.
     #[error("connection {0}: limits.max_connections must be at least 1")]
@@ -203,6 +209,21 @@ pub(crate) mod tests {
         let mut t = sample();
         t.helo_name = "a b".into();
         assert!(matches!(t.validate(), Err(TargetError::BadHelo(..))));
+    }
+
+    #[test]
+    fn refused_values_are_quoted_cut_and_escaped() {
+        let mut t = sample();
+        t.helo_name = format!("evil\r\n\x1b[2J{}", "x".repeat(10_000));
+        let message = t.validate().unwrap_err().to_string();
+        assert!(message.len() < 200, "{} bytes: {message}", message.len());
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(message.contains(r"`evil\r\n\x1b[2Jxxx"), "{message}");
+        assert!(message.contains("…`"), "{message}");
+        let mut t = sample();
+        t.from_email = "a@b\nerror: forged".into();
+        let message = t.validate().unwrap_err().to_string();
+        assert!(message.contains(r"`a@b\nerror: forged`"), "{message}");
     }
 
     #[test]

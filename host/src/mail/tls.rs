@@ -13,6 +13,25 @@ use super::classify::{Class, Classification, Stage};
 use super::hint::hint;
 use super::target::{Security, SmtpTarget, TargetError};
 
+/// Largest `tls.ca_file` read. The whole Mozilla bundle is about 250 KiB.
+pub const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads the PEM certificates of a `tls.ca_file`: the guarded, bounded read
+/// every operator-named file gets (a FIFO is refused, not waited on), then
+/// at least one certificate. `validate --check-secrets` and every TLS
+/// session use this same function, so they agree on what is acceptable.
+/// The error is the reason only; callers name the file.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = crate::fsread::read_bounded(path, MAX_CA_FILE_BYTES).map_err(|e| e.to_string())?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    Ok(certs)
+}
+
 /// A ready TLS client for one target: config plus the name to verify.
 #[derive(Clone)]
 pub(crate) struct TlsSetup {
@@ -45,13 +64,7 @@ impl TlsSetup {
                 path: path.display().to_string(),
                 reason,
             };
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| ca_err(e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| ca_err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca_err("no PEM certificate found".into()));
-            }
+            let certs = read_ca_file(path).map_err(ca_err)?;
             for cert in certs {
                 roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
             }
@@ -227,5 +240,29 @@ mod tests {
         let mut t = crate::mail::target::tests::sample();
         t.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(matches!(TlsSetup::new(&t), Err(TargetError::CaFile { .. })));
+    }
+
+    #[test]
+    fn a_fifo_as_ca_file_is_refused_by_kind_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("ca.pem");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let mut t = crate::mail::target::tests::sample();
+        t.ca_file = Some(fifo);
+        let err = TlsSetup::new(&t).unwrap_err().to_string();
+        assert!(err.contains("ca.pem") && err.contains("FIFO"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        assert_eq!(read_ca_file(&f).unwrap_err(), "no PEM certificate found");
     }
 }

@@ -71,6 +71,13 @@ pub(crate) fn plugin_info(info: wit::PluginInfo) -> Result<PluginInfo, String> {
             info.id
         ));
     }
+    // Shown by `plugin inspect`, the admin API and logs: checked like any
+    // text a plugin returns.
+    text("describe() version", &info.version, 64)?;
+    text("describe() display_name", &info.display_name, 200)?;
+    if let Some(scheme) = &info.signature_scheme {
+        text("describe() signature_scheme", scheme, 64)?;
+    }
     if info.options_schema.len() > MAX_SCHEMA_LEN {
         return Err("describe() returned an options schema over 1 MiB".into());
     }

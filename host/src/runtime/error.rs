@@ -114,8 +114,9 @@ pub enum LoadError {
         id: String,
         /// The configured path.
         path: PathBuf,
-        /// The I/O error (in the message, so not also a `source`).
-        error: std::io::Error,
+        /// Why (in the message, so not also a `source`): the filesystem's
+        /// error, not a regular file, or too large.
+        error: crate::fsread::Error,
     },
     /// The file's sha256 differs from the pinned one.
     #[error(
