@@ -93,7 +93,10 @@ fn read_response(mut s: TcpStream) -> (u16, String, Value) {
     )
 }
 
-fn fixture_headers(path: &Path) -> Vec<(String, String)> {
+/// Request headers as (name, value) pairs.
+type Headers = Vec<(String, String)>;
+
+fn fixture_headers(path: &Path) -> Headers {
     let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     v.as_object()
         .unwrap()
@@ -300,7 +303,7 @@ fn refused_requests_store_nothing_and_get_the_documented_status() {
     };
     let mut deep = b"[".repeat(5000);
     deep.extend(b"]".repeat(5000));
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>, u16)> = vec![
         (
             "truncated json",
             signed(&good[..good.len() / 2]),

@@ -85,13 +85,26 @@ pub(super) async fn webhook(
     }
 }
 
+/// A request refused before it reaches the store: status and reason.
+struct Refusal(StatusCode, String);
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
 /// Query parameters, checked by hand so every mistake gets a precise 400.
 struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, Response> {
+    fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, Refusal> {
         if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unknown query parameter `{}`; known: {}",
@@ -107,12 +120,12 @@ impl Params {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
-    fn limit(&self) -> Result<usize, Response> {
+    fn limit(&self) -> Result<usize, Refusal> {
         match self.0.get("limit") {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(error(
+                _ => Err(refuse(
                     StatusCode::BAD_REQUEST,
                     format!("`limit` must be a number from 1 to {MAX_LIMIT}"),
                 )),
@@ -121,7 +134,7 @@ impl Params {
     }
 
     /// RFC 3339 or Unix seconds.
-    fn time(&self, name: &str) -> Result<Option<i64>, Response> {
+    fn time(&self, name: &str) -> Result<Option<i64>, Refusal> {
         let Some(v) = self.text(name) else {
             return Ok(None);
         };
@@ -134,7 +147,7 @@ impl Params {
             .and_then(|d| i64::try_from(d.as_secs()).ok())
             .map(Some)
             .ok_or_else(|| {
-                error(
+                refuse(
                     StatusCode::BAD_REQUEST,
                     format!("`{name}` must be RFC 3339 (2026-01-31T12:00:00Z) or Unix seconds"),
                 )
@@ -163,11 +176,11 @@ pub(super) async fn list_events(
         ],
     ) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let query = match event_query(&params) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match state.store.read(move |b| b.events(&query)).await {
         Ok(page) => Json(json!({
@@ -179,11 +192,11 @@ pub(super) async fn list_events(
     }
 }
 
-fn event_query(p: &Params) -> Result<EventQuery, Response> {
+fn event_query(p: &Params) -> Result<EventQuery, Refusal> {
     let kind = match p.text("kind") {
         None => None,
         Some(k) => Some(parse_event_kind(&k).ok_or_else(|| {
-            error(
+            refuse(
                 StatusCode::BAD_REQUEST,
                 "`kind` must be one of delivered, deferred, bounced, complained, dropped, opened, clicked, unsubscribed",
             )
@@ -193,7 +206,7 @@ fn event_query(p: &Params) -> Result<EventQuery, Response> {
         None | Some("desc") => Order::Desc,
         Some("asc") => Order::Asc,
         Some(_) => {
-            return Err(error(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "`order` must be `asc` or `desc`",
             ));
@@ -239,14 +252,14 @@ pub(super) async fn list_suppressions(
 ) -> Response {
     let params = match Params::new(raw, &["workspace", "address", "limit", "cursor"]) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let query = SuppressionQuery {
         workspace: params.text("workspace"),
         address: params.text("address"),
         limit: match params.limit() {
             Ok(l) => l,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         },
         cursor: params.text("cursor").map(Cursor),
     };
@@ -260,7 +273,7 @@ pub(super) async fn list_suppressions(
     }
 }
 
-fn check_workspace(workspace: &str) -> Result<(), Response> {
+fn check_workspace(workspace: &str) -> Result<(), Refusal> {
     let ok = (1..=63).contains(&workspace.len())
         && workspace
             .bytes()
@@ -272,7 +285,7 @@ fn check_workspace(workspace: &str) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(error(
+        Err(refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "`workspace` `{}` is not a workspace name ([A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})",
@@ -282,9 +295,9 @@ fn check_workspace(workspace: &str) -> Result<(), Response> {
     }
 }
 
-fn check_address(address: &str) -> Result<(), Response> {
+fn check_address(address: &str) -> Result<(), Refusal> {
     crate::address::parse(address).map(drop).map_err(|e| {
-        error(
+        refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "`address` `{}` is not an email address: {e}",
@@ -323,7 +336,7 @@ pub(super) async fn add_suppression(
         );
     };
     if let Err(r) = check_workspace(&workspace).and_then(|()| check_address(&address)) {
-        return r;
+        return r.into_response();
     }
     let note = field("note").map(|n| n.chars().take(500).collect());
     let write = Write::Suppress {
