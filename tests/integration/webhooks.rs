@@ -227,6 +227,9 @@ fn every_sample_fixture_is_stored_exactly_once_even_when_posted_twice() {
         expected_total += expected.len();
     }
     assert_eq!(all_events(&d, "").len(), expected_total);
+    let status = d.get_json("/v1/status").1;
+    assert_eq!(status["store"]["backend"], "sqlite", "{status}");
+    assert_eq!(status["store"]["events"], expected_total, "{status}");
     // Ids sort in commit order.
     let ids: Vec<String> = all_events(&d, "")
         .iter()

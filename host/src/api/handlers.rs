@@ -125,6 +125,13 @@ pub(super) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
     // Read now, not at startup: an operator may change it with prlimit(1).
     let (soft, hard) = crate::daemon::fd_limit();
     status["fd_limit"] = json!({ "soft": soft, "hard": hard });
+    let kind = state.store.kind();
+    status["store"] = match state.store.read(|b| b.counts()).await {
+        Ok(counts) => {
+            json!({ "backend": kind, "ok": true, "events": counts.events, "suppressions": counts.suppressions })
+        }
+        Err(e) => json!({ "backend": kind, "ok": false, "error": e.to_string() }),
+    };
     Json(status)
 }
 
