@@ -531,48 +531,61 @@ fn a_full_store_answers_503_with_retry_after_and_nothing_is_lost_once_fixed() {
     drop(tmp);
 }
 
+/// Four senders posting signed single-event webhooks with unique ids until
+/// stopped or the daemon goes away; each remembers the ids answered 200.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(public: &str, tag: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..4)
+            .map(|w| {
+                let (public, stop, tag) = (public.to_owned(), stop.clone(), tag.to_owned());
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..2000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let id = format!("{tag}-{w}-{i}");
+                        let body = sw_event("delivered", &format!("{id}@example.org"), "");
+                        let headers = sw_sign(&id, SIGNED_AT, &body);
+                        let Ok((status, _, _)) = std::panic::catch_unwind(|| {
+                            post_raw(&public, "/webhooks/sw", &headers, &body)
+                        }) else {
+                            break; // the daemon is gone
+                        };
+                        if status == 200 {
+                            acked.push(id);
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        Self { stop, workers }
+    }
+
+    /// Stops the senders; every id answered 200.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    }
+}
+
 #[test]
 fn after_sigkill_under_load_every_acknowledged_event_is_stored_exactly_once() {
     let (_tmp, dir, d) = start(&[]);
-    let public = d.public.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let public = public.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut acked = Vec::new();
-                for i in 0..2000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let id = format!("kill-{w}-{i}");
-                    let body = sw_event("delivered", &format!("{id}@example.org"), "");
-                    let Ok((status, _, _)) = std::panic::catch_unwind(|| {
-                        post_raw(
-                            &public,
-                            "/webhooks/sw",
-                            &sw_sign(&id, SIGNED_AT, &body),
-                            &body,
-                        )
-                    }) else {
-                        break; // the daemon is gone
-                    };
-                    if status == 200 {
-                        acked.push(id);
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
+    let load = Load::start(&d.public, "kill");
     std::thread::sleep(Duration::from_millis(1500));
     d.signal("KILL");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked: Vec<String> = workers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
+    let acked = load.stop();
     assert!(
         acked.len() > 10,
         "the load ran ({} acknowledged)",
@@ -840,43 +853,14 @@ fn plugin_hot_swaps_under_load_fail_no_request_and_split_none() {
 #[test]
 fn sigterm_finishes_in_flight_commits_and_closes_the_store_cleanly() {
     let (tmp, dir, mut d) = start(&[]);
-    let public = d.public.clone();
     // Requests in flight while SIGTERM arrives: each is either answered 200
     // (and then stored) or refused/unanswered (and then not stored).
-    let senders: Vec<_> = (0..4)
-        .map(|w| {
-            let public = public.clone();
-            std::thread::spawn(move || {
-                let mut acked = Vec::new();
-                for i in 0..500 {
-                    let id = format!("term-{w}-{i}");
-                    let body = sw_event("delivered", &format!("{id}@example.org"), "");
-                    let Ok((status, _, _)) = std::panic::catch_unwind(|| {
-                        post_raw(
-                            &public,
-                            "/webhooks/sw",
-                            &sw_sign(&id, SIGNED_AT, &body),
-                            &body,
-                        )
-                    }) else {
-                        break;
-                    };
-                    if status == 200 {
-                        acked.push(id);
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
+    let load = Load::start(&d.public, "term");
     std::thread::sleep(Duration::from_millis(700));
     d.signal("TERM");
     let status = d.child.wait().unwrap();
     assert!(status.success(), "clean exit: {status:?}");
-    let acked: Vec<String> = senders
-        .into_iter()
-        .flat_map(|s| s.join().unwrap())
-        .collect();
+    let acked = load.stop();
     assert!(!acked.is_empty(), "the load ran");
     // A clean stop folds the WAL back into the database.
     let data = tmp.path().join("data-conf");
