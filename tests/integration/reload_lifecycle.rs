@@ -415,3 +415,82 @@ fn chmod_000_on_the_config_dir_keeps_last_good_and_restored_files_are_current_ag
         b["smtp"]["host"] == "b-new.example.com"
     });
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sets the soft open-file limit of a running process (the hard one stays:
+/// lowering it could not be undone without privileges).
+fn set_nofile(pid: u32, limit: usize) {
+    let out = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prlimit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_sighup_while_descriptors_are_exhausted_keeps_every_connection() {
+    let (_tmp, dir) = conf_dir();
+    for name in ["alpha", "beta", "gamma"] {
+        std::fs::write(dir.join(format!("{name}.yaml")), connection(name)).unwrap();
+    }
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--max-connections-public",
+            "4096",
+            "--header-read-timeout",
+            "60s",
+        ],
+    );
+    assert!(host(&d, "beta").is_some());
+    let pid = d.child.id();
+    // Leave the daemon a few descriptors, then take them with idle sockets.
+    let limit = open_fds(pid) + 8;
+    set_nofile(pid, limit);
+    let addr = d.public.trim_start_matches("http://").to_owned();
+    let mut flood = Vec::new();
+    for _ in 0..64 {
+        if let Ok(s) = std::net::TcpStream::connect(&addr) {
+            flood.push(s);
+        }
+    }
+    // The daemon accepts until it runs out of descriptors.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) < limit && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(open_fds(pid) >= limit, "descriptors exhausted");
+    d.signal("HUP");
+    // A manual reload first re-arms the watch, which waits up to 10 s for a
+    // watcher that cannot open a descriptor either; hold the exhaustion past that.
+    std::thread::sleep(Duration::from_secs(12));
+    drop(flood);
+    set_nofile(pid, 1024);
+    // Every connection survived the reload that could not read the files.
+    for name in ["alpha", "beta", "gamma"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = d.get_json(&format!("/v1/connections/{name}"));
+            if status == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: {status} {body}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let status = d.get_json("/v1/status").1;
+    assert_eq!(status["connections"], 3, "{status}");
+    // The reload ran while exhausted and kept the files as their last good.
+    assert_eq!(status["last_reload"]["result"], "partial", "{status}");
+    let errors = status["errors"].to_string();
+    assert!(errors.contains("Too many open files"), "{errors}");
+}
