@@ -880,3 +880,54 @@ fn sigterm_finishes_in_flight_commits_and_closes_the_store_cleanly() {
         assert!(stored.contains(id), "{id} got a 2xx but is not stored");
     }
 }
+
+#[test]
+fn a_misbehaving_plugin_gets_500_stores_nothing_and_the_next_request_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    let wasm = crate::plugins::guest("hostile");
+    let sha = mailplug::digest::sha256_hex(&std::fs::read(&wasm).unwrap());
+    std::fs::write(
+        dir.join("plugins.yaml"),
+        format!(
+            "api_version: mailplug/v1\nkind: Plugin\nid: hostile\npath: {}\nsha256: {sha}\nlimits: {{ memory_mib: 16, deadline_ms: 200 }}\n",
+            wasm.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("h.yaml"),
+        "api_version: mailplug/v1\nkind: Connection\nname: h\nprovider: hostile\nsmtp: { host: smtp.example.com }\nfrom: { email: a@example.com }\nworkspaces: [w]\nwebhook:\n  secret: { env: SMTP_PASSWORD }\n",
+    )
+    .unwrap();
+    let d = Daemon::start_env(&dir, &[], &[("SMTP_PASSWORD", "pw")]);
+    assert_eq!(
+        d.get("/v1/connections/h").0,
+        200,
+        "{}",
+        d.get("/v1/status").1
+    );
+    let json_type = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    for body in [
+        "loop",
+        "grow",
+        "panic",
+        "recurse",
+        "invalid:empty-recipient",
+        "invalid:span-out-of-bounds",
+    ] {
+        let (status, _, json) = post_raw(&d.public, "/webhooks/h", &json_type, body.as_bytes());
+        assert_eq!(status, 500, "{body}: {json}");
+        assert!(
+            json["error"].as_str().unwrap().contains("plugin"),
+            "{body}: {json}"
+        );
+    }
+    assert!(all_events(&d, "").is_empty(), "nothing stored");
+    assert!(suppressions(&d, "").is_empty());
+    // The instance that failed was discarded; the next request is served.
+    let (status, _, json) = post_raw(&d.public, "/webhooks/h", &json_type, b"fine");
+    assert_eq!((status, &json["stored"]), (200, &json!(1)), "{json}");
+    assert!(d.metric("mailplug_webhooks_rejected_total{connection=\"h\",provider=\"hostile\",reason=\"plugin_failed\"}") >= 6.0);
+}

@@ -84,14 +84,26 @@ impl Guest for Hostile {
         }
     }
 
+    /// Only what the connection sets explicitly: a connection names
+    /// `smtp.host` to get a connection whose webhooks reach this guest.
     fn adapt_connection(
         _options: String,
-        _overrides: SmtpOverrides,
+        overrides: SmtpOverrides,
     ) -> Result<SmtpSettings, Vec<FieldError>> {
-        Err(vec![FieldError {
-            path: "/".into(),
-            message: "hostile guest adapts nothing".into(),
-        }])
+        let Some(host) = overrides.host else {
+            return Err(vec![FieldError {
+                path: "/".into(),
+                message: "hostile guest adapts nothing without smtp.host".into(),
+            }]);
+        };
+        Ok(SmtpSettings {
+            host,
+            port: overrides.port.unwrap_or(587),
+            security: overrides.security.unwrap_or(Security::Starttls),
+            username: overrides.username,
+            password: PasswordSource::None,
+            extra_headers: vec![],
+        })
     }
 
     fn verify_webhook(request: WebhookRequest, _secret: String) -> Result<(), VerifyError> {
