@@ -308,12 +308,30 @@ fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
 
-    let stored = ureq::get(format!("{}/metrics", d.admin))
+    let metrics = ureq::get(format!("{}/metrics", d.admin))
         .call()
         .unwrap()
         .body_mut()
         .read_to_string()
-        .unwrap()
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let commits = value("mailplug_store_commit_requests_count ");
+    println!(
+        "group commit: {commits:.0} commits, {:.1} requests and {:.0} events per commit on average; server-side ingest mean {:.1} ms",
+        value("mailplug_store_commit_requests_sum ") / commits.max(1.0),
+        value("mailplug_store_commit_events_sum ") / commits.max(1.0),
+        value("mailplug_webhook_ingest_seconds_sum ") * 1e3
+            / value("mailplug_webhook_ingest_seconds_count ").max(1.0),
+    );
+    let stored = metrics
         .lines()
         .find_map(|l| {
             l.strip_prefix("mailplug_events_stored_total{connection=\"sg\",provider=\"sendgrid\"} ")

@@ -479,7 +479,13 @@ fn serve(
                 _ = stop.wait_for(|s| *s) => break,
             };
             let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    // Responses are written whole; without this, Nagle's
+                    // algorithm meets the client's delayed ACK and stalls
+                    // keep-alive requests by ~40 ms.
+                    let _ = accepted.0.set_nodelay(true);
+                    accepted
+                }
                 Err(error) => {
                     tracing::warn!(listener = listener.name, %error, "accept failed");
                     // Out of descriptors (or similar): let connections close
