@@ -98,6 +98,17 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
+/// Creates a FIFO at `path` (unit tests of every guarded read).
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,12 +117,7 @@ mod tests {
     fn a_fifo_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("pipe");
-        let ok = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        mkfifo(&fifo);
         // No writer ever opens the FIFO: a blocking open would hang here.
         let err = read_bounded(&fifo, 10).unwrap_err();
         assert!(

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::event::{DeliveryEvent, EventKind, NormalizedEvent, PluginStamp};
+use crate::event::{BounceClass, DeliveryEvent, EventKind, NormalizedEvent, PluginStamp};
 
 pub mod sqlite;
 
@@ -463,7 +463,7 @@ pub fn dedupe_key(connection: &str, event: &NormalizedEvent) -> [u8; 32] {
         h.update((v.len() as u64).to_le_bytes());
         h.update(v.as_bytes());
     };
-    let kind = event_kind_str(event.kind);
+    let kind = event.kind.as_str();
     match &event.provider_event_id {
         Some(id) => {
             field("id");
@@ -489,32 +489,10 @@ pub fn dedupe_key(connection: &str, event: &NormalizedEvent) -> [u8; 32] {
             ] {
                 field(v.as_deref().unwrap_or("\u{0}"));
             }
-            field(event.bounce_class.map_or("", |c| match c {
-                crate::event::BounceClass::Hard => "hard",
-                crate::event::BounceClass::Soft => "soft",
-            }));
+            field(event.bounce_class.map_or("", BounceClass::as_str));
         }
     }
     h.finalize().into()
-}
-
-/// The wire name of a kind.
-pub fn event_kind_str(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Delivered => "delivered",
-        EventKind::Deferred => "deferred",
-        EventKind::Bounced => "bounced",
-        EventKind::Complained => "complained",
-        EventKind::Dropped => "dropped",
-        EventKind::Opened => "opened",
-        EventKind::Clicked => "clicked",
-        EventKind::Unsubscribed => "unsubscribed",
-    }
-}
-
-/// Parses a kind's wire name.
-pub fn parse_event_kind(s: &str) -> Option<EventKind> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
 }
 
 /// How addresses are compared: surrounding space trimmed, the domain

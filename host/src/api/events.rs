@@ -14,9 +14,7 @@ use serde_json::{Value, json};
 use super::error;
 use crate::ingest::{self, RETRY_AFTER_SECONDS, Rejection};
 use crate::state::AppState;
-use crate::store::{
-    Applied, Cursor, EventQuery, Order, StoreError, SuppressionQuery, Write, parse_event_kind,
-};
+use crate::store::{Applied, Cursor, EventQuery, Order, StoreError, SuppressionQuery, Write};
 
 /// Default page size of listings.
 const DEFAULT_LIMIT: usize = 100;
@@ -195,7 +193,7 @@ pub(super) async fn list_events(
 fn event_query(p: &Params) -> Result<EventQuery, Refusal> {
     let kind = match p.text("kind") {
         None => None,
-        Some(k) => Some(parse_event_kind(&k).ok_or_else(|| {
+        Some(k) => Some(crate::event::EventKind::parse(&k).ok_or_else(|| {
             refuse(
                 StatusCode::BAD_REQUEST,
                 "`kind` must be one of delivered, deferred, bounced, complained, dropped, opened, clicked, unsubscribed",

@@ -263,15 +263,7 @@ pub(crate) mod hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mkfifo(path: &Path) {
-        let ok = std::process::Command::new("mkfifo")
-            .arg(path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mkfifo {}", path.display());
-    }
+    use crate::fsread::mkfifo;
 
     #[test]
     fn a_fifo_is_refused_by_name_without_blocking() {

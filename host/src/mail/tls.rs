@@ -246,12 +246,7 @@ mod tests {
     fn a_fifo_as_ca_file_is_refused_by_kind_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("ca.pem");
-        let ok = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        crate::fsread::mkfifo(&fifo);
         let mut t = crate::mail::target::tests::sample();
         t.ca_file = Some(fifo);
         let err = TlsSetup::new(&t).unwrap_err().to_string();

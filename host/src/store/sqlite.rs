@@ -13,11 +13,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, para
 
 use super::{
     Applied, Backend, Counts, Cursor, EventQuery, NewEvent, Order, Page, SoftBouncePolicy,
-    StoreError, Suppression, SuppressionQuery, SuppressionReason, Write, address_key,
-    event_kind_str, format_ms, now_ms, parse_event_kind,
+    StoreError, Suppression, SuppressionQuery, SuppressionReason, Write, address_key, format_ms,
+    now_ms,
 };
 use crate::event::{
-    BounceClass, DeliveryEvent, EVENT_SCHEMA_VERSION, NormalizedEvent, PluginStamp,
+    BounceClass, DeliveryEvent, EVENT_SCHEMA_VERSION, EventKind, NormalizedEvent, PluginStamp,
 };
 
 /// Versioned migrations, applied in order at open; the index + 1 is the
@@ -217,11 +217,7 @@ impl Backend for Sqlite {
             );
         }
         if let Some(k) = q.kind {
-            arg(
-                &mut sql,
-                " AND e.kind = ?",
-                event_kind_str(k).to_owned().into(),
-            );
+            arg(&mut sql, " AND e.kind = ?", k.as_str().to_owned().into());
         }
         if let Some(r) = &q.recipient {
             arg(&mut sql, " AND e.recipient_key = ?", address_key(r).into());
@@ -380,12 +376,10 @@ fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryEvent> {
         workspaces: serde_json::from_str(&workspaces).map_err(|_| bad("workspaces"))?,
         received_at: format_ms(r.get(3)?),
         event: NormalizedEvent {
-            kind: parse_event_kind(&kind).ok_or_else(|| bad("kind"))?,
+            kind: EventKind::parse(&kind).ok_or_else(|| bad("kind"))?,
             bounce_class: match bounce.as_deref() {
                 None => None,
-                Some("hard") => Some(BounceClass::Hard),
-                Some("soft") => Some(BounceClass::Soft),
-                Some(_) => return Err(bad("bounce class")),
+                Some(b) => Some(BounceClass::parse(b).ok_or_else(|| bad("bounce class"))?),
             },
             recipient: r.get(6)?,
             occurred_at: crate::event::format_unix_seconds(r.get(7)?)
@@ -429,10 +423,7 @@ fn insert_events(
         let id = next_id();
         let e = &new.event;
         let workspaces = serde_json::to_string(&new.workspaces).unwrap_or_else(|_| "[]".into());
-        let bounce = e.bounce_class.map(|c| match c {
-            BounceClass::Hard => "hard",
-            BounceClass::Soft => "soft",
-        });
+        let bounce = e.bounce_class.map(BounceClass::as_str);
         let key = address_key(&e.recipient);
         let n = insert.execute(params![
             id,
@@ -440,7 +431,7 @@ fn insert_events(
             new.connection,
             workspaces,
             new.received_at_ms,
-            event_kind_str(e.kind),
+            e.kind.as_str(),
             bounce,
             e.recipient,
             key,
@@ -477,7 +468,6 @@ fn apply_suppressions(
     id: &str,
     policy: SoftBouncePolicy,
 ) -> rusqlite::Result<()> {
-    use crate::event::EventKind;
     let e = &new.event;
     let reason = match (e.kind, e.bounce_class) {
         (EventKind::Complained, _) => SuppressionReason::Complaint,
@@ -566,7 +556,6 @@ fn decode_cursor(c: &Cursor) -> Result<(Order, String), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
 
     fn open(dir: &Path) -> Sqlite {
         Sqlite::open(&SqliteOptions {
