@@ -278,9 +278,11 @@ mod properties {
     use super::super::{Limits, parse};
 
     /// Whether `pos` lies within `text` (or just past its end, where
-    /// "unexpected end of stream" is found).
+    /// "unexpected end of stream" is found). Lines are what the loader
+    /// reports positions in (`yaml::within`): split at LF, a CR before the
+    /// LF not counted; a lone CR is a character of its line, as editors show it.
     fn inside(text: &str, pos: super::Pos) -> bool {
-        let lines: Vec<&str> = text.split(['\n', '\r']).collect();
+        let lines: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
         let widest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
         pos.line >= 1 && pos.line <= lines.len() + 1 && pos.col >= 1 && pos.col <= widest + 2
     }
