@@ -121,16 +121,19 @@ fn sign(key: &p256::ecdsa::SigningKey, body: Vec<u8>) -> Signed {
     }
 }
 
-/// A SendGrid batch of `n` events with unique ids, a realistic mix.
+/// A SendGrid batch of `n` events with unique ids and recipients (as from
+/// a large send: every event a different address, so the recipient and
+/// suppression indexes take random inserts), a realistic mix of kinds.
 fn batch(tag: &str, n: usize) -> Vec<u8> {
     let events: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             let id = format!("{tag}-{i}");
+            let email = format!("u{i}.{tag}@example.com");
             match i % 4 {
-                0 => serde_json::json!({"email": format!("user{i}@example.com"), "timestamp": SIGNED_AT - 60, "smtp-id": "<x@example.test>", "event": "delivered", "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "response": "250 2.0.0 OK", "tls": 1, "ip": "203.0.113.10"}),
-                1 => serde_json::json!({"email": format!("user{i}@example.com"), "timestamp": SIGNED_AT - 50, "event": "open", "sg_machine_open": false, "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "useragent": "Mozilla/5.0", "ip": "192.0.2.77"}),
-                2 => serde_json::json!({"email": format!("user{i}@example.com"), "timestamp": SIGNED_AT - 40, "event": "bounce", "type": "bounce", "bounce_classification": "Invalid Address", "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "reason": "550 5.1.1 The email account that you tried to reach does not exist", "status": "5.1.1"}),
-                _ => serde_json::json!({"email": format!("user{i}@example.com"), "timestamp": SIGNED_AT - 30, "event": "click", "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "url": "https://shop.example.test/a", "useragent": "Mozilla/5.0", "ip": "192.0.2.77"}),
+                0 => serde_json::json!({"email": email, "timestamp": SIGNED_AT - 60, "smtp-id": "<x@example.test>", "event": "delivered", "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "response": "250 2.0.0 OK", "tls": 1, "ip": "203.0.113.10"}),
+                1 => serde_json::json!({"email": email, "timestamp": SIGNED_AT - 50, "event": "open", "sg_machine_open": false, "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "useragent": "Mozilla/5.0", "ip": "192.0.2.77"}),
+                2 => serde_json::json!({"email": email, "timestamp": SIGNED_AT - 40, "event": "bounce", "type": "bounce", "bounce_classification": "Invalid Address", "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "reason": "550 5.1.1 The email account that you tried to reach does not exist", "status": "5.1.1"}),
+                _ => serde_json::json!({"email": email, "timestamp": SIGNED_AT - 30, "event": "click", "sg_event_id": id, "sg_message_id": format!("msg-{tag}.0"), "url": "https://shop.example.test/a", "useragent": "Mozilla/5.0", "ip": "192.0.2.77"}),
             }
         })
         .collect();

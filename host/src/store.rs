@@ -86,7 +86,7 @@ pub struct NewEvent {
     /// `occurred_at` as Unix seconds.
     pub occurred_at: i64,
     /// Identity for de-duplication (see [`dedupe_key`]).
-    pub dedupe_key: [u8; 32],
+    pub dedupe_key: [u8; 16],
     /// The event as the plugin normalized it.
     pub event: NormalizedEvent,
 }
@@ -455,8 +455,10 @@ fn writer_loop(backend: &dyn Backend, rx: &Receiver<Job>, observe: &CommitObserv
 
 /// The dedupe key of an event: its provider event id when it has one
 /// (connection, provider, provider event id, recipient, kind), else a hash
-/// of everything the provider sent about it.
-pub fn dedupe_key(connection: &str, event: &NormalizedEvent) -> [u8; 32] {
+/// of everything the provider sent about it: the first 128 bits of a SHA-256
+/// over those fields. Both forms cover the recipient's [`address_key`], so a
+/// backend may index it after the recipient (SQLite does).
+pub fn dedupe_key(connection: &str, event: &NormalizedEvent) -> [u8; 16] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let mut field = |v: &str| {
@@ -492,7 +494,10 @@ pub fn dedupe_key(connection: &str, event: &NormalizedEvent) -> [u8; 32] {
             field(event.bounce_class.map_or("", BounceClass::as_str));
         }
     }
-    h.finalize().into()
+    let digest = h.finalize();
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
 }
 
 /// How addresses are compared: surrounding space trimmed, the domain

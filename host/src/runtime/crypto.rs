@@ -53,9 +53,9 @@ pub fn digest(hash: Hash, data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// ECDSA P-256 / SHA-256; signature DER or 64-byte r‖s.
+/// ECDSA P-256 / SHA-256; signature DER or 64-byte r‖s. The key formats
+/// are parsed with `p256`; the verification runs in `ring`.
 pub fn verify_ecdsa_p256(key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, String> {
-    use p256::ecdsa::signature::Verifier;
     use p256::ecdsa::{Signature, VerifyingKey};
     use p256::pkcs8::DecodePublicKey;
     let key = match is_pem(key) {
@@ -69,7 +69,12 @@ pub fn verify_ecdsa_p256(key: &[u8], message: &[u8], signature: &[u8]) -> Result
     let signature = Signature::from_der(signature)
         .or_else(|_| Signature::from_slice(signature))
         .map_err(|e| format!("ECDSA signature: {e}"))?;
-    Ok(key.verify(message, &signature).is_ok())
+    let point = key.to_encoded_point(false);
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        point.as_bytes(),
+    );
+    Ok(key.verify(message, &signature.to_bytes()).is_ok())
 }
 
 /// RSA PKCS#1 v1.5 with SHA-1 or SHA-256; key SPKI or PKCS#1, DER or PEM.
@@ -212,6 +217,8 @@ mod tests {
             .unwrap()
             .trim());
         assert_eq!(verify_ecdsa_p256(&der, &message, &sig), Ok(true));
+        let fixed = p256::ecdsa::Signature::from_der(&sig).unwrap().to_bytes();
+        assert_eq!(verify_ecdsa_p256(&pem, &message, &fixed), Ok(true));
         assert_eq!(
             verify_ecdsa_p256(&pem, &[&message[..], b" "].concat(), &sig),
             Ok(false)

@@ -11,6 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, params_from_iter};
 
+mod checkpoint;
+
+use checkpoint::Checkpointer;
+
 use super::{
     Applied, Backend, Counts, Cursor, EventQuery, NewEvent, Order, Page, SoftBouncePolicy,
     StoreError, Suppression, SuppressionQuery, SuppressionReason, Write, address_key, format_ms,
@@ -22,12 +26,23 @@ use crate::event::{
 
 /// Versioned migrations, applied in order at open; the index + 1 is the
 /// version a migration brings the schema to.
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_events_suppressions.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/0001_events_suppressions.sql"),
+    include_str!("sqlite/0002_event_sequence.sql"),
+];
 
 /// The newest schema version this binary knows.
 pub fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
 }
+
+/// The page size of a new database. Small pages keep the WAL small: an
+/// index keyed by a hash (the dedupe key) or an address changes one page at
+/// a random place per event, and each commit writes every page it changed.
+const PAGE_SIZE: i64 = 1024;
+
+/// The writer's page cache (negative: KiB), which holds the hot index pages.
+const WRITER_CACHE_KIB: i64 = -16384;
 
 /// Options of the SQLite backend.
 #[derive(Debug, Clone)]
@@ -44,6 +59,7 @@ pub struct SqliteOptions {
 #[derive(Debug)]
 pub struct Sqlite {
     path: PathBuf,
+    checkpointer: Checkpointer,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     soft_bounces: SoftBouncePolicy,
@@ -68,9 +84,14 @@ impl Sqlite {
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", options.path.display())))?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            // New databases only (no-op once a table exists): see docs/events.md.
+            conn.pragma_update(None, "page_size", PAGE_SIZE)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+            // Checkpoints run on their own thread (checkpoint.rs).
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
             Ok(())
         };
         setup().map_err(|e| backend_error(&e))?;
@@ -83,8 +104,10 @@ impl Sqlite {
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
                 .map_err(|e| backend_error(&e))?;
         }
+        let checkpointer = Checkpointer::start(&options.path)?;
         Ok(Self {
             path: options.path.clone(),
+            checkpointer,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             soft_bounces: options.soft_bounces,
@@ -196,67 +219,31 @@ impl Backend for Sqlite {
             out.push(applied);
         }
         tx.commit().map_err(|e| backend_error(&e))?;
+        self.checkpointer.committed(&conn);
         Ok(out)
     }
 
     fn events(&self, q: &EventQuery) -> Result<Page<DeliveryEvent>, StoreError> {
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE 1 = 1");
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: SqlValue| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(c) = &q.connection {
-            arg(&mut sql, " AND e.connection = ?", c.clone().into());
-        }
-        if let Some(w) = &q.workspace {
-            arg(
-                &mut sql,
-                " AND e.id IN (SELECT event_id FROM event_workspaces WHERE workspace = ?)",
-                w.clone().into(),
-            );
-        }
-        if let Some(k) = q.kind {
-            arg(&mut sql, " AND e.kind = ?", k.as_str().to_owned().into());
-        }
-        if let Some(r) = &q.recipient {
-            arg(&mut sql, " AND e.recipient_key = ?", address_key(r).into());
-        }
-        if let Some(t) = q.since {
-            arg(&mut sql, " AND e.occurred_at >= ?", t.into());
-        }
-        if let Some(t) = q.until {
-            arg(&mut sql, " AND e.occurred_at < ?", t.into());
-        }
-        if let Some(a) = &q.after {
-            arg(&mut sql, " AND e.id > ?", a.clone().into());
-        }
-        if let Some(c) = &q.cursor {
-            let (order, id) = decode_cursor(c)?;
-            if order != q.order {
-                return Err(StoreError::BadCursor);
-            }
-            let op = if order == Order::Asc { ">" } else { "<" };
-            arg(&mut sql, &format!(" AND e.id {op} ?"), id.into());
-        }
-        let limit = q.limit.clamp(1, 1000);
-        sql.push_str(match q.order {
-            Order::Asc => " ORDER BY e.id ASC",
-            Order::Desc => " ORDER BY e.id DESC",
-        });
-        sql.push_str(&format!(" LIMIT {}", limit + 1));
+        let (sql, args, limit) = event_listing(q)?;
         let mut items = self.with_reader(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(args.iter()), row_event)?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, i64>(SEQ_COLUMN)?, row_event(r)?))
+            })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         let next = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|e| encode_cursor(q.order, &e.id))
+            items
+                .last()
+                .map(|(seq, _)| encode_cursor(q.order, &seq.to_string()))
         } else {
             None
         };
-        Ok(Page { items, next })
+        Ok(Page {
+            items: items.into_iter().map(|(_, e)| e).collect(),
+            next,
+        })
     }
 
     fn event(&self, id: &str) -> Result<Option<DeliveryEvent>, StoreError> {
@@ -343,6 +330,7 @@ impl Backend for Sqlite {
         if let Ok(mut readers) = self.readers.lock() {
             readers.clear();
         }
+        self.checkpointer.stop();
         let conn = self
             .writer
             .lock()
@@ -353,10 +341,80 @@ impl Backend for Sqlite {
     }
 }
 
+/// The SQL of an event listing, its arguments and the page size.
+fn event_listing(q: &EventQuery) -> Result<(String, Vec<SqlValue>, usize), StoreError> {
+    // A workspace without a recipient walks that workspace's rows in
+    // order; otherwise the recipient index (the most selective) or the
+    // connection or kind index leads and the workspace is a lookup.
+    let by_workspace = q.workspace.is_some() && q.recipient.is_none();
+    let (from, seq) = if by_workspace {
+        ("event_workspaces w CROSS JOIN events e ON e.seq = w.seq", "w.seq")
+    } else {
+        ("events e", "e.seq")
+    };
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM {from} WHERE 1 = 1");
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: SqlValue| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(c) = &q.connection {
+        arg(&mut sql, " AND e.connection = ?", c.clone().into());
+    }
+    if let Some(w) = &q.workspace {
+        let clause = if by_workspace {
+            " AND w.workspace = ?"
+        } else {
+            " AND EXISTS (SELECT 1 FROM event_workspaces x WHERE x.workspace = ? AND x.seq = e.seq)"
+        };
+        arg(&mut sql, clause, w.clone().into());
+    }
+    if let Some(k) = q.kind {
+        arg(&mut sql, " AND e.kind = ?", k.as_str().to_owned().into());
+    }
+    if let Some(r) = &q.recipient {
+        arg(&mut sql, " AND e.recipient_key = ?", address_key(r).into());
+    }
+    if let Some(t) = q.since {
+        arg(&mut sql, " AND e.occurred_at >= ?", t.into());
+    }
+    if let Some(t) = q.until {
+        arg(&mut sql, " AND e.occurred_at < ?", t.into());
+    }
+    if let Some(a) = &q.after {
+        // The newest event at or before that id (ids grow with seq), so
+        // an id that is not stored still positions the tail.
+        arg(
+            &mut sql,
+            &format!(" AND {seq} > coalesce((SELECT seq FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1), 0)"),
+            a.clone().into(),
+        );
+    }
+    if let Some(c) = &q.cursor {
+        let (order, at) = decode_cursor(c)?;
+        let at: i64 = at.parse().map_err(|_| StoreError::BadCursor)?;
+        if order != q.order {
+            return Err(StoreError::BadCursor);
+        }
+        let op = if order == Order::Asc { ">" } else { "<" };
+        arg(&mut sql, &format!(" AND {seq} {op} ?"), at.into());
+    }
+    let limit = q.limit.clamp(1, 1000);
+    let dir = match q.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    sql.push_str(&format!(" ORDER BY {seq} {dir} LIMIT {}", limit + 1));
+    Ok((sql, args, limit))
+}
+
 const EVENT_COLUMNS: &str = "e.id, e.connection, e.workspaces, e.received_at, e.kind, e.bounce_class, \
      e.recipient, e.occurred_at, e.provider, e.provider_event_id, e.provider_message_id, \
      e.message_id, e.smtp_status, e.enhanced_status, e.diagnostic, e.plugin_id, \
-     e.plugin_version, e.plugin_sha256";
+     e.plugin_version, e.plugin_sha256, e.seq";
+
+/// The index of `e.seq` in [`EVENT_COLUMNS`].
+const SEQ_COLUMN: usize = 18;
 
 fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryEvent> {
     let workspaces: String = r.get(2)?;
@@ -414,10 +472,10 @@ fn insert_events(
          provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
          plugin_version, plugin_sha256) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
-         ON CONFLICT (dedupe_key) DO NOTHING",
+         ON CONFLICT (recipient_key, dedupe_key) DO NOTHING",
     )?;
     let mut workspace = tx.prepare_cached(
-        "INSERT INTO event_workspaces (workspace, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        "INSERT INTO event_workspaces (workspace, seq) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
     )?;
     for new in events {
         let id = next_id();
@@ -451,8 +509,9 @@ fn insert_events(
             duplicates += 1;
             continue;
         }
+        let seq = tx.last_insert_rowid();
         for w in &new.workspaces {
-            workspace.execute(params![w, id])?;
+            workspace.execute(params![w, seq])?;
         }
         apply_suppressions(tx, new, &id, policy)?;
         stored.push(id);
@@ -721,6 +780,118 @@ mod tests {
             .unwrap();
         assert_eq!(some.items.len(), 1);
         assert_eq!(some.items[0].reason, SuppressionReason::SoftBounces);
+    }
+
+    #[test]
+    fn migrating_from_version_1_keeps_ids_dedupe_and_workspaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let e = new_event("old", EventKind::Delivered, None, 1_767_268_800);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE mailplug_schema (version INTEGER NOT NULL); \
+                 INSERT INTO mailplug_schema VALUES (1); {}",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+            // Version 1 stored the whole SHA-256; its first half is today's key.
+            let mut v1_key = e.dedupe_key.to_vec();
+            v1_key.extend([0xAB; 16]);
+            conn.execute(
+                "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
+                 recipient, recipient_key, occurred_at, provider, provider_event_id, plugin_id, \
+                 plugin_version, plugin_sha256) VALUES ('01KOLD0000000000000000000A', ?1, 'c', \
+                 '[\"w1\",\"w2\"]', 1767268800000, 'delivered', 'Rcpt@Example.org', \
+                 'Rcpt@example.org', 1767268800, 'sendgrid', 'old', 'sendgrid', '1', '00')",
+                [v1_key],
+            )
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO event_workspaces VALUES ('w1', '01KOLD0000000000000000000A'), \
+                 ('w2', '01KOLD0000000000000000000A')",
+            )
+            .unwrap();
+        }
+        let db = open(dir.path());
+        let old = db.event("01KOLD0000000000000000000A").unwrap().unwrap();
+        assert_eq!(old.event.provider_event_id.as_deref(), Some("old"));
+        let again = db.apply(&[Write::Events(vec![e])], &mut ids()).unwrap();
+        assert_eq!(
+            again[0],
+            Applied::Events {
+                stored: vec![],
+                duplicates: 1
+            },
+            "an event stored before the migration is still a duplicate"
+        );
+        let in_w2 = db
+            .events(&EventQuery {
+                workspace: Some("w2".into()),
+                limit: 10,
+                ..EventQuery::default()
+            })
+            .unwrap();
+        assert_eq!(in_w2.items.len(), 1);
+    }
+
+    #[test]
+    fn every_event_filter_is_answered_from_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let conn = db.writer.lock().unwrap();
+        let query = |f: fn(&mut EventQuery)| {
+            let mut q = EventQuery {
+                limit: 50,
+                cursor: Some(encode_cursor(Order::Desc, "1000")),
+                ..EventQuery::default()
+            };
+            f(&mut q);
+            q
+        };
+        let cases: [(EventQuery, &str); 5] = [
+            (
+                query(|q| q.recipient = Some("a@b".into())),
+                "SEARCH e USING INDEX events_by_recipient",
+            ),
+            (
+                query(|q| q.connection = Some("c".into())),
+                "SEARCH e USING INDEX events_by_connection",
+            ),
+            (
+                query(|q| q.kind = Some(EventKind::Bounced)),
+                "SEARCH e USING INDEX events_by_kind",
+            ),
+            (
+                query(|q| q.workspace = Some("w".into())),
+                "SEARCH w USING PRIMARY KEY (workspace=? AND seq<?)",
+            ),
+            (
+                query(|q| {
+                    q.workspace = Some("w".into());
+                    q.recipient = Some("a@b".into());
+                }),
+                "SEARCH e USING INDEX events_by_recipient",
+            ),
+        ];
+        for (q, expected) in cases {
+            let (sql, args, _) = event_listing(&q).unwrap();
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|step| step.starts_with(expected)),
+                "{q:?}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN")),
+                "{q:?}: {plan:?}"
+            );
+        }
     }
 
     #[test]
