@@ -22,7 +22,12 @@ use crate::event::{
 
 /// Versioned migrations, applied in order at open; the index + 1 is the
 /// version a migration brings the schema to.
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_events_suppressions.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/0001_events_suppressions.sql"),
+    include_str!("sqlite/0002_outbox.sql"),
+];
+
+mod outbox;
 
 /// The newest schema version this binary knows.
 pub fn schema_version() -> i64 {
@@ -455,6 +460,7 @@ fn insert_events(
             workspace.execute(params![w, id])?;
         }
         apply_suppressions(tx, new, &id, policy)?;
+        outbox::enqueue(tx, &id, new, next_id)?;
         stored.push(id);
     }
     Ok(Applied::Events { stored, duplicates })
@@ -592,6 +598,7 @@ mod tests {
             occurred_at: at,
             dedupe_key: super::super::dedupe_key("c", &event),
             event,
+            forward_to: Vec::new(),
         }
     }
 
