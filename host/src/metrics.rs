@@ -308,7 +308,12 @@ impl Metrics {
     }
 
     /// Counts one forwarding attempt.
-    pub fn observe_forward(&self, forwarder: &str, result: &'static str, took: std::time::Duration) {
+    pub fn observe_forward(
+        &self,
+        forwarder: &str,
+        result: &'static str,
+        took: std::time::Duration,
+    ) {
         self.forward_deliveries
             .get_or_create(&vec![
                 ("forwarder", forwarder.to_owned()),

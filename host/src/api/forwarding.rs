@@ -74,8 +74,10 @@ pub(super) async fn list_forwarders(State(state): State<Arc<AppState>>) -> Respo
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
-    let mut by_name: BTreeMap<String, ForwarderStats> =
-        stats.into_iter().map(|s| (s.forwarder.clone(), s)).collect();
+    let mut by_name: BTreeMap<String, ForwarderStats> = stats
+        .into_iter()
+        .map(|s| (s.forwarder.clone(), s))
+        .collect();
     let mut items: Vec<Value> = snapshot
         .forwarders
         .values()
@@ -139,7 +141,11 @@ pub(super) async fn retry_outbox(
     Path(id): Path<String>,
 ) -> Response {
     let lookup = id.clone();
-    match state.store.read(move |b| b.requeue(&lookup, now_ms())).await {
+    match state
+        .store
+        .read(move |b| b.requeue(&lookup, now_ms()))
+        .await
+    {
         Ok(Requeue::Requeued) => {
             state.store.outbox_queued().notify_one();
             Json(json!({ "id": id, "state": "pending" })).into_response()
@@ -192,6 +198,9 @@ mod tests {
             super::shown_url("https://a.example/h?token=s3cret"),
             "https://a.example/h?..."
         );
-        assert_eq!(super::shown_url("https://a.example/h"), "https://a.example/h");
+        assert_eq!(
+            super::shown_url("https://a.example/h"),
+            "https://a.example/h"
+        );
     }
 }

@@ -55,7 +55,12 @@ impl Ctx<'_> {
         self.push(d, hint);
     }
 
-    pub(super) fn warning(&mut self, pointer: &str, message: impl Into<String>, hint: Option<&str>) {
+    pub(super) fn warning(
+        &mut self,
+        pointer: &str,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
         let d = Diagnostic::warning(self.file, self.doc.value_pos(pointer), pointer, message);
         self.push(d, hint);
     }

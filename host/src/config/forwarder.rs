@@ -131,7 +131,9 @@ pub fn url_problem(url: &str) -> Option<String> {
                 excerpt(other)
             ));
         }
-        None => return Some("expected an absolute URL such as `https://app.example.com/hooks`".into()),
+        None => {
+            return Some("expected an absolute URL such as `https://app.example.com/hooks`".into());
+        }
     }
     let Some(authority) = uri.authority() else {
         return Some("the URL has no host".into());
@@ -249,7 +251,9 @@ pub(super) fn compile(
         (None, Some(Target::Url(_))) => ctx.missing(
             "",
             "missing `secret`: events sent to a `url` are signed",
-            Some("add `secret: { env: NAME }` holding a Standard Webhooks secret (`whsec_<base64>`)"),
+            Some(
+                "add `secret: { env: NAME }` holding a Standard Webhooks secret (`whsec_<base64>`)",
+            ),
         ),
         (Some(_), Some(Target::File(_))) => ctx.warning(
             "/secret",
@@ -269,7 +273,11 @@ pub(super) fn compile(
                 && let Ok(value) = secret.resolve(ctx.base_dir())
                 && let Err(problem) = signing_key(value.expose())
             {
-                ctx.error("/secret", format!("the resolved secret is unusable: {problem}"), None);
+                ctx.error(
+                    "/secret",
+                    format!("the resolved secret is unusable: {problem}"),
+                    None,
+                );
             }
         }
         (None, _) => {}

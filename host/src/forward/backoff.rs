@@ -88,12 +88,13 @@ mod tests {
     #[test]
     fn waits_are_jittered_below_the_ceiling_and_end_in_a_dead_letter_at_max_age() {
         let f = forwarder();
-        let retry_at = |attempts, now, jitter| match after_failure(&f, attempts, 0, now, "e".into(), jitter) {
-            Outcome::Retry {
-                next_attempt_at_ms, ..
-            } => Some(next_attempt_at_ms),
-            _ => None,
-        };
+        let retry_at =
+            |attempts, now, jitter| match after_failure(&f, attempts, 0, now, "e".into(), jitter) {
+                Outcome::Retry {
+                    next_attempt_at_ms, ..
+                } => Some(next_attempt_at_ms),
+                _ => None,
+            };
         assert_eq!(retry_at(0, 1000, 0.5), Some(1500));
         assert_eq!(retry_at(2, 1000, 0.999), Some(1000 + 3996));
         assert_eq!(retry_at(0, 1000, 0.0), Some(1010), "floor");

@@ -116,7 +116,10 @@ mod tests {
             "{\"a\":1}\n{\"a\":2}\n"
         );
         let err = append(dir.path(), b"{}").unwrap_err();
-        assert!(err.contains("events") || err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(
+            err.contains("events") || err.contains(&dir.path().display().to_string()),
+            "{err}"
+        );
         let missing = append(&dir.path().join("no/such/dir.ndjson"), b"{}").unwrap_err();
         assert!(missing.starts_with("opening"), "{missing}");
     }
@@ -126,6 +129,10 @@ mod tests {
         let long = format!("a\nb{}", "x".repeat(1000));
         let s = short(&long);
         assert!(!s.contains('\n'));
-        assert_eq!(s.chars().count(), MAX_ERROR_CHARS + 1, "cut, with an ellipsis");
+        assert_eq!(
+            s.chars().count(),
+            MAX_ERROR_CHARS + 1,
+            "cut, with an ellipsis"
+        );
     }
 }

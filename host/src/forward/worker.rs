@@ -258,8 +258,7 @@ impl Worker {
                 Outcome::Retry { .. } => "retry",
                 Outcome::Dead { .. } => "dead",
             };
-            self.metrics
-                .observe_forward(&d.forwarder, result, d.took);
+            self.metrics.observe_forward(&d.forwarder, result, d.took);
         }
         let settlements: Vec<Settlement> = done.into_iter().map(|d| d.settlement).collect();
         let n = settlements.len();
@@ -305,7 +304,9 @@ async fn attempt(
                 deliver::post(&agent, url, &signed, &body)
             }
             (Target::File(path), _, Some(lock)) => {
-                let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _guard = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 deliver::append(path, &body)
             }
             _ => Err("internal: attempt without its client".to_owned()),
@@ -339,7 +340,10 @@ async fn attempt(
                     attempts = row.attempts + 1, %error,
                     "forwarding gave up after max_age: the event is a dead letter"
                 ),
-                Outcome::Retry { error, next_attempt_at_ms } => tracing::debug!(
+                Outcome::Retry {
+                    error,
+                    next_attempt_at_ms,
+                } => tracing::debug!(
                     forwarder = %forwarder.name, outbox_id = %row.id, attempts = row.attempts + 1,
                     %error, in_ms = next_attempt_at_ms - now_ms(), "forwarding attempt failed; retrying"
                 ),

@@ -62,12 +62,16 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
         event("a2", "a@X.ORG", &["app"]),
         event("n1", "n@x.org", &[]),
     ];
-    db.apply(&[Write::Events(batch.clone())], &mut next).unwrap();
+    db.apply(&[Write::Events(batch.clone())], &mut next)
+        .unwrap();
     // A redelivery of the same events queues nothing more.
     let again = db.apply(&[Write::Events(batch)], &mut next).unwrap();
     assert!(matches!(&again[0], Applied::Events { duplicates: 4, .. }));
     let stats = db.outbox_stats().unwrap();
-    let pending: Vec<(&str, u64)> = stats.iter().map(|s| (s.forwarder.as_str(), s.pending)).collect();
+    let pending: Vec<(&str, u64)> = stats
+        .iter()
+        .map(|s| (s.forwarder.as_str(), s.pending))
+        .collect();
     assert_eq!(pending, [("app", 3), ("log", 1)]);
 
     let now = crate::store::now_ms();
@@ -78,7 +82,10 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
         .collect();
     // a2 waits behind a1 (same recipient, domain case folded).
     assert_eq!(got, ["a1", "b1"]);
-    assert!(db.claim("app", now, LEASE, 10).unwrap().is_empty(), "leased");
+    assert!(
+        db.claim("app", now, LEASE, 10).unwrap().is_empty(),
+        "leased"
+    );
 
     let a1 = &first[0];
     let stale = Settlement {
@@ -88,7 +95,10 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
         outcome: Outcome::Delivered,
     };
     db.settle(&[stale]).unwrap();
-    assert!(db.claim("app", now, LEASE, 10).unwrap().is_empty(), "a foreign lease settles nothing");
+    assert!(
+        db.claim("app", now, LEASE, 10).unwrap().is_empty(),
+        "a foreign lease settles nothing"
+    );
     db.settle(&[Settlement {
         id: a1.id.clone(),
         lease: a1.lease.clone(),
@@ -98,7 +108,10 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
     .unwrap();
     let next_claim = db.claim("app", now, LEASE, 10).unwrap();
     assert_eq!(next_claim.len(), 1);
-    assert_eq!(next_claim[0].event.event.provider_event_id.as_deref(), Some("a2"));
+    assert_eq!(
+        next_claim[0].event.event.provider_event_id.as_deref(),
+        Some("a2")
+    );
 
     // A lapsed lease is claimed again.
     let later = now + 31_000;
@@ -131,7 +144,10 @@ fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_req
         },
     }])
     .unwrap();
-    assert!(db.claim("app", now + 1_000, LEASE, 10).unwrap().is_empty(), "not due; a2 waits");
+    assert!(
+        db.claim("app", now + 1_000, LEASE, 10).unwrap().is_empty(),
+        "not due; a2 waits"
+    );
     let stats = &db.outbox_stats().unwrap()[0];
     assert_eq!(stats.last_error.as_deref(), Some("HTTP 503"));
     assert!(stats.next_attempt_at.is_some());
@@ -148,7 +164,10 @@ fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_req
     }])
     .unwrap();
     let after = db.claim("app", now + 5_000, LEASE, 10).unwrap();
-    assert_eq!(after[0].event.event.provider_event_id.as_deref(), Some("a2"));
+    assert_eq!(
+        after[0].event.event.provider_event_id.as_deref(),
+        Some("a2")
+    );
 
     let dead = db
         .outbox(&OutboxQuery {
@@ -160,7 +179,10 @@ fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_req
     assert_eq!(dead.items.len(), 1);
     assert_eq!(dead.items[0].attempts, 2);
     assert_eq!(dead.items[0].next_attempt_at, None);
-    assert_eq!(db.requeue(&head.id, now + 6_000).unwrap(), Requeue::Requeued);
+    assert_eq!(
+        db.requeue(&head.id, now + 6_000).unwrap(),
+        Requeue::Requeued
+    );
     assert_eq!(
         db.requeue(&head.id, now + 6_000).unwrap(),
         Requeue::NotDead(OutboxState::Pending)
@@ -192,7 +214,10 @@ fn outbox_pages_follow_cursors_oldest_first() {
             None => break,
         }
     }
-    assert_eq!(seen, ["r0@x.org", "r1@x.org", "r2@x.org", "r3@x.org", "r4@x.org"]);
+    assert_eq!(
+        seen,
+        ["r0@x.org", "r1@x.org", "r2@x.org", "r3@x.org", "r4@x.org"]
+    );
     let mut sorted = seen.clone();
     sorted.sort();
     assert_eq!(seen, sorted);
