@@ -25,8 +25,13 @@ fn every_example_file_is_valid() {
     assert!(examples.len() >= 4, "expected at least four examples");
     for example in &examples {
         let text = std::fs::read_to_string(example).unwrap();
+        let forwarder =
+            text.starts_with("# yaml-language-server: $schema=../schemas/forwarder.schema.json");
         assert!(
-            text.starts_with("# yaml-language-server: $schema=../schemas/connection.schema.json"),
+            forwarder
+                || text.starts_with(
+                    "# yaml-language-server: $schema=../schemas/connection.schema.json"
+                ),
             "{} lacks the schema modeline",
             example.display()
         );
@@ -42,7 +47,12 @@ fn every_example_file_is_valid() {
             run.stdout,
             run.stderr
         );
-        assert!(run.stdout.contains("1 valid connection,"), "{}", run.stdout);
+        let summary = if forwarder {
+            "0 valid connections, 1 valid forwarder,"
+        } else {
+            "1 valid connection,"
+        };
+        assert!(run.stdout.contains(summary), "{}", run.stdout);
     }
 }
 

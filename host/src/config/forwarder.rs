@@ -89,7 +89,7 @@ impl Forwarder {
     /// Whether an event of `kind`, stored for a connection serving
     /// `workspaces`, is forwarded here.
     pub fn accepts(&self, workspaces: &[String], kind: EventKind) -> bool {
-        workspaces.iter().any(|w| *w == self.workspace)
+        workspaces.contains(&self.workspace)
             && self
                 .kinds
                 .as_ref()

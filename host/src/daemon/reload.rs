@@ -27,12 +27,15 @@ pub struct Reloader {
     cache: config::FileCache,
     generation: u64,
     /// What the last snapshot served, to tell whether a reload changed anything.
-    live: (
-        BTreeMap<String, Arc<Connection>>,
-        BTreeMap<String, Arc<PluginRegistration>>,
-        BTreeMap<String, Arc<Forwarder>>,
-    ),
+    live: Served,
 }
+
+/// The objects a snapshot serves: connections, plugins, forwarders.
+type Served = (
+    BTreeMap<String, Arc<Connection>>,
+    BTreeMap<String, Arc<PluginRegistration>>,
+    BTreeMap<String, Arc<Forwarder>>,
+);
 
 impl Reloader {
     /// A reloader for `dir`, with the first-party plugins loaded (compiled
