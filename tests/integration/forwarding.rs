@@ -408,6 +408,19 @@ fn events_are_forwarded_signed_filtered_by_kind_and_in_order_per_recipient() {
     );
     assert_eq!(logged.len(), stored.len(), "no line twice");
 
+    // The receiver saw the last request a moment before the daemon recorded it.
+    let n = stored.len();
+    d.wait_for("/v1/forwarders", "every outcome recorded", |_, b| {
+        let f = b["forwarders"].as_array().cloned().unwrap_or_default();
+        let delivered = |name: &str| {
+            f.iter()
+                .find(|f| f["name"] == name)
+                .and_then(|f| f["delivered"].as_u64())
+        };
+        delivered("app") == Some(n as u64)
+            && delivered("log") == Some(n as u64)
+            && delivered("bounces") == Some(2)
+    });
     let f = forwarders(&d);
     assert_eq!(f["app"]["delivered"], stored.len());
     assert_eq!(f["app"]["pending"], 0);
