@@ -4,17 +4,17 @@
 //! daemon restarts, events expire into dead letters.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+
+mod receiver;
+
+use receiver::{Hit, Receiver};
 
 use crate::daemon::Daemon;
 use crate::support::connection;
@@ -27,181 +27,6 @@ fn key() -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(FWD_SECRET.trim_start_matches("whsec_"))
         .unwrap()
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    id: String,
-    content_type: String,
-    signature_ok: bool,
-    body: Value,
-    /// What the receiver answered.
-    status: u16,
-}
-
-/// A minimal HTTP/1.1 receiver: one request per connection, answered with
-/// `status` (or 500 on the first attempt of an event of kind `flaky`).
-struct Receiver {
-    port: u16,
-    status: Arc<AtomicU16>,
-    flaky: Arc<Mutex<Option<String>>>,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start(port: u16) -> Receiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let status = Arc::new(AtomicU16::new(200));
-        let flaky: Arc<Mutex<Option<String>>> = Arc::default();
-        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (status, flaky, hits, stop) =
-                (status.clone(), flaky.clone(), hits.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => serve(stream, &status, &flaky, &hits),
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        };
-        Receiver {
-            port,
-            status,
-            flaky,
-            hits,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
-    }
-
-    /// Accepted (2xx) requests to `path`.
-    fn delivered(&self, path: &str) -> Vec<Hit> {
-        self.hits()
-            .into_iter()
-            .filter(|h| h.path == path && h.status == 200)
-            .collect()
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&[Hit]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !pred(&self.hits()) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; got {} requests",
-                self.hits().len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    status: &AtomicU16,
-    flaky: &Mutex<Option<String>>,
-    hits: &Mutex<Vec<Hit>>,
-) {
-    stream.set_nonblocking(false).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
-    let id = header("webhook-id");
-    // Verified here, independently of the daemon's code.
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key()).unwrap();
-    mac.update(format!("{id}.{}.", header("webhook-timestamp")).as_bytes());
-    mac.update(&body);
-    let expected = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
-    let fresh = header("webhook-timestamp")
-        .parse::<u64>()
-        .ok()
-        .zip(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok(),
-        )
-        .is_some_and(|(ts, now)| ts.abs_diff(now.as_secs()) <= 300);
-    let signature_ok = fresh
-        && header("webhook-signature")
-            .split(' ')
-            .any(|s| s == expected);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut hits = hits.lock().unwrap();
-    let first_try = !hits.iter().any(|h| h.id == id);
-    let flaky_kind = flaky.lock().unwrap().clone();
-    let answer = if first_try && flaky_kind.is_some_and(|k| body["kind"] == k.as_str()) {
-        500
-    } else {
-        status.load(Ordering::Relaxed)
-    };
-    hits.push(Hit {
-        path,
-        id,
-        content_type: header("content-type"),
-        signature_ok,
-        body,
-        status: answer,
-    });
-    drop(hits);
-    let reason = if answer == 200 { "OK" } else { "Nope" };
-    let mut stream = stream;
-    let _ = stream.write_all(
-        format!("HTTP/1.1 {answer} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            .as_bytes(),
-    );
 }
 
 fn forwarder(name: &str, workspace: &str, dest: &str, extra: &str) -> String {
