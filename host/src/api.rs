@@ -19,6 +19,7 @@ use crate::daemon::Routers;
 use crate::state::AppState;
 
 mod events;
+mod forwarding;
 mod handlers;
 mod smtp;
 
@@ -60,6 +61,9 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
             "/v1/suppressions/{workspace}/{address}",
             delete(events::remove_suppression),
         )
+        .route("/v1/forwarders", get(forwarding::list_forwarders))
+        .route("/v1/outbox", get(forwarding::list_outbox))
+        .route("/v1/outbox/{id}/retry", post(forwarding::retry_outbox))
         .route("/v1/status", get(handlers::status))
         .route("/v1/reload", post(handlers::reload))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,5 +1,6 @@
 //! Configuration: YAML files → span-aware documents → JSON Schema → semantic
-//! checks → compiled, typed objects ([`Connection`], [`PluginRegistration`]),
+//! checks → compiled, typed objects ([`Connection`], [`PluginRegistration`],
+//! [`Forwarder`]),
 //! collecting every problem with its position.
 //!
 //! Results are kept per file so the daemon can apply valid files and keep the
@@ -14,6 +15,7 @@ mod check;
 mod compile;
 pub mod connection;
 pub mod diagnostic;
+pub mod forwarder;
 mod model;
 pub mod schema;
 pub mod secret;
@@ -28,6 +30,7 @@ pub use connection::{
     Provider, Security, Smtp, Webhook, effective_port_security,
 };
 use diagnostic::Diagnostic;
+pub use forwarder::Forwarder;
 pub use secret::{Secret, SecretRef};
 use yaml::{Document, Pos};
 
@@ -67,6 +70,8 @@ pub struct FileReport {
     pub connections: Vec<Connection>,
     /// Plugin registrations defined in the file that passed every check.
     pub plugins: Vec<PluginRegistration>,
+    /// Forwarders defined in the file that passed every check.
+    pub forwarders: Vec<Forwarder>,
     /// Number of documents in the file.
     pub documents: usize,
     /// Problems found in the file, in source order.
@@ -164,6 +169,7 @@ fn error_report(path: &Path, d: Diagnostic) -> FileReport {
         path: path.to_path_buf(),
         connections: Vec::new(),
         plugins: Vec::new(),
+        forwarders: Vec::new(),
         documents: 0,
         diagnostics: vec![d],
     }
@@ -187,6 +193,7 @@ fn check_text(
         path: path.to_path_buf(),
         connections: Vec::new(),
         plugins: Vec::new(),
+        forwarders: Vec::new(),
         documents: 0,
         diagnostics: Vec::new(),
     };
@@ -242,6 +249,16 @@ fn cross_file_checks(loaded: &mut Loaded) {
                 .or_default()
                 .push((i, pos));
         }
+        for f in &file.forwarders {
+            let pos = Pos {
+                line: f.source.line,
+                col: f.source.column,
+            };
+            names
+                .entry(("forwarder", f.name.clone()))
+                .or_default()
+                .push((i, pos));
+        }
     }
     let mut dups: Vec<_> = names
         .into_iter()
@@ -255,7 +272,7 @@ fn cross_file_checks(loaded: &mut Loaded) {
                 .filter(|(j, p)| (j, p) != (i, pos))
                 .map(|(j, p)| format!("{}:{}:{}", loaded.files[*j].path.display(), p.line, p.col))
                 .collect();
-            let pointer = if what == "connection" { "/name" } else { "/id" };
+            let pointer = if what == "plugin" { "/id" } else { "/name" };
             let file = &mut loaded.files[*i];
             let d = Diagnostic::error(
                 &file.path,
@@ -272,6 +289,7 @@ fn cross_file_checks(loaded: &mut Loaded) {
         if file.has_errors() {
             file.connections.clear();
             file.plugins.clear();
+            file.forwarders.clear();
         }
     }
 }

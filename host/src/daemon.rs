@@ -338,6 +338,15 @@ pub async fn run(
     ));
     tasks.push(("sighup", tokio::spawn(sighup(reload_tx, stop.clone()))));
 
+    // Stops claiming when `stop` flips; awaited below before the store closes.
+    let forwarding = crate::forward::Forwarding::start(
+        store.clone(),
+        snapshot.clone(),
+        metrics.clone(),
+        crate::forward::WorkerSettings::default(),
+        stop.clone(),
+    );
+
     let routers = routes(state.clone());
     let admin_server = serve(
         Listener {
@@ -378,6 +387,9 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("shutdown timeout reached with requests still in flight");
     }
+    // Forwarding attempts in flight finish (within a short bound) and
+    // their outcomes are recorded while the store is still open.
+    forwarding.finished().await;
     // Every write queued before now is committed; later ones were refused.
     store.close().await;
     // A reload in progress finishes (it only reads files); nothing is left half-applied.

@@ -306,6 +306,11 @@ pub async fn ingest(
                 .and_then(|d| i64::try_from(d.as_secs()).ok())
                 .unwrap_or(0),
             dedupe_key: store::dedupe_key(&connection.name, &event),
+            forward_to: crate::forward::forwarders_for(
+                &snapshot,
+                &connection.workspaces,
+                event.kind,
+            ),
             event,
         })
         .collect();

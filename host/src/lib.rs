@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod event;
+pub mod forward;
 pub mod fsread;
 pub mod ingest;
 pub mod logging;

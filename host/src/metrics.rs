@@ -69,6 +69,20 @@ pub struct Metrics {
     pub commits: Family<Labels, Counter>,
     /// 1 while the config directory is polled instead of watched natively.
     pub config_watch_polling: Gauge,
+    /// Forwarding attempts by forwarder and result (`delivered`, `retry`, `dead`).
+    pub forward_deliveries: Family<Labels, Counter>,
+    /// Seconds one forwarding attempt took, by forwarder.
+    pub forward_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Outbox rows waiting, by forwarder (set when scraped).
+    pub outbox_pending: Family<Labels, Gauge>,
+    /// Dead letters, by forwarder (set when scraped).
+    pub outbox_dead: Family<Labels, Gauge>,
+}
+
+fn forward_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
 }
 
 impl Metrics {
@@ -177,8 +191,37 @@ impl Metrics {
             "1 while the config directory is polled (--watch poll, or native watching unavailable), else 0",
             config_watch_polling.clone(),
         );
+        let forward_deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "forward_deliveries",
+            "Forwarding attempts by forwarder and result (delivered, retry: failed and rescheduled, dead: failed at max_age)",
+            forward_deliveries.clone(),
+        );
+        let forward_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(forward_histogram);
+        registry.register(
+            "forward_attempt_seconds",
+            "Duration of forwarding attempts (request and response, or write and sync), by forwarder",
+            forward_seconds.clone(),
+        );
+        let outbox_pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "outbox_pending",
+            "Outbox rows not delivered yet, by forwarder (including forwarders no longer configured)",
+            outbox_pending.clone(),
+        );
+        let outbox_dead = Family::<Labels, Gauge>::default();
+        registry.register(
+            "outbox_dead",
+            "Dead letters (gave up after max_age) by forwarder",
+            outbox_dead.clone(),
+        );
         Self {
             registry,
+            forward_deliveries,
+            forward_seconds,
+            outbox_pending,
+            outbox_dead,
             events_received,
             events_stored,
             events_duplicate,
@@ -262,6 +305,40 @@ impl Metrics {
                 ("reason", reason.to_owned()),
             ])
             .inc();
+    }
+
+    /// Counts one forwarding attempt.
+    pub fn observe_forward(
+        &self,
+        forwarder: &str,
+        result: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.forward_deliveries
+            .get_or_create(&vec![
+                ("forwarder", forwarder.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+        self.forward_seconds
+            .get_or_create(&vec![("forwarder", forwarder.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets the outbox gauges to the store's current totals (forwarders
+    /// whose rows are all gone drop out).
+    pub fn set_outbox(&self, stats: &[crate::store::outbox::ForwarderStats]) {
+        self.outbox_pending.clear();
+        self.outbox_dead.clear();
+        for s in stats {
+            let labels = vec![("forwarder", s.forwarder.clone())];
+            self.outbox_pending
+                .get_or_create(&labels)
+                .set(i64::try_from(s.pending).unwrap_or(i64::MAX));
+            self.outbox_dead
+                .get_or_create(&labels)
+                .set(i64::try_from(s.dead).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records one group commit.

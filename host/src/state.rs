@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::diagnostic::Diagnostic;
-use crate::config::{Connection, PluginRegistration};
+use crate::config::{Connection, Forwarder, PluginRegistration};
 use crate::metrics::Metrics;
 use crate::providers::Catalog;
 
@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub connections: BTreeMap<String, Arc<Connection>>,
     /// Live community plugin registrations by id.
     pub plugins: BTreeMap<String, Arc<PluginRegistration>>,
+    /// Live forwarders by name.
+    pub forwarders: BTreeMap<String, Arc<Forwarder>>,
     /// Every file found, with which version of it is live.
     pub files: BTreeMap<PathBuf, FileStatus>,
     /// Current problems, as `mailplug validate` reports them.

@@ -1,4 +1,5 @@
-//! The durable store: delivery events and suppressions, behind one
+//! The durable store: delivery events, suppressions and the forwarding
+//! outbox ([`outbox`]), behind one
 //! [`Backend`] trait shaped for two backends (embedded SQLite now,
 //! PostgreSQL later).
 //!
@@ -27,7 +28,10 @@ use tokio::sync::oneshot;
 
 use crate::event::{BounceClass, DeliveryEvent, EventKind, NormalizedEvent, PluginStamp};
 
+pub mod outbox;
 pub mod sqlite;
+
+pub use outbox::Outbox;
 
 /// Most requests applied in one group-commit transaction.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -89,6 +93,9 @@ pub struct NewEvent {
     pub dedupe_key: [u8; 16],
     /// The event as the plugin normalized it.
     pub event: NormalizedEvent,
+    /// Forwarders that receive it: one outbox row each is queued in the
+    /// transaction that stores the event (none for a duplicate).
+    pub forward_to: Vec<String>,
 }
 
 /// Why an address is suppressed.
@@ -274,8 +281,8 @@ impl Default for SoftBouncePolicy {
 }
 
 /// A storage backend. Calls block; [`Store`] runs them on its writer thread
-/// (writes) or the blocking pool (reads).
-pub trait Backend: Send + Sync + 'static {
+/// (writes) or the blocking pool (reads and outbox calls).
+pub trait Backend: Outbox + Send + Sync + 'static {
     /// Which backend (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
     /// Applies every write, in order, in one transaction; all or nothing.
@@ -310,6 +317,9 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     jobs: SyncSender<Job>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Woken after a commit that queued outbox rows, so forwarding starts
+    /// at once instead of at its next poll.
+    queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -326,15 +336,23 @@ impl Store {
     pub fn start(backend: Arc<dyn Backend>, observe: CommitObserver) -> Self {
         let (jobs, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let writer_backend = backend.clone();
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let wake = queued.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&*writer_backend, &rx, &observe))
+            .spawn(move || writer_loop(&*writer_backend, &rx, &observe, &wake))
             .ok();
         Self {
             backend,
             jobs,
             writer: std::sync::Mutex::new(writer),
+            queued,
         }
+    }
+
+    /// Notified after each commit that queued outbox rows.
+    pub fn outbox_queued(&self) -> &tokio::sync::Notify {
+        &self.queued
     }
 
     /// Which backend this is.
@@ -389,7 +407,12 @@ impl Store {
     }
 }
 
-fn writer_loop(backend: &dyn Backend, rx: &Receiver<Job>, observe: &CommitObserver) {
+fn writer_loop(
+    backend: &dyn Backend,
+    rx: &Receiver<Job>,
+    observe: &CommitObserver,
+    queued: &tokio::sync::Notify,
+) {
     let mut ids = ulid::Generator::new();
     let mut next_id = move || match ids.generate() {
         Ok(id) => id.to_string(),
@@ -425,9 +448,16 @@ fn writer_loop(backend: &dyn Backend, rx: &Receiver<Job>, observe: &CommitObserv
                 _ => 0,
             })
             .sum();
+        let forwards = writes.iter().any(|w| match w {
+            Write::Events(e) => e.iter().any(|e| !e.forward_to.is_empty()),
+            _ => false,
+        });
         let start = std::time::Instant::now();
         let result = backend.apply(&writes, &mut next_id);
         observe(writes.len(), events, start.elapsed(), result.is_ok());
+        if forwards && result.is_ok() {
+            queued.notify_one();
+        }
         match result {
             Ok(applied) if applied.len() == replies.len() => {
                 for (reply, applied) in replies.into_iter().zip(applied) {

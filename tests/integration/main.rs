@@ -10,6 +10,7 @@
 mod config_model;
 mod daemon;
 mod daemon_smtp;
+mod forwarding;
 mod guarded_files;
 mod hardening_config;
 mod hardening_http;

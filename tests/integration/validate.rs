@@ -25,8 +25,13 @@ fn every_example_file_is_valid() {
     assert!(examples.len() >= 4, "expected at least four examples");
     for example in &examples {
         let text = std::fs::read_to_string(example).unwrap();
+        let forwarder =
+            text.starts_with("# yaml-language-server: $schema=../schemas/forwarder.schema.json");
         assert!(
-            text.starts_with("# yaml-language-server: $schema=../schemas/connection.schema.json"),
+            forwarder
+                || text.starts_with(
+                    "# yaml-language-server: $schema=../schemas/connection.schema.json"
+                ),
             "{} lacks the schema modeline",
             example.display()
         );
@@ -42,7 +47,12 @@ fn every_example_file_is_valid() {
             run.stdout,
             run.stderr
         );
-        assert!(run.stdout.contains("1 valid connection,"), "{}", run.stdout);
+        let summary = if forwarder {
+            "0 valid connections, 1 valid forwarder,"
+        } else {
+            "1 valid connection,"
+        };
+        assert!(run.stdout.contains(summary), "{}", run.stdout);
     }
 }
 
@@ -261,7 +271,7 @@ fn multi_document_files_report_each_document_at_its_own_lines() {
     let dir = tree(&[("multi.yaml", text.as_bytes())]);
     let run = validate(dir.path(), &[]);
     assert_eq!(run.code, CONFIG_ERROR);
-    assert!(run.stdout.contains("./multi.yaml:27:7: error: /kind: unknown kind `Conection`; expected one of: Connection, Plugin (hint: did you mean `Connection`?)"), "{}", run.stdout);
+    assert!(run.stdout.contains("./multi.yaml:27:7: error: /kind: unknown kind `Conection`; expected one of: Connection, Plugin, Forwarder (hint: did you mean `Connection`?)"), "{}", run.stdout);
     assert!(
         run.stdout
             .contains("1 file, 3 documents, 0 valid connections, 1 error"),

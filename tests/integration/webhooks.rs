@@ -16,9 +16,9 @@ use crate::daemon::Daemon;
 use crate::support::connection;
 
 /// The fixtures' signing time plus 30 s (see tests/fixtures/webhooks/README.md).
-const NOW: &str = "1767268830";
-const SIGNED_AT: i64 = 1_767_268_800;
-const SW_SECRET: &str = "whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyKZmoWA=";
+pub(crate) const NOW: &str = "1767268830";
+pub(crate) const SIGNED_AT: i64 = 1_767_268_800;
+pub(crate) const SW_SECRET: &str = "whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyKZmoWA=";
 const SW_PUBLIC_KEY: &str = "whpk_HK1j7pkNn9MD5P57q95CBcHlTCfhawCIjG4j67I7GtU=";
 const SG_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEITo5nIXhAdcsmjpIOE7HH6RCUZZmDDKUqj9f12HbYH7XApERotJxdo8yKEXz4F1d/OMriXBzm6eCoajRITBxMA==";
 
@@ -54,7 +54,7 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, PathBuf, Daemon) {
 }
 
 /// A raw HTTP/1.1 POST to the public listener: `(status, headers, body)`.
-fn post_raw(
+pub(crate) fn post_raw(
     public: &str,
     path: &str,
     headers: &[(String, String)],
@@ -120,7 +120,7 @@ fn post_fixture(d: &Daemon, connection: &str, dir: &str, case: &str) -> (u16, Va
 }
 
 /// Standard Webhooks headers signing `body` as message `id` at `at`.
-fn sw_sign(id: &str, at: i64, body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn sw_sign(id: &str, at: i64, body: &[u8]) -> Vec<(String, String)> {
     let key = base64::engine::general_purpose::STANDARD
         .decode(SW_SECRET.trim_start_matches("whsec_"))
         .unwrap();
@@ -136,7 +136,7 @@ fn sw_sign(id: &str, at: i64, body: &[u8]) -> Vec<(String, String)> {
     ]
 }
 
-fn sw_event(kind: &str, recipient: &str, bounce: &str) -> Vec<u8> {
+pub(crate) fn sw_event(kind: &str, recipient: &str, bounce: &str) -> Vec<u8> {
     json!({
         "type": format!("email.{kind}"),
         "timestamp": "2026-01-01T11:58:21Z",

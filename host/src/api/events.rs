@@ -29,7 +29,7 @@ fn unavailable(message: String) -> Response {
     response
 }
 
-fn store_error(e: &StoreError) -> Response {
+pub(super) fn store_error(e: &StoreError) -> Response {
     match e {
         StoreError::BadCursor => error(StatusCode::BAD_REQUEST, e.to_string()),
         _ => {
@@ -84,9 +84,9 @@ pub(super) async fn webhook(
 }
 
 /// A request refused before it reaches the store: status and reason.
-struct Refusal(StatusCode, String);
+pub(super) struct Refusal(StatusCode, String);
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+pub(super) fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal(status, message.into())
 }
 
@@ -97,10 +97,10 @@ impl IntoResponse for Refusal {
 }
 
 /// Query parameters, checked by hand so every mistake gets a precise 400.
-struct Params(HashMap<String, String>);
+pub(super) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, Refusal> {
+    pub(super) fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, Refusal> {
         if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -114,11 +114,11 @@ impl Params {
         Ok(Self(raw))
     }
 
-    fn text(&self, name: &str) -> Option<String> {
+    pub(super) fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
-    fn limit(&self) -> Result<usize, Refusal> {
+    pub(super) fn limit(&self) -> Result<usize, Refusal> {
         match self.0.get("limit") {
             None => Ok(DEFAULT_LIMIT),
             Some(v) => match v.parse::<usize>() {

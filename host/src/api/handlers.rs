@@ -132,6 +132,7 @@ pub(super) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
         }
         Err(e) => json!({ "backend": kind, "ok": false, "error": e.to_string() }),
     };
+    status["forwarding"] = super::forwarding::summary(&state).await;
     Json(status)
 }
 
@@ -181,6 +182,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .connections
         .set(snapshot.connections.len() as i64);
+    super::forwarding::refresh_metrics(&state).await;
     (
         [(
             header::CONTENT_TYPE,

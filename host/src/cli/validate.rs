@@ -51,8 +51,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let warnings = diagnostics.len() - errors;
     let connections: usize = loaded.files.iter().map(|f| f.connections.len()).sum();
     let documents: usize = loaded.files.iter().map(|f| f.documents).sum();
+    let forwarders: usize = loaded.files.iter().map(|f| f.forwarders.len()).sum();
+    // Only mentioned when there are any, so the summary of a directory of
+    // connections reads as it always did.
+    let forwarders = match forwarders {
+        0 => String::new(),
+        n => format!(" {n} valid forwarder{},", plural(n)),
+    };
     let summary = format!(
-        "{} file{}, {} document{}, {} valid connection{}, {} error{}, {} warning{}",
+        "{} file{}, {} document{}, {} valid connection{},{forwarders} {} error{}, {} warning{}",
         loaded.files.len(),
         plural(loaded.files.len()),
         documents,

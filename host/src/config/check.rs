@@ -44,18 +44,23 @@ impl Ctx<'_> {
         });
     }
 
-    fn error(&mut self, pointer: &str, message: impl Into<String>, hint: Option<&str>) {
+    pub(super) fn error(&mut self, pointer: &str, message: impl Into<String>, hint: Option<&str>) {
         let d = Diagnostic::error(self.file, self.doc.value_pos(pointer), pointer, message);
         self.push(d, hint);
     }
 
     /// An error about a field that is missing: located at its parent's key.
-    fn missing(&mut self, parent: &str, message: impl Into<String>, hint: Option<&str>) {
+    pub(super) fn missing(&mut self, parent: &str, message: impl Into<String>, hint: Option<&str>) {
         let d = Diagnostic::error(self.file, self.doc.key_pos(parent), parent, message);
         self.push(d, hint);
     }
 
-    fn warning(&mut self, pointer: &str, message: impl Into<String>, hint: Option<&str>) {
+    pub(super) fn warning(
+        &mut self,
+        pointer: &str,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
         let d = Diagnostic::warning(self.file, self.doc.value_pos(pointer), pointer, message);
         self.push(d, hint);
     }

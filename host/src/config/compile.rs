@@ -2,7 +2,7 @@
 //! section that still has a usable shape is typed on its own and checked, so
 //! one `validate` run reports a misspelt key *and* a port/security mismatch
 //! in the same document. Only a document without errors is compiled into a
-//! [`Connection`] or [`PluginRegistration`].
+//! [`Connection`], [`PluginRegistration`] or [`Forwarder`](super::Forwarder).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -18,11 +18,13 @@ use super::connection::{
     Webhook,
 };
 use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
-use super::model::{FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSecrets, WebhookSpec};
+use super::model::{
+    ForwarderSpec, FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSecrets, WebhookSpec,
+};
 use super::yaml::{Document, pointer_unescape, scalar_text};
 use super::{FileReport, LoadOptions, SourceLocation, schema};
 
-const KINDS: [&str; 2] = ["Connection", "Plugin"];
+const KINDS: [&str; 3] = ["Connection", "Plugin", "Forwarder"];
 
 /// The sections of a connection document that have a usable shape. A
 /// section that is absent takes its default; one that is present but
@@ -106,7 +108,7 @@ pub(super) fn document(
             path,
             doc.start,
             "",
-            "expected a mapping (a `kind: Connection` or `kind: Plugin` object)",
+            "expected a mapping (a `kind: Connection`, `kind: Plugin` or `kind: Forwarder` object)",
         ));
         return;
     };
@@ -114,7 +116,7 @@ pub(super) fn document(
         None => {
             out.push(
                 Diagnostic::error(path, doc.start, "", "missing required field `kind`")
-                    .with_hint("add `kind: Connection` (or `kind: Plugin`)"),
+                    .with_hint("add `kind: Connection` (or `kind: Plugin`, `kind: Forwarder`)"),
             );
             return;
         }
@@ -140,15 +142,15 @@ pub(super) fn document(
     };
     let before = out.len();
     let connection = kind == "Connection";
-    let schema = if connection {
-        &*schema::CONNECTION
-    } else {
-        &*schema::PLUGIN
+    let schema = match kind {
+        "Connection" => &*schema::CONNECTION,
+        "Forwarder" => &*schema::FORWARDER,
+        _ => &*schema::PLUGIN,
     };
     let invalid = schema.check(path, doc, "", out);
     let value = prune(&doc.value, &invalid);
     // Objects are located by their name, which is what an operator searches for.
-    let at = doc.value_pos(if connection { "/name" } else { "/id" });
+    let at = doc.value_pos(if kind == "Plugin" { "/id" } else { "/name" });
     let source = SourceLocation {
         file: path.to_path_buf(),
         line: at.line,
@@ -164,6 +166,12 @@ pub(super) fn document(
     if connection {
         if let Some(c) = compile_connection(&mut ctx, &value, catalog, source) {
             report.connections.push(c);
+        }
+    } else if kind == "Forwarder" {
+        if let Some(spec) = forwarder_spec(&value)
+            && let Some(f) = super::forwarder::compile(&mut ctx, spec, source)
+        {
+            report.forwarders.push(f);
         }
     } else if let Some(p) = compile_plugin(&mut ctx, &value, source) {
         report.plugins.push(p);
@@ -241,6 +249,25 @@ fn compile_connection(
         },
         source,
     })
+}
+
+/// The forwarder document typed for its semantic checks, even when the
+/// schema refused (and `prune` removed) one of its required fields: that
+/// field was reported already, and standing in a placeholder lets the other
+/// fields be checked in the same run. A document with errors never compiles.
+fn forwarder_spec(value: &Value) -> Option<ForwarderSpec> {
+    let mut typed = value.as_object()?.clone();
+    for (key, placeholder) in [
+        ("api_version", "mailplug/v1"),
+        ("kind", "Forwarder"),
+        ("name", "-"),
+        ("workspace", "-"),
+    ] {
+        typed
+            .entry(key)
+            .or_insert_with(|| Value::String(placeholder.to_owned()));
+    }
+    ForwarderSpec::deserialize(Value::Object(typed)).ok()
 }
 
 fn compile_plugin(

@@ -255,3 +255,81 @@ pub struct PluginLimitsSpec {
     #[schemars(range(min = 1, max = 60000))]
     pub deadline_ms: Option<u32>,
 }
+
+/// Marker for `kind: Forwarder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ForwarderKind {
+    /// A destination of a workspace's unified delivery events.
+    Forwarder,
+}
+
+/// Sends every stored delivery event of one workspace to the application:
+/// an HTTPS endpoint (signed per the Standard Webhooks spec) or an NDJSON
+/// file for a log shipper. Events are queued durably and retried.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mailplug Forwarder")]
+pub struct ForwarderSpec {
+    /// Configuration format version; always `mailplug/v1`.
+    pub api_version: ApiVersion,
+    /// Object kind; `Forwarder` for this schema.
+    pub kind: ForwarderKind,
+    /// Unique forwarder name, used in the admin API and metrics: lowercase
+    /// letters, digits and `-`, starting with a letter or digit, at most 63
+    /// characters. Queued events belong to the name: renaming a forwarder
+    /// leaves its queue behind.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    pub name: String,
+    /// The workspace whose events this forwarder receives: every event
+    /// stored for a connection that serves this workspace.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))]
+    pub workspace: String,
+    /// Endpoint each event is POSTed to as JSON (`http` or `https`; redirects
+    /// are not followed). Exactly one of `url` and `file` is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: Option<String>,
+    /// Absolute path of an NDJSON file each event is appended to, one JSON
+    /// object per line, for log shippers. Exactly one of `url` and `file` is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Signing secret of the endpoint, in the Standard Webhooks format
+    /// `whsec_<base64>`, as a secret reference. Required with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+    /// Only events of these kinds are forwarded. Default: every kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub kinds: Option<Vec<crate::event::EventKind>>,
+    /// How long an event is retried before it becomes a dead letter,
+    /// counted from when it was queued, e.g. `24h`, `90m` (1s to 30days;
+    /// default 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// Time one delivery attempt may take (connect, send, response), e.g.
+    /// `10s` (100ms to 5m; default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Events of different recipients delivered at once (1 to 64; default 4).
+    /// Events of one recipient are always delivered one after another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: Option<u32>,
+    /// Backoff between attempts: exponential with full jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// Backoff bounds of a forwarder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Upper bound of the wait after the first failed attempt; it doubles
+    /// after every further failure, e.g. `1s` (10ms to 1h; default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay: Option<String>,
+    /// Largest upper bound of a wait between attempts, e.g. `10m` (at least
+    /// `initial_delay`, at most 24h; default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
+}

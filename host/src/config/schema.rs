@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::connection::Security;
 use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
-use super::model::{ConnectionSpec, PluginSpec};
+use super::model::{ConnectionSpec, ForwarderSpec, PluginSpec};
 use super::yaml::{Document, pointer_push, scalar_text};
 
 /// A generated schema and its compiled validator.
@@ -131,6 +131,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("connection.schema.json", CONNECTION.schema.clone()),
         ("plugin.schema.json", PLUGIN.schema.clone()),
+        ("forwarder.schema.json", FORWARDER.schema.clone()),
         (
             "delivery-event.schema.json",
             crate::event::delivery_event_schema(),
@@ -143,6 +144,9 @@ pub static CONNECTION: LazyLock<CompiledSchema> =
     LazyLock::new(|| compile(generate::<ConnectionSpec>()));
 /// The compiled schema of `kind: Plugin`.
 pub static PLUGIN: LazyLock<CompiledSchema> = LazyLock::new(|| compile(generate::<PluginSpec>()));
+/// The compiled schema of `kind: Forwarder`.
+pub static FORWARDER: LazyLock<CompiledSchema> =
+    LazyLock::new(|| compile(generate::<ForwarderSpec>()));
 
 fn compile(schema: Value) -> CompiledSchema {
     match CompiledSchema::new(schema) {
@@ -350,7 +354,7 @@ fn describe(
                 format!("missing required field `{name}`"),
             );
             if pointer.is_empty() && name == "kind" {
-                d.with_hint("add `kind: Connection` (or `kind: Plugin`)")
+                d.with_hint("add `kind: Connection` (or `kind: Plugin`, `kind: Forwarder`)")
             } else {
                 d
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::config::diagnostic::Diagnostic;
-use crate::config::{self, Connection, FileReport, LoadOptions, PluginRegistration};
+use crate::config::{self, Connection, FileReport, Forwarder, LoadOptions, PluginRegistration};
 use crate::providers::Catalog;
 use crate::state::{FileStatus, Live, ReloadResult, Snapshot};
 
@@ -27,11 +27,15 @@ pub struct Reloader {
     cache: config::FileCache,
     generation: u64,
     /// What the last snapshot served, to tell whether a reload changed anything.
-    live: (
-        BTreeMap<String, Arc<Connection>>,
-        BTreeMap<String, Arc<PluginRegistration>>,
-    ),
+    live: Served,
 }
+
+/// The objects a snapshot serves: connections, plugins, forwarders.
+type Served = (
+    BTreeMap<String, Arc<Connection>>,
+    BTreeMap<String, Arc<PluginRegistration>>,
+    BTreeMap<String, Arc<Forwarder>>,
+);
 
 impl Reloader {
     /// A reloader for `dir`, with the first-party plugins loaded (compiled
@@ -169,6 +173,7 @@ impl Reloader {
 
         let mut connections = BTreeMap::new();
         let mut plugins = BTreeMap::new();
+        let mut forwarders = BTreeMap::new();
         // Current files first, so a name kept alive only by a stale version
         // never shadows a valid current definition.
         let mut order: Vec<(&PathBuf, &FileReport)> = self.last_good.iter().collect();
@@ -197,6 +202,23 @@ impl Reloader {
                     .entry(p.id.clone())
                     .or_insert_with(|| Arc::new(p.clone()));
             }
+            for f in &report.forwarders {
+                if let Some(existing) = forwarders.get(&f.name) {
+                    let existing: &Arc<Forwarder> = existing;
+                    diagnostics.push(Diagnostic::error(
+                        path,
+                        crate::config::yaml::Pos { line: f.source.line, col: f.source.column },
+                        "/name",
+                        format!(
+                            "last good version of this file defines forwarder `{}`, now defined at {}; the stale definition is not applied",
+                            f.name,
+                            existing.source
+                        ),
+                    ));
+                    continue;
+                }
+                forwarders.insert(f.name.clone(), Arc::new(f.clone()));
+            }
         }
         let result = if diagnostics.iter().any(Diagnostic::is_error) {
             ReloadResult::Partial
@@ -212,14 +234,15 @@ impl Reloader {
                 "the config directory no longer defines any connection; all connections are removed"
             );
         }
-        if (&connections, &plugins) != (&self.live.0, &self.live.1) {
+        if (&connections, &plugins, &forwarders) != (&self.live.0, &self.live.1, &self.live.2) {
             self.generation += 1;
-            self.live = (connections.clone(), plugins.clone());
+            self.live = (connections.clone(), plugins.clone(), forwarders.clone());
         }
         Snapshot {
             generation: self.generation,
             connections,
             plugins,
+            forwarders,
             files,
             diagnostics,
             loaded_at: SystemTime::now(),

@@ -29,7 +29,10 @@ use crate::event::{
 const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0001_events_suppressions.sql"),
     include_str!("sqlite/0002_event_sequence.sql"),
+    include_str!("sqlite/0003_outbox.sql"),
 ];
+
+mod outbox;
 
 /// The newest schema version this binary knows.
 pub fn schema_version() -> i64 {
@@ -514,6 +517,7 @@ fn insert_events(
             workspace.execute(params![w, seq])?;
         }
         apply_suppressions(tx, new, &id, policy)?;
+        outbox::enqueue(tx, &id, new, next_id)?;
         stored.push(id);
     }
     Ok(Applied::Events { stored, duplicates })
@@ -651,6 +655,7 @@ mod tests {
             occurred_at: at,
             dedupe_key: super::super::dedupe_key("c", &event),
             event,
+            forward_to: Vec::new(),
         }
     }
 
