@@ -20,6 +20,7 @@ mod model;
 pub mod schema;
 pub mod secret;
 pub mod source;
+pub mod workspace;
 pub mod yaml;
 
 pub use catalog::{
@@ -32,6 +33,7 @@ pub use connection::{
 use diagnostic::Diagnostic;
 pub use forwarder::Forwarder;
 pub use secret::{Secret, SecretRef};
+pub use workspace::Workspace;
 use yaml::{Document, Pos};
 
 /// Knobs for [`load`].
@@ -72,6 +74,8 @@ pub struct FileReport {
     pub plugins: Vec<PluginRegistration>,
     /// Forwarders defined in the file that passed every check.
     pub forwarders: Vec<Forwarder>,
+    /// Workspace settings defined in the file that passed every check.
+    pub workspaces: Vec<Workspace>,
     /// Number of documents in the file.
     pub documents: usize,
     /// Problems found in the file, in source order.
@@ -170,6 +174,7 @@ fn error_report(path: &Path, d: Diagnostic) -> FileReport {
         connections: Vec::new(),
         plugins: Vec::new(),
         forwarders: Vec::new(),
+        workspaces: Vec::new(),
         documents: 0,
         diagnostics: vec![d],
     }
@@ -194,6 +199,7 @@ fn check_text(
         connections: Vec::new(),
         plugins: Vec::new(),
         forwarders: Vec::new(),
+        workspaces: Vec::new(),
         documents: 0,
         diagnostics: Vec::new(),
     };
@@ -259,6 +265,16 @@ fn cross_file_checks(loaded: &mut Loaded) {
                 .or_default()
                 .push((i, pos));
         }
+        for w in &file.workspaces {
+            let pos = Pos {
+                line: w.source.line,
+                col: w.source.column,
+            };
+            names
+                .entry(("workspace", w.name.clone()))
+                .or_default()
+                .push((i, pos));
+        }
     }
     let mut dups: Vec<_> = names
         .into_iter()
@@ -290,6 +306,7 @@ fn cross_file_checks(loaded: &mut Loaded) {
             file.connections.clear();
             file.plugins.clear();
             file.forwarders.clear();
+            file.workspaces.clear();
         }
     }
 }

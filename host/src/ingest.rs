@@ -293,6 +293,14 @@ pub async fn ingest(
             .map_err(|e| Rejection::Plugin(format!("plugin task failed: {e}")))??
     };
     let received = events.len();
+    let soft_bounce_rules: Vec<_> = connection
+        .workspaces
+        .iter()
+        .filter_map(|w| {
+            let rule = snapshot.workspaces.get(w)?.soft_bounces?;
+            Some((w.clone(), rule))
+        })
+        .collect();
     let new: Vec<NewEvent> = events
         .into_iter()
         .map(|event| NewEvent {
@@ -311,6 +319,7 @@ pub async fn ingest(
                 &connection.workspaces,
                 event.kind,
             ),
+            soft_bounce_rules: soft_bounce_rules.clone(),
             event,
         })
         .collect();

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::diagnostic::Diagnostic;
-use crate::config::{Connection, Forwarder, PluginRegistration};
+use crate::config::{Connection, Forwarder, PluginRegistration, Workspace};
 use crate::metrics::Metrics;
 use crate::providers::Catalog;
 
@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub plugins: BTreeMap<String, Arc<PluginRegistration>>,
     /// Live forwarders by name.
     pub forwarders: BTreeMap<String, Arc<Forwarder>>,
+    /// Workspace documents by workspace name (only workspaces that have one).
+    pub workspaces: BTreeMap<String, Arc<Workspace>>,
     /// Every file found, with which version of it is live.
     pub files: BTreeMap<PathBuf, FileStatus>,
     /// Current problems, as `mailplug validate` reports them.

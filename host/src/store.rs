@@ -96,6 +96,9 @@ pub struct NewEvent {
     /// Forwarders that receive it: one outbox row each is queued in the
     /// transaction that stores the event (none for a duplicate).
     pub forward_to: Vec<String>,
+    /// Soft-bounce rules of those workspaces that have their own (a
+    /// `kind: Workspace` document); the others use the store's default.
+    pub soft_bounce_rules: Vec<(String, SoftBouncePolicy)>,
 }
 
 /// Why an address is suppressed.

@@ -271,7 +271,7 @@ fn multi_document_files_report_each_document_at_its_own_lines() {
     let dir = tree(&[("multi.yaml", text.as_bytes())]);
     let run = validate(dir.path(), &[]);
     assert_eq!(run.code, CONFIG_ERROR);
-    assert!(run.stdout.contains("./multi.yaml:27:7: error: /kind: unknown kind `Conection`; expected one of: Connection, Plugin, Forwarder (hint: did you mean `Connection`?)"), "{}", run.stdout);
+    assert!(run.stdout.contains("./multi.yaml:27:7: error: /kind: unknown kind `Conection`; expected one of: Connection, Plugin, Forwarder, Workspace (hint: did you mean `Connection`?)"), "{}", run.stdout);
     assert!(
         run.stdout
             .contains("1 file, 3 documents, 0 valid connections, 1 error"),

@@ -40,7 +40,7 @@ fn config(dir: &Path) {
     std::fs::write(dir.join("sg.yaml"), sg).unwrap();
 }
 
-fn start(extra: &[&str]) -> (tempfile::TempDir, PathBuf, Daemon) {
+pub(crate) fn start(extra: &[&str]) -> (tempfile::TempDir, PathBuf, Daemon) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("conf");
     std::fs::create_dir(&dir).unwrap();
@@ -166,7 +166,7 @@ fn all_events(d: &Daemon, filter: &str) -> Vec<Value> {
     }
 }
 
-fn suppressions(d: &Daemon, query: &str) -> Vec<Value> {
+pub(crate) fn suppressions(d: &Daemon, query: &str) -> Vec<Value> {
     let (status, body) = d.get_json(&format!("/v1/suppressions?{query}"));
     assert_eq!(status, 200, "{body}");
     body["suppressions"].as_array().unwrap().clone()

@@ -24,7 +24,7 @@ use super::model::{
 use super::yaml::{Document, pointer_unescape, scalar_text};
 use super::{FileReport, LoadOptions, SourceLocation, schema};
 
-const KINDS: [&str; 3] = ["Connection", "Plugin", "Forwarder"];
+const KINDS: [&str; 4] = ["Connection", "Plugin", "Forwarder", "Workspace"];
 
 /// The sections of a connection document that have a usable shape. A
 /// section that is absent takes its default; one that is present but
@@ -108,7 +108,7 @@ pub(super) fn document(
             path,
             doc.start,
             "",
-            "expected a mapping (a `kind: Connection`, `kind: Plugin` or `kind: Forwarder` object)",
+            "expected a mapping (a `kind: Connection`, `kind: Plugin`, `kind: Forwarder` or `kind: Workspace` object)",
         ));
         return;
     };
@@ -116,7 +116,7 @@ pub(super) fn document(
         None => {
             out.push(
                 Diagnostic::error(path, doc.start, "", "missing required field `kind`")
-                    .with_hint("add `kind: Connection` (or `kind: Plugin`, `kind: Forwarder`)"),
+                    .with_hint("add `kind: Connection` (or `kind: Plugin`, `kind: Forwarder`, `kind: Workspace`)"),
             );
             return;
         }
@@ -145,6 +145,7 @@ pub(super) fn document(
     let schema = match kind {
         "Connection" => &*schema::CONNECTION,
         "Forwarder" => &*schema::FORWARDER,
+        "Workspace" => &*schema::WORKSPACE,
         _ => &*schema::PLUGIN,
     };
     let invalid = schema.check(path, doc, "", out);
@@ -166,6 +167,12 @@ pub(super) fn document(
     if connection {
         if let Some(c) = compile_connection(&mut ctx, &value, catalog, source) {
             report.connections.push(c);
+        }
+    } else if kind == "Workspace" {
+        if let Ok(spec) = super::model::WorkspaceSpec::deserialize(&*value)
+            && let Some(w) = super::workspace::compile(&mut ctx, spec, source)
+        {
+            report.workspaces.push(w);
         }
     } else if kind == "Forwarder" {
         if let Some(spec) = forwarder_spec(&value)

@@ -163,7 +163,7 @@ fn is_loopback_host(url: &str) -> bool {
 }
 
 /// Parses a duration field within bounds, reporting at `pointer`.
-fn duration(
+pub(super) fn duration(
     ctx: &mut Ctx<'_>,
     pointer: &str,
     text: Option<&str>,

@@ -256,6 +256,45 @@ pub struct PluginLimitsSpec {
     pub deadline_ms: Option<u32>,
 }
 
+/// Marker for `kind: Workspace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkspaceKind {
+    /// Settings of one workspace.
+    Workspace,
+}
+
+/// Settings of one workspace (the name connections list under
+/// `workspaces`). Optional: a workspace without one uses the daemon's
+/// defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mailplug Workspace")]
+pub struct WorkspaceSpec {
+    /// Configuration format version; always `mailplug/v1`.
+    pub api_version: ApiVersion,
+    /// Object kind; `Workspace` for this schema.
+    pub kind: WorkspaceKind,
+    /// The workspace name, as connections list it under `workspaces`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))]
+    pub name: String,
+    /// When soft bounces suppress an address in this workspace. Default:
+    /// the daemon's `--soft-bounce-threshold` and `--soft-bounce-window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_bounces: Option<SoftBouncesSpec>,
+}
+
+/// A soft-bounce suppression rule.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SoftBouncesSpec {
+    /// Soft bounces (and bounces of unknown class) of one address within
+    /// `window` that suppress it (1 to 1000).
+    #[schemars(range(min = 1, max = 1000))]
+    pub threshold: u32,
+    /// How far back soft bounces count, e.g. `7days`, `48h` (1m to 1year).
+    pub window: String,
+}
+
 /// Marker for `kind: Forwarder`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ForwarderKind {

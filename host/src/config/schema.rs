@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::connection::Security;
 use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
-use super::model::{ConnectionSpec, ForwarderSpec, PluginSpec};
+use super::model::{ConnectionSpec, ForwarderSpec, PluginSpec, WorkspaceSpec};
 use super::yaml::{Document, pointer_push, scalar_text};
 
 /// A generated schema and its compiled validator.
@@ -132,6 +132,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("connection.schema.json", CONNECTION.schema.clone()),
         ("plugin.schema.json", PLUGIN.schema.clone()),
         ("forwarder.schema.json", FORWARDER.schema.clone()),
+        ("workspace.schema.json", WORKSPACE.schema.clone()),
         (
             "delivery-event.schema.json",
             crate::event::delivery_event_schema(),
@@ -147,6 +148,9 @@ pub static PLUGIN: LazyLock<CompiledSchema> = LazyLock::new(|| compile(generate:
 /// The compiled schema of `kind: Forwarder`.
 pub static FORWARDER: LazyLock<CompiledSchema> =
     LazyLock::new(|| compile(generate::<ForwarderSpec>()));
+/// The compiled schema of `kind: Workspace`.
+pub static WORKSPACE: LazyLock<CompiledSchema> =
+    LazyLock::new(|| compile(generate::<WorkspaceSpec>()));
 
 fn compile(schema: Value) -> CompiledSchema {
     match CompiledSchema::new(schema) {
@@ -354,7 +358,9 @@ fn describe(
                 format!("missing required field `{name}`"),
             );
             if pointer.is_empty() && name == "kind" {
-                d.with_hint("add `kind: Connection` (or `kind: Plugin`, `kind: Forwarder`)")
+                d.with_hint(
+                    "add `kind: Connection` (or `kind: Plugin`, `kind: Forwarder`, `kind: Workspace`)",
+                )
             } else {
                 d
             }

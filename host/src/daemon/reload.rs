@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::config::diagnostic::Diagnostic;
-use crate::config::{self, Connection, FileReport, Forwarder, LoadOptions, PluginRegistration};
+use crate::config::{
+    self, Connection, FileReport, Forwarder, LoadOptions, PluginRegistration, Workspace,
+};
 use crate::providers::Catalog;
 use crate::state::{FileStatus, Live, ReloadResult, Snapshot};
 
@@ -30,11 +32,12 @@ pub struct Reloader {
     live: Served,
 }
 
-/// The objects a snapshot serves: connections, plugins, forwarders.
+/// The objects a snapshot serves: connections, plugins, forwarders, workspaces.
 type Served = (
     BTreeMap<String, Arc<Connection>>,
     BTreeMap<String, Arc<PluginRegistration>>,
     BTreeMap<String, Arc<Forwarder>>,
+    BTreeMap<String, Arc<Workspace>>,
 );
 
 impl Reloader {
@@ -174,6 +177,7 @@ impl Reloader {
         let mut connections = BTreeMap::new();
         let mut plugins = BTreeMap::new();
         let mut forwarders = BTreeMap::new();
+        let mut workspaces = BTreeMap::new();
         // Current files first, so a name kept alive only by a stale version
         // never shadows a valid current definition.
         let mut order: Vec<(&PathBuf, &FileReport)> = self.last_good.iter().collect();
@@ -219,6 +223,23 @@ impl Reloader {
                 }
                 forwarders.insert(f.name.clone(), Arc::new(f.clone()));
             }
+            for w in &report.workspaces {
+                if let Some(existing) = workspaces.get(&w.name) {
+                    let existing: &Arc<Workspace> = existing;
+                    diagnostics.push(Diagnostic::error(
+                        path,
+                        crate::config::yaml::Pos { line: w.source.line, col: w.source.column },
+                        "/name",
+                        format!(
+                            "last good version of this file defines workspace `{}`, now defined at {}; the stale definition is not applied",
+                            w.name,
+                            existing.source
+                        ),
+                    ));
+                    continue;
+                }
+                workspaces.insert(w.name.clone(), Arc::new(w.clone()));
+            }
         }
         let result = if diagnostics.iter().any(Diagnostic::is_error) {
             ReloadResult::Partial
@@ -234,15 +255,18 @@ impl Reloader {
                 "the config directory no longer defines any connection; all connections are removed"
             );
         }
-        if (&connections, &plugins, &forwarders) != (&self.live.0, &self.live.1, &self.live.2) {
+        let served = (connections, plugins, forwarders, workspaces);
+        if served != self.live {
             self.generation += 1;
-            self.live = (connections.clone(), plugins.clone(), forwarders.clone());
+            self.live = served.clone();
         }
+        let (connections, plugins, forwarders, workspaces) = served;
         Snapshot {
             generation: self.generation,
             connections,
             plugins,
             forwarders,
+            workspaces,
             files,
             diagnostics,
             loaded_at: SystemTime::now(),

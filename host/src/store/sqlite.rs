@@ -351,7 +351,10 @@ fn event_listing(q: &EventQuery) -> Result<(String, Vec<SqlValue>, usize), Store
     // connection or kind index leads and the workspace is a lookup.
     let by_workspace = q.workspace.is_some() && q.recipient.is_none();
     let (from, seq) = if by_workspace {
-        ("event_workspaces w CROSS JOIN events e ON e.seq = w.seq", "w.seq")
+        (
+            "event_workspaces w CROSS JOIN events e ON e.seq = w.seq",
+            "w.seq",
+        )
     } else {
         ("events e", "e.seq")
     };
@@ -389,7 +392,9 @@ fn event_listing(q: &EventQuery) -> Result<(String, Vec<SqlValue>, usize), Store
         // an id that is not stored still positions the tail.
         arg(
             &mut sql,
-            &format!(" AND {seq} > coalesce((SELECT seq FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1), 0)"),
+            &format!(
+                " AND {seq} > coalesce((SELECT seq FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1), 0)"
+            ),
             a.clone().into(),
         );
     }
@@ -524,7 +529,8 @@ fn insert_events(
 }
 
 /// Hard bounces and complaints suppress at once; soft bounces (and bounces
-/// of unknown class) once `policy.threshold` of them fall within the window.
+/// of unknown class) once the threshold of them fall within the window: the
+/// workspace's own rule if the event carries one, else `policy`.
 fn apply_suppressions(
     tx: &rusqlite::Transaction<'_>,
     new: &NewEvent,
@@ -541,6 +547,11 @@ fn apply_suppressions(
     let key = address_key(&e.recipient);
     for w in &new.workspaces {
         if reason == SuppressionReason::SoftBounces {
+            let policy = new
+                .soft_bounce_rules
+                .iter()
+                .find(|(name, _)| name == w)
+                .map_or(policy, |(_, rule)| *rule);
             tx.prepare_cached(
                 "INSERT INTO soft_bounces (workspace, address_key, event_id, occurred_at) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -656,6 +667,7 @@ mod tests {
             dedupe_key: super::super::dedupe_key("c", &event),
             event,
             forward_to: Vec::new(),
+            soft_bounce_rules: Vec::new(),
         }
     }
 

@@ -41,6 +41,7 @@ fn event(id: &str, recipient: &str, forward_to: &[&str]) -> NewEvent {
         dedupe_key: dedupe_key("c", &event),
         event,
         forward_to: forward_to.iter().map(|f| (*f).to_owned()).collect(),
+        soft_bounce_rules: Vec::new(),
     }
 }
 
