@@ -199,7 +199,11 @@ fn verify_and_parse(
                 }
             };
             resolved_any = true;
-            match instance.verify_webhook(request, value.expose()) {
+            match instance.verify_webhook_within(
+                request,
+                value.expose(),
+                connection.webhook.tolerance_seconds,
+            ) {
                 Ok(Ok(())) => {
                     last = None;
                     break;

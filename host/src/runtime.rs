@@ -31,7 +31,7 @@ pub use cache::CacheOutcome;
 pub use convert::{Capability, MAX_EVENTS, PluginInfo};
 pub use engine::EngineOptions;
 pub use error::{Export, FailureCause, LoadError, PluginError};
-pub use host::{Clock, FIXED_NOW_ENV};
+pub use host::{Clock, DEFAULT_SIGNATURE_TOLERANCE, FIXED_NOW_ENV};
 pub use instance::{Limits, PluginInstance};
 pub use metrics::PluginMetrics;
 

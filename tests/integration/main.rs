@@ -21,5 +21,5 @@ mod reload_lifecycle;
 mod smtp;
 mod support;
 mod validate;
+mod webhook_settings;
 mod webhooks;
-mod workspaces;

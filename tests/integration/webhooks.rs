@@ -152,7 +152,7 @@ pub(crate) fn sw_event(kind: &str, recipient: &str, bounce: &str) -> Vec<u8> {
 }
 
 /// Every stored event, oldest first, following cursors.
-fn all_events(d: &Daemon, filter: &str) -> Vec<Value> {
+pub(crate) fn all_events(d: &Daemon, filter: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor = String::new();
     loop {

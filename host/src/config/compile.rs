@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +24,7 @@ use super::model::{
 };
 use super::yaml::{Document, pointer_unescape, scalar_text};
 use super::{FileReport, LoadOptions, SourceLocation, schema};
+use crate::runtime::DEFAULT_SIGNATURE_TOLERANCE;
 
 const KINDS: [&str; 4] = ["Connection", "Plugin", "Forwarder", "Workspace"];
 
@@ -194,6 +196,16 @@ fn compile_connection(
     let s = Sections::of(value);
     let provider = check::provider(ctx, &s, catalog);
     let from = s.from.as_ref().and_then(|f| check::sender(ctx, f));
+    let tolerance = s.webhook.as_ref().and_then(|w| {
+        let default = Duration::from_secs(u64::from(DEFAULT_SIGNATURE_TOLERANCE));
+        super::forwarder::duration(
+            ctx,
+            "/webhook/tolerance",
+            w.tolerance.as_deref(),
+            default,
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        )
+    });
     if let Some(webhook) = &s.webhook {
         match &webhook.secret {
             Some(WebhookSecrets::One(secret)) => ctx.webhook_secret("/webhook/secret", secret),
@@ -248,6 +260,9 @@ fn compile_connection(
                 .max_body_bytes
                 .and_then(|b| usize::try_from(b).ok())
                 .unwrap_or(DEFAULT_WEBHOOK_MAX_BODY),
+            tolerance_seconds: tolerance
+                .and_then(|t| u32::try_from(t.as_secs()).ok())
+                .unwrap_or(DEFAULT_SIGNATURE_TOLERANCE),
         },
         limits: Limits {
             max_connections: limits.max_connections.max(1),

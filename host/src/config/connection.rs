@@ -162,6 +162,8 @@ pub struct Webhook {
     pub secrets: Vec<SecretRef>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a signed timestamp may be off the current time.
+    pub tolerance_seconds: u32,
 }
 
 /// Default of `webhook.max_body_bytes`: 1 MiB.

@@ -161,6 +161,11 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 67_108_864))]
     pub max_body_bytes: Option<u64>,
+    /// How far a provider's signed timestamp may be from the current time,
+    /// e.g. `5m`, `30s` (1s to 1h; default 300s). Applies to schemes that
+    /// sign a timestamp (SendGrid, Standard Webhooks, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<String>,
 }
 
 /// One webhook secret or several.

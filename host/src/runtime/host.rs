@@ -118,6 +118,10 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// `clock.signature-tolerance` outside a verify call, and the default of
+/// `webhook.tolerance`, seconds.
+pub const DEFAULT_SIGNATURE_TOLERANCE: u32 = 300;
+
 /// Everything one store owns.
 pub(crate) struct StoreData {
     pub(crate) plugin: Arc<str>,
@@ -131,6 +135,8 @@ pub(crate) struct StoreData {
     logged: (usize, usize),
     /// Log lines the guest may still emit during the current call.
     pub(crate) log_budget: u32,
+    /// What `clock.signature-tolerance` answers (set per verify call).
+    pub(crate) signature_tolerance: u32,
 }
 
 impl StoreData {
@@ -161,6 +167,7 @@ impl StoreData {
             stderr,
             logged: (0, 0),
             log_budget: LOG_LINES_PER_CALL,
+            signature_tolerance: DEFAULT_SIGNATURE_TOLERANCE,
         }
     }
 
@@ -196,6 +203,10 @@ impl WasiView for StoreData {
 impl types::Host for StoreData {}
 
 impl clock::Host for StoreData {
+    fn signature_tolerance(&mut self) -> u32 {
+        self.signature_tolerance
+    }
+
     fn now(&mut self) -> i64 {
         self.clock.now()
     }

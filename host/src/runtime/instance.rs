@@ -276,9 +276,23 @@ impl PluginInstance {
         request: &WebhookRequest,
         secret: &str,
     ) -> Result<Result<(), VerifyError>, PluginError> {
+        self.verify_webhook_within(request, secret, super::host::DEFAULT_SIGNATURE_TOLERANCE)
+    }
+
+    /// Calls `verify-webhook` with `clock.signature-tolerance` answering
+    /// `tolerance` seconds (the connection's `webhook.tolerance`).
+    pub fn verify_webhook_within(
+        &mut self,
+        request: &WebhookRequest,
+        secret: &str,
+        tolerance: u32,
+    ) -> Result<Result<(), VerifyError>, PluginError> {
         let start = Instant::now();
         let result = self.invoke(Export::VerifyWebhook, |p, s| {
-            p.call_verify_webhook(s, request, secret)
+            s.data_mut().signature_tolerance = tolerance;
+            let verified = p.call_verify_webhook(&mut *s, request, secret);
+            s.data_mut().signature_tolerance = super::host::DEFAULT_SIGNATURE_TOLERANCE;
+            verified
         });
         self.record(Export::VerifyWebhook, start, &result);
         result

@@ -44,7 +44,7 @@ impl Guest for CustomSmtp {
             &secret,
             standard_webhooks::STANDARD,
             host::now(),
-            standard_webhooks::DEFAULT_TOLERANCE_SECONDS,
+            host::signature_tolerance(),
         )
     }
 

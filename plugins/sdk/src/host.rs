@@ -24,6 +24,12 @@ pub fn now() -> i64 {
     clock::now()
 }
 
+/// Seconds a signed timestamp may be off [`now`]: the connection's
+/// `webhook.tolerance` (default 300). Use it instead of a constant.
+pub fn signature_tolerance() -> i64 {
+    i64::from(clock::signature_tolerance())
+}
+
 /// HMAC over `data` with `key`.
 pub fn hmac(hash: Hash, key: &[u8], data: &[u8]) -> Vec<u8> {
     crypto::hmac(hash, key, data)

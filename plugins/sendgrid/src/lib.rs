@@ -14,9 +14,6 @@ struct SendGrid;
 
 const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
-/// SendGrid documents no tolerance; signatures cover the timestamp, so a
-/// window is what stops replays (with `sg_event_id` dedupe in the host).
-const TOLERANCE_SECONDS: i64 = 300;
 const PROVIDER: &str = "sendgrid";
 
 // The host refuses output beyond these limits as a failure of the call (a
@@ -98,7 +95,10 @@ fn verify(request: &WebhookRequest, secret: &str, now: i64) -> Result<(), Verify
         .and_then(|t| t.parse::<i64>().ok())
         .ok_or_else(|| VerifyError::Malformed(format!("{TIMESTAMP_HEADER} is not Unix seconds")))?;
     let skew = now.saturating_sub(timestamp);
-    if skew.abs() > TOLERANCE_SECONDS {
+    // SendGrid documents no tolerance; signatures cover the timestamp, so a
+    // window is what stops replays (with `sg_event_id` dedupe in the host).
+    // It is the connection's `webhook.tolerance` (default 300 s).
+    if skew.abs() > host::signature_tolerance() {
         return Err(VerifyError::TimestampOutOfTolerance(skew));
     }
     let signature = host::base64_decode(signature.trim())

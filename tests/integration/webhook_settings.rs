@@ -1,5 +1,7 @@
-//! `kind: Workspace` documents: a workspace's own soft-bounce rule, applied
-//! on reload, next to the daemon-wide default; located validation errors.
+//! Settings around the webhook pipeline, applied on reload: a connection's
+//! `webhook.tolerance` (what `clock.signature-tolerance` tells the plugin)
+//! and `kind: Workspace` documents (a workspace's own soft-bounce rule next
+//! to the daemon-wide default); their located validation errors.
 
 use serde_json::Value;
 
@@ -26,6 +28,42 @@ fn workspaces_of(listed: &[Value]) -> Vec<String> {
     w
 }
 
+fn reload(d: &crate::daemon::Daemon, change: impl FnOnce()) {
+    let generation = d.get_json("/v1/status").1["generation"].as_u64().unwrap();
+    change();
+    d.wait_for("/v1/status", "the change applied", |_, b| {
+        b["generation"].as_u64() > Some(generation) && b["last_reload"]["result"] == "ok"
+    });
+}
+
+#[test]
+fn a_connection_sets_how_far_a_signed_timestamp_may_be_off() {
+    // The daemon's clock is pinned 30 s after SIGNED_AT.
+    let (_tmp, dir, d) = start(&[]);
+    let post = |id: &str, at: i64| {
+        let body = sw_event("delivered", &format!("{id}@example.net"), "");
+        post_raw(&d.public, "/webhooks/sw", &sw_sign(id, at, &body), &body)
+    };
+    let (status, _, json) = post("default", SIGNED_AT);
+    assert_eq!(status, 200, "30 s off is within the default 300 s: {json}");
+
+    let sw = dir.join("sw.yaml");
+    reload(&d, || {
+        let mut text = std::fs::read_to_string(&sw).unwrap();
+        text.push_str("  tolerance: 10s\n");
+        std::fs::write(&sw, text).unwrap();
+    });
+    let (status, _, json) = post("stale", SIGNED_AT);
+    assert_eq!(status, 401, "{json}");
+    assert!(
+        json["error"].as_str().unwrap_or("").contains("30 s off"),
+        "{json}"
+    );
+    assert!(crate::webhooks::all_events(&d, "&recipient=stale@example.net").is_empty());
+    let (status, _, json) = post("fresh", SIGNED_AT + 25);
+    assert_eq!(status, 200, "5 s off is within 10 s: {json}");
+}
+
 #[test]
 fn a_workspace_document_sets_its_own_soft_bounce_threshold_on_reload() {
     // `sw` serves marketing and product; the daemon default is 3 soft bounces.
@@ -33,14 +71,12 @@ fn a_workspace_document_sets_its_own_soft_bounce_threshold_on_reload() {
     soft_bounce(&d, "before-1", "a@example.net");
     assert!(suppressions(&d, "address=a@example.net").is_empty());
 
-    let generation = d.get_json("/v1/status").1["generation"].as_u64().unwrap();
-    std::fs::write(
-        dir.join("product.yaml"),
-        "api_version: mailplug/v1\nkind: Workspace\nname: product\nsoft_bounces:\n  threshold: 1\n  window: 2days\n",
-    )
-    .unwrap();
-    d.wait_for("/v1/status", "the workspace document applied", |_, b| {
-        b["generation"].as_u64() > Some(generation) && b["last_reload"]["result"] == "ok"
+    reload(&d, || {
+        std::fs::write(
+            dir.join("product.yaml"),
+            "api_version: mailplug/v1\nkind: Workspace\nname: product\nsoft_bounces:\n  threshold: 1\n  window: 2days\n",
+        )
+        .unwrap();
     });
 
     soft_bounce(&d, "after-1", "b@example.net");
@@ -59,7 +95,7 @@ fn a_workspace_document_sets_its_own_soft_bounce_threshold_on_reload() {
 }
 
 #[test]
-fn bad_workspace_documents_are_located_errors() {
+fn bad_workspace_documents_and_tolerances_are_located_errors() {
     let doc = |body: &str| format!("api_version: mailplug/v1\nkind: Workspace\n{body}");
     let files = [
         (
@@ -78,7 +114,10 @@ fn bad_workspace_documents_are_located_errors() {
         ("e.yaml", doc("name: -e\n")),
         ("f.yaml", doc("name: g\n")),
         ("g.yaml", doc("name: g\n")),
-        ("conn.yaml", connection("c1")),
+        (
+            "conn.yaml",
+            format!("{}webhook:\n  tolerance: 2h\n", connection("c1")),
+        ),
     ];
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
     let t = tree(&files);
@@ -91,6 +130,7 @@ fn bad_workspace_documents_are_located_errors() {
         "./d.yaml:4:1: error: /soft_bounce: unknown field",
         "./e.yaml:3:7: error: /name:",
         "./f.yaml:3:7: error: /name: duplicate workspace name `g`",
+        "./conn.yaml:14:14: error: /webhook/tolerance: must be between 1s and 1h",
     ] {
         assert!(
             run.stdout.contains(expected),
