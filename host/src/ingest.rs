@@ -19,7 +19,7 @@ use crate::config::diagnostic::excerpt;
 use crate::event::{NormalizedEvent, PluginStamp};
 use crate::runtime::{Capability, ParseError, VerifyError, WebhookRequest};
 use crate::state::{AppState, Snapshot};
-use crate::store::{self, Applied, NewEvent, StoreError, Write};
+use crate::store::{self, Applied, NewEvent, ReplayToken, StoreError, Write};
 
 /// `Retry-After` seconds sent with a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
@@ -172,7 +172,7 @@ fn verify_and_parse(
     snapshot: &Snapshot,
     connection: &Connection,
     request: &WebhookRequest,
-) -> Result<(Vec<NormalizedEvent>, PluginStamp), Rejection> {
+) -> Result<Verified, Rejection> {
     let id = connection.provider.id();
     let plugin = snapshot
         .catalog
@@ -181,6 +181,7 @@ fn verify_and_parse(
         .ok_or_else(|| Rejection::Plugin(format!("plugin `{id}` is not loaded")))?;
     let info = plugin.info();
     let mut instance = plugin.pooled();
+    let mut tokens = Vec::new();
     if info.capabilities.contains(&Capability::VerifiesWebhooks) {
         if connection.webhook.secrets.is_empty() {
             return Err(Rejection::Unauthorized(format!(
@@ -206,6 +207,17 @@ fn verify_and_parse(
             ) {
                 Ok(Ok(())) => {
                     last = None;
+                    let now = snapshot.catalog.runtime().clock().now();
+                    tokens = instance
+                        .take_used_tokens()
+                        .into_iter()
+                        .map(|t| ReplayToken {
+                            connection: connection.name.clone(),
+                            token: t.token,
+                            used_at: now,
+                            expires_at: now.saturating_add(i64::from(t.ttl_seconds)),
+                        })
+                        .collect();
                     break;
                 }
                 Ok(Err(e)) => last = Some(Rejection::Unauthorized(verify_reason(&e))),
@@ -237,7 +249,19 @@ fn verify_and_parse(
         version: info.version.clone(),
         sha256: plugin.sha256().to_owned(),
     };
-    Ok((events, stamp))
+    Ok(Verified {
+        events,
+        stamp,
+        tokens,
+    })
+}
+
+/// What the plugin made of an authentic request.
+struct Verified {
+    events: Vec<NormalizedEvent>,
+    stamp: PluginStamp,
+    /// Single-use tokens to record with the events (`replay.use-token`).
+    tokens: Vec<ReplayToken>,
 }
 
 /// Runs one webhook request through the pipeline.
@@ -284,7 +308,11 @@ pub async fn ingest(
             .collect(),
         body,
     };
-    let (events, stamp) = {
+    let Verified {
+        events,
+        stamp,
+        tokens,
+    } = {
         let _slot = state
             .plugin_slots
             .acquire()
@@ -327,19 +355,32 @@ pub async fn ingest(
             event,
         })
         .collect();
-    let receipt = if new.is_empty() {
+    // A request without events still records its tokens: its replay is refused too.
+    let receipt = if new.is_empty() && tokens.is_empty() {
         Receipt {
             received,
             stored: Vec::new(),
             duplicates: 0,
         }
     } else {
-        match state.store.write(Write::Events(new)).await {
+        match state
+            .store
+            .write(Write::Events {
+                events: new,
+                tokens,
+            })
+            .await
+        {
             Ok(Applied::Events { stored, duplicates }) => Receipt {
                 received,
                 stored,
                 duplicates,
             },
+            Ok(Applied::Replayed) => {
+                return Err(Rejection::Unauthorized(
+                    "replayed request: its single-use token was used by an earlier request".into(),
+                ));
+            }
             Ok(other) => {
                 return Err(Rejection::Store(StoreError::Backend(format!(
                     "unexpected store answer {other:?}"

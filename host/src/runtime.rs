@@ -31,7 +31,7 @@ pub use cache::CacheOutcome;
 pub use convert::{Capability, MAX_EVENTS, PluginInfo};
 pub use engine::EngineOptions;
 pub use error::{Export, FailureCause, LoadError, PluginError};
-pub use host::{Clock, DEFAULT_SIGNATURE_TOLERANCE, FIXED_NOW_ENV};
+pub use host::{Clock, DEFAULT_SIGNATURE_TOLERANCE, FIXED_NOW_ENV, UsedToken};
 pub use instance::{Limits, PluginInstance};
 pub use metrics::PluginMetrics;
 
@@ -219,6 +219,11 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// The clock plugins see (pinned by `MAILPLUG_FIXED_NOW` in tests).
+    pub fn clock(&self) -> Clock {
+        self.options.clock
+    }
+
     /// An engine with no plugins loaded.
     pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
         let engine = engine::build(&options.engine)?;

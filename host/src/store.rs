@@ -158,8 +158,16 @@ pub struct Suppression {
 /// A write to apply inside a group-commit transaction.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// Store these events (duplicates skipped) and apply their suppressions.
-    Events(Vec<NewEvent>),
+    /// One webhook request: record its single-use tokens and store its
+    /// events (duplicates skipped), applying their suppressions. A token
+    /// already recorded for the connection refuses the whole write
+    /// ([`Applied::Replayed`]) and stores nothing of it.
+    Events {
+        /// The events.
+        events: Vec<NewEvent>,
+        /// Single-use tokens the plugin named (`replay.use-token`).
+        tokens: Vec<ReplayToken>,
+    },
     /// Suppress an address manually.
     Suppress {
         /// Workspace.
@@ -178,9 +186,24 @@ pub enum Write {
     },
 }
 
+/// A single-use token of one connection, remembered until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayToken {
+    /// The connection whose requests it authenticated.
+    pub connection: String,
+    /// The token.
+    pub token: String,
+    /// When it was used, Unix seconds (the plugin clock).
+    pub used_at: i64,
+    /// Until when a request reusing it is refused, Unix seconds.
+    pub expires_at: i64,
+}
+
 /// What one [`Write`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
+    /// A token of the request was used before: nothing of it was stored.
+    Replayed,
     /// Ids of the events stored, and how many were already stored.
     Events {
         /// New event ids, in input order.
@@ -447,12 +470,12 @@ fn writer_loop(
         let events: usize = writes
             .iter()
             .map(|w| match w {
-                Write::Events(e) => e.len(),
+                Write::Events { events: e, .. } => e.len(),
                 _ => 0,
             })
             .sum();
         let forwards = writes.iter().any(|w| match w {
-            Write::Events(e) => e.iter().any(|e| !e.forward_to.is_empty()),
+            Write::Events { events: e, .. } => e.iter().any(|e| !e.forward_to.is_empty()),
             _ => false,
         });
         let start = std::time::Instant::now();

@@ -21,5 +21,6 @@ mod reload_lifecycle;
 mod smtp;
 mod support;
 mod validate;
+mod webhook_guests;
 mod webhook_settings;
 mod webhooks;

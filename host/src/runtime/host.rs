@@ -10,7 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::mailplug::provider::{clock, log, types};
+use super::bindings::mailplug::provider::{clock, log, replay, types};
 
 /// Guest stdout/stderr kept per store; beyond this the guest's writes fail.
 const GUEST_OUTPUT_CAPACITY: usize = 64 << 10;
@@ -137,6 +137,34 @@ pub(crate) struct StoreData {
     pub(crate) log_budget: u32,
     /// What `clock.signature-tolerance` answers (set per verify call).
     pub(crate) signature_tolerance: u32,
+    /// Tokens `replay.use-token` named in the current verify call.
+    pub(crate) tokens: Vec<UsedToken>,
+}
+
+/// A single-use token a plugin named, for the store to remember.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedToken {
+    /// The token, as the provider sent it.
+    pub token: String,
+    /// How long to remember it.
+    pub ttl_seconds: u32,
+}
+
+/// Bounds of `replay.use-token`.
+const MAX_TOKEN_BYTES: usize = 512;
+const MAX_TOKENS_PER_CALL: usize = 8;
+
+impl replay::Host for StoreData {
+    fn use_token(&mut self, token: String, ttl_seconds: u32) {
+        if token.is_empty()
+            || token.len() > MAX_TOKEN_BYTES
+            || self.tokens.len() >= MAX_TOKENS_PER_CALL
+        {
+            tracing::debug!(plugin = %self.plugin, "replay.use-token ignored (empty, too long or too many)");
+            return;
+        }
+        self.tokens.push(UsedToken { token, ttl_seconds });
+    }
 }
 
 impl StoreData {
@@ -168,6 +196,7 @@ impl StoreData {
             logged: (0, 0),
             log_budget: LOG_LINES_PER_CALL,
             signature_tolerance: DEFAULT_SIGNATURE_TOLERANCE,
+            tokens: Vec::new(),
         }
     }
 

@@ -290,12 +290,22 @@ impl PluginInstance {
         let start = Instant::now();
         let result = self.invoke(Export::VerifyWebhook, |p, s| {
             s.data_mut().signature_tolerance = tolerance;
+            s.data_mut().tokens.clear();
             let verified = p.call_verify_webhook(&mut *s, request, secret);
             s.data_mut().signature_tolerance = super::host::DEFAULT_SIGNATURE_TOLERANCE;
             verified
         });
         self.record(Export::VerifyWebhook, start, &result);
         result
+    }
+
+    /// The single-use tokens the last `verify-webhook` named
+    /// (`replay.use-token`); empty after a failed call.
+    pub fn take_used_tokens(&mut self) -> Vec<super::host::UsedToken> {
+        self.live
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.store.data_mut().tokens))
+            .unwrap_or_default()
     }
 
     /// Calls `parse-webhook` and checks every returned event.

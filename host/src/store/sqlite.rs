@@ -30,9 +30,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0001_events_suppressions.sql"),
     include_str!("sqlite/0002_event_sequence.sql"),
     include_str!("sqlite/0003_outbox.sql"),
+    include_str!("sqlite/0004_replay_tokens.sql"),
 ];
 
 mod outbox;
+mod replay;
 
 /// The newest schema version this binary knows.
 pub fn schema_version() -> i64 {
@@ -192,11 +194,33 @@ impl Backend for Sqlite {
             .writer
             .lock()
             .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
-        let tx = conn.transaction().map_err(|e| backend_error(&e))?;
+        let mut tx = conn.transaction().map_err(|e| backend_error(&e))?;
         let mut out = Vec::with_capacity(writes.len());
         for write in writes {
             let applied = match write {
-                Write::Events(events) => insert_events(&tx, events, next_id, self.soft_bounces),
+                Write::Events { events, tokens } if tokens.is_empty() => {
+                    insert_events(&tx, events, next_id, self.soft_bounces)
+                }
+                Write::Events { events, tokens } => {
+                    // A savepoint per request: a replayed token undoes this
+                    // request alone, not the others in the group commit.
+                    let sp = tx.savepoint().map_err(|e| backend_error(&e))?;
+                    let applied = if replay::record(&sp, tokens).map_err(|e| backend_error(&e))? {
+                        insert_events(&sp, events, next_id, self.soft_bounces)
+                    } else {
+                        Ok(Applied::Replayed)
+                    };
+                    match applied {
+                        Ok(Applied::Replayed) => {
+                            let mut sp = sp;
+                            sp.rollback()
+                                .and_then(|()| sp.commit())
+                                .map(|()| Applied::Replayed)
+                        }
+                        Ok(a) => sp.commit().map(|()| a),
+                        Err(e) => Err(e),
+                    }
+                }
                 Write::Suppress {
                     workspace,
                     address,
@@ -467,7 +491,7 @@ fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryEvent> {
 }
 
 fn insert_events(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     events: &[NewEvent],
     next_id: &mut dyn FnMut() -> String,
     policy: SoftBouncePolicy,
@@ -532,7 +556,7 @@ fn insert_events(
 /// of unknown class) once the threshold of them fall within the window: the
 /// workspace's own rule if the event carries one, else `policy`.
 fn apply_suppressions(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     new: &NewEvent,
     id: &str,
     policy: SoftBouncePolicy,
@@ -583,7 +607,7 @@ fn apply_suppressions(
 }
 
 fn suppress(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     workspace: &str,
     address: &str,
     reason: SuppressionReason,
@@ -692,13 +716,27 @@ mod tests {
             })
             .collect();
         let out = db
-            .apply(&[Write::Events(batch.clone())], &mut next)
+            .apply(
+                &[Write::Events {
+                    events: batch.clone(),
+                    tokens: Vec::new(),
+                }],
+                &mut next,
+            )
             .unwrap();
         let Applied::Events { stored, duplicates } = &out[0] else {
             panic!("{out:?}")
         };
         assert_eq!((stored.len(), *duplicates), (5, 0));
-        let again = db.apply(&[Write::Events(batch)], &mut next).unwrap();
+        let again = db
+            .apply(
+                &[Write::Events {
+                    events: batch,
+                    tokens: Vec::new(),
+                }],
+                &mut next,
+            )
+            .unwrap();
         assert_eq!(
             again[0],
             Applied::Events {
@@ -739,7 +777,14 @@ mod tests {
             Some(BounceClass::Hard),
             1_767_268_900,
         );
-        db.apply(&[Write::Events(vec![hard])], &mut next).unwrap();
+        db.apply(
+            &[Write::Events {
+                events: vec![hard],
+                tokens: Vec::new(),
+            }],
+            &mut next,
+        )
+        .unwrap();
         let s = db
             .suppressions(&SuppressionQuery {
                 limit: 10,
@@ -770,7 +815,14 @@ mod tests {
                 Some(BounceClass::Soft),
                 at,
             );
-            db.apply(&[Write::Events(vec![e])], &mut next).unwrap();
+            db.apply(
+                &[Write::Events {
+                    events: vec![e],
+                    tokens: Vec::new(),
+                }],
+                &mut next,
+            )
+            .unwrap();
         }
         let none = db
             .suppressions(&SuppressionQuery {
@@ -786,7 +838,14 @@ mod tests {
                 Some(BounceClass::Soft),
                 at,
             );
-            db.apply(&[Write::Events(vec![e])], &mut next).unwrap();
+            db.apply(
+                &[Write::Events {
+                    events: vec![e],
+                    tokens: Vec::new(),
+                }],
+                &mut next,
+            )
+            .unwrap();
         }
         let some = db
             .suppressions(&SuppressionQuery {
@@ -833,7 +892,15 @@ mod tests {
         let db = open(dir.path());
         let old = db.event("01KOLD0000000000000000000A").unwrap().unwrap();
         assert_eq!(old.event.provider_event_id.as_deref(), Some("old"));
-        let again = db.apply(&[Write::Events(vec![e])], &mut ids()).unwrap();
+        let again = db
+            .apply(
+                &[Write::Events {
+                    events: vec![e],
+                    tokens: Vec::new(),
+                }],
+                &mut ids(),
+            )
+            .unwrap();
         assert_eq!(
             again[0],
             Applied::Events {
@@ -944,7 +1011,15 @@ mod tests {
         let batch: Vec<_> = (0..2000)
             .map(|i| new_event(&format!("e{i}"), EventKind::Delivered, None, 1_767_268_800))
             .collect();
-        let err = db.apply(&[Write::Events(batch)], &mut next).unwrap_err();
+        let err = db
+            .apply(
+                &[Write::Events {
+                    events: batch,
+                    tokens: Vec::new(),
+                }],
+                &mut next,
+            )
+            .unwrap_err();
         assert!(matches!(err, StoreError::Full(_)), "{err}");
         assert_eq!(db.counts().unwrap().events, 0, "nothing half-applied");
     }

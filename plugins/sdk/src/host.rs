@@ -1,6 +1,7 @@
-//! Thin wrappers over the host imports: logging, the clock and crypto.
+//! Thin wrappers over the host imports: logging, the clock, replay tokens
+//! and crypto.
 
-use crate::bindings::mailplug::provider::{clock, crypto, log};
+use crate::bindings::mailplug::provider::{clock, crypto, log, replay};
 
 pub use crypto::{Base64Alphabet, Hash};
 
@@ -28,6 +29,13 @@ pub fn now() -> i64 {
 /// `webhook.tolerance` (default 300). Use it instead of a constant.
 pub fn signature_tolerance() -> i64 {
     i64::from(clock::signature_tolerance())
+}
+
+/// From `verify-webhook`: this request carries a single-use `token` (e.g.
+/// Mailgun's), to be remembered for `ttl_seconds`. The host refuses the
+/// request if a stored request already used it (a replay).
+pub fn use_token(token: &str, ttl_seconds: u32) {
+    replay::use_token(token, ttl_seconds);
 }
 
 /// HMAC over `data` with `key`.

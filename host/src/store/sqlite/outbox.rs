@@ -17,7 +17,7 @@ use crate::store::{NewEvent, Order, Page, StoreError, address_key, format_ms, no
 /// Queues one row per forwarder of a newly stored event (called by
 /// `insert_events` inside the group-commit transaction, after the event row).
 pub(super) fn enqueue(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     event_id: &str,
     new: &NewEvent,
     next_id: &mut dyn FnMut() -> String,
