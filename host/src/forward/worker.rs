@@ -27,6 +27,12 @@ use crate::store::outbox::{Claimed, Outcome, Settlement};
 use crate::store::{Store, now_ms};
 
 /// How the worker paces itself.
+/// How often delivered rows past `keep_delivered` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per statement, and statements per round.
+const PRUNE_BATCH: usize = 5_000;
+const PRUNE_BATCHES: usize = 20;
+
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSettings {
     /// How often due retries are looked for when nothing else wakes the worker.
@@ -36,6 +42,9 @@ pub struct WorkerSettings {
     /// How long a claim outlives the attempt timeout before it lapses (a
     /// worker that died mid-attempt holds rows no longer than this).
     pub lease_margin: Duration,
+    /// How long delivered rows are kept (then deleted; their count stays in
+    /// `mailplug_forward_deliveries_total`).
+    pub keep_delivered: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -44,6 +53,7 @@ impl Default for WorkerSettings {
             poll: Duration::from_millis(250),
             drain: Duration::from_secs(10),
             lease_margin: Duration::from_secs(30),
+            keep_delivered: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -115,10 +125,15 @@ struct Worker {
 impl Worker {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let store = self.store.clone();
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
             let stopping = *stop.borrow();
             if stopping {
                 break;
+            }
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(std::time::Instant::now());
+                self.prune().await;
             }
             self.claim_all().await;
             // The watch guard must not live across the awaits below.
@@ -139,6 +154,32 @@ impl Worker {
             }
         }
         self.drain().await;
+    }
+
+    /// Deletes delivered rows older than `keep_delivered`, a bounded number
+    /// per round so the writer is never held long.
+    async fn prune(&self) {
+        let keep = i64::try_from(self.settings.keep_delivered.as_millis()).unwrap_or(i64::MAX);
+        let before = crate::store::now_ms().saturating_sub(keep);
+        let store = self.store.clone();
+        let pruned = store
+            .read(move |b| {
+                let mut total = 0;
+                for _ in 0..PRUNE_BATCHES {
+                    let n = b.prune_delivered(before, PRUNE_BATCH)?;
+                    total += n;
+                    if n < PRUNE_BATCH {
+                        break;
+                    }
+                }
+                Ok(total)
+            })
+            .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "pruned delivered outbox rows"),
+            Err(e) => tracing::warn!(error = %e, "pruning delivered outbox rows failed"),
+        }
     }
 
     /// After `stop`: no new claims; attempts in flight get `drain` to finish.

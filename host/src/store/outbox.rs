@@ -197,4 +197,8 @@ pub trait Outbox {
     /// Makes a dead letter pending again, due now, with a fresh `max_age`
     /// (its age counts from `now_ms`).
     fn requeue(&self, id: &str, now_ms: i64) -> Result<Requeue, StoreError>;
+    /// Deletes up to `limit` delivered rows delivered before `before_ms`,
+    /// oldest first; returns how many it deleted. Pending and dead rows are
+    /// never deleted.
+    fn prune_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError>;
 }

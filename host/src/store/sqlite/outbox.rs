@@ -273,6 +273,17 @@ impl Outbox for Sqlite {
         })
     }
 
+    fn prune_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_writer(|tx| {
+            tx.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+                 WHERE state = 'delivered' AND delivered_at < ?1 ORDER BY id LIMIT ?2)",
+                params![before_ms, limit],
+            )
+        })
+    }
+
     fn requeue(&self, id: &str, now_ms: i64) -> Result<Requeue, StoreError> {
         self.with_writer(|tx| {
             let state: Option<String> = tx

@@ -132,6 +132,16 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
     let later = now + 31_000;
     let reclaimed = db.claim("app", later, LEASE, 10).unwrap();
     assert_eq!(reclaimed.len(), 2, "{reclaimed:?}");
+
+    // Pruning takes delivered rows only, and only those delivered before the cut.
+    assert_eq!(db.prune_delivered(now - 60_000, 100).unwrap(), 0);
+    assert_eq!(
+        db.prune_delivered(crate::store::now_ms() + 1, 100).unwrap(),
+        1
+    );
+    let app = db.outbox_stats().unwrap();
+    let app = app.iter().find(|s| s.forwarder == "app").unwrap();
+    assert_eq!((app.delivered, app.pending), (0, 2));
 }
 
 #[test]
