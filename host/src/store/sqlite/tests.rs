@@ -1,0 +1,375 @@
+//! Unit tests of the SQLite backend: storage, paging, suppressions,
+//! migrations, query plans, limits.
+
+use super::*;
+use crate::event::{BounceClass, EventKind, NormalizedEvent, PluginStamp};
+use crate::store::NewEvent;
+
+fn open(dir: &Path) -> Sqlite {
+    Sqlite::open(&SqliteOptions {
+        path: dir.join("store.db"),
+        max_size: None,
+        soft_bounces: SoftBouncePolicy::default(),
+    })
+    .unwrap()
+}
+
+fn new_event(id: &str, kind: EventKind, class: Option<BounceClass>, at: i64) -> NewEvent {
+    let event = NormalizedEvent {
+        kind,
+        bounce_class: class,
+        recipient: "Rcpt@Example.org".into(),
+        occurred_at: crate::event::format_unix_seconds(at).unwrap(),
+        provider: "sendgrid".into(),
+        provider_event_id: Some(id.into()),
+        provider_message_id: None,
+        message_id: None,
+        smtp_status: None,
+        enhanced_status: None,
+        diagnostic: None,
+    };
+    NewEvent {
+        connection: "c".into(),
+        workspaces: vec!["w1".into(), "w2".into()],
+        plugin: PluginStamp {
+            id: "sendgrid".into(),
+            version: "1".into(),
+            sha256: "00".into(),
+        },
+        received_at_ms: at * 1000,
+        occurred_at: at,
+        dedupe_key: super::super::dedupe_key("c", &event),
+        event,
+        forward_to: Vec::new(),
+        soft_bounce_rules: Vec::new(),
+    }
+}
+
+fn ids() -> impl FnMut() -> String {
+    let mut g = ulid::Generator::new();
+    move || g.generate().unwrap().to_string()
+}
+
+#[test]
+fn stores_once_pages_by_cursor_and_suppresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut next = ids();
+    let batch: Vec<_> = (0..5)
+        .map(|i| {
+            new_event(
+                &format!("e{i}"),
+                EventKind::Delivered,
+                None,
+                1_767_268_800 + i,
+            )
+        })
+        .collect();
+    let out = db
+        .apply(
+            &[Write::Events {
+                events: batch.clone(),
+                tokens: Vec::new(),
+            }],
+            &mut next,
+        )
+        .unwrap();
+    let Applied::Events { stored, duplicates } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((stored.len(), *duplicates), (5, 0));
+    let again = db
+        .apply(
+            &[Write::Events {
+                events: batch,
+                tokens: Vec::new(),
+            }],
+            &mut next,
+        )
+        .unwrap();
+    assert_eq!(
+        again[0],
+        Applied::Events {
+            stored: vec![],
+            duplicates: 5
+        }
+    );
+
+    let mut q = EventQuery {
+        limit: 2,
+        order: Order::Asc,
+        ..EventQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = db.events(&q).unwrap();
+        seen.extend(page.items.iter().map(|e| e.id.clone()));
+        match page.next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(&seen, stored);
+    let by_recipient = db
+        .events(&EventQuery {
+            recipient: Some("Rcpt@EXAMPLE.ORG".into()),
+            workspace: Some("w2".into()),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .unwrap();
+    assert_eq!(by_recipient.items.len(), 5);
+    assert_eq!(by_recipient.items[0].id, stored[4], "newest first");
+
+    let hard = new_event(
+        "h",
+        EventKind::Bounced,
+        Some(BounceClass::Hard),
+        1_767_268_900,
+    );
+    db.apply(
+        &[Write::Events {
+            events: vec![hard],
+            tokens: Vec::new(),
+        }],
+        &mut next,
+    )
+    .unwrap();
+    let s = db
+        .suppressions(&SuppressionQuery {
+            limit: 10,
+            ..SuppressionQuery::default()
+        })
+        .unwrap();
+    assert_eq!(s.items.len(), 2, "one per workspace");
+    assert!(
+        s.items
+            .iter()
+            .all(|s| s.reason == SuppressionReason::HardBounce)
+    );
+    assert_eq!(db.counts().unwrap().events, 6);
+}
+
+#[test]
+fn soft_bounces_suppress_at_the_threshold_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut next = ids();
+    let day = 24 * 3600;
+    let t0 = 1_767_268_800;
+    // Two soft bounces, then one eight days later: the window holds at most two.
+    for (i, at) in [t0, t0 + day, t0 + 9 * day].into_iter().enumerate() {
+        let e = new_event(
+            &format!("s{i}"),
+            EventKind::Bounced,
+            Some(BounceClass::Soft),
+            at,
+        );
+        db.apply(
+            &[Write::Events {
+                events: vec![e],
+                tokens: Vec::new(),
+            }],
+            &mut next,
+        )
+        .unwrap();
+    }
+    let none = db
+        .suppressions(&SuppressionQuery {
+            limit: 10,
+            ..SuppressionQuery::default()
+        })
+        .unwrap();
+    assert!(none.items.is_empty(), "{:?}", none.items);
+    for (i, at) in [t0 + 9 * day + 1, t0 + 9 * day + 2].into_iter().enumerate() {
+        let e = new_event(
+            &format!("t{i}"),
+            EventKind::Bounced,
+            Some(BounceClass::Soft),
+            at,
+        );
+        db.apply(
+            &[Write::Events {
+                events: vec![e],
+                tokens: Vec::new(),
+            }],
+            &mut next,
+        )
+        .unwrap();
+    }
+    let some = db
+        .suppressions(&SuppressionQuery {
+            workspace: Some("w1".into()),
+            limit: 10,
+            ..SuppressionQuery::default()
+        })
+        .unwrap();
+    assert_eq!(some.items.len(), 1);
+    assert_eq!(some.items[0].reason, SuppressionReason::SoftBounces);
+}
+
+#[test]
+fn migrating_from_version_1_keeps_ids_dedupe_and_workspaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let e = new_event("old", EventKind::Delivered, None, 1_767_268_800);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE mailplug_schema (version INTEGER NOT NULL); \
+             INSERT INTO mailplug_schema VALUES (1); {}",
+            MIGRATIONS[0]
+        ))
+        .unwrap();
+        // Version 1 stored the whole SHA-256; its first half is today's key.
+        let mut v1_key = e.dedupe_key.to_vec();
+        v1_key.extend([0xAB; 16]);
+        conn.execute(
+            "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
+             recipient, recipient_key, occurred_at, provider, provider_event_id, plugin_id, \
+             plugin_version, plugin_sha256) VALUES ('01KOLD0000000000000000000A', ?1, 'c', \
+             '[\"w1\",\"w2\"]', 1767268800000, 'delivered', 'Rcpt@Example.org', \
+             'Rcpt@example.org', 1767268800, 'sendgrid', 'old', 'sendgrid', '1', '00')",
+            [v1_key],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO event_workspaces VALUES ('w1', '01KOLD0000000000000000000A'), \
+             ('w2', '01KOLD0000000000000000000A')",
+        )
+        .unwrap();
+    }
+    let db = open(dir.path());
+    let old = db.event("01KOLD0000000000000000000A").unwrap().unwrap();
+    assert_eq!(old.event.provider_event_id.as_deref(), Some("old"));
+    let again = db
+        .apply(
+            &[Write::Events {
+                events: vec![e],
+                tokens: Vec::new(),
+            }],
+            &mut ids(),
+        )
+        .unwrap();
+    assert_eq!(
+        again[0],
+        Applied::Events {
+            stored: vec![],
+            duplicates: 1
+        },
+        "an event stored before the migration is still a duplicate"
+    );
+    let in_w2 = db
+        .events(&EventQuery {
+            workspace: Some("w2".into()),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .unwrap();
+    assert_eq!(in_w2.items.len(), 1);
+}
+
+#[test]
+fn every_event_filter_is_answered_from_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let conn = db.writer.lock().unwrap();
+    let query = |f: fn(&mut EventQuery)| {
+        let mut q = EventQuery {
+            limit: 50,
+            cursor: Some(encode_cursor(Order::Desc, "1000")),
+            ..EventQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let cases: [(EventQuery, &str); 5] = [
+        (
+            query(|q| q.recipient = Some("a@b".into())),
+            "SEARCH e USING INDEX events_by_recipient",
+        ),
+        (
+            query(|q| q.connection = Some("c".into())),
+            "SEARCH e USING INDEX events_by_connection",
+        ),
+        (
+            query(|q| q.kind = Some(EventKind::Bounced)),
+            "SEARCH e USING INDEX events_by_kind",
+        ),
+        (
+            query(|q| q.workspace = Some("w".into())),
+            "SEARCH w USING PRIMARY KEY (workspace=? AND seq<?)",
+        ),
+        (
+            query(|q| {
+                q.workspace = Some("w".into());
+                q.recipient = Some("a@b".into());
+            }),
+            "SEARCH e USING INDEX events_by_recipient",
+        ),
+    ];
+    for (q, expected) in cases {
+        let (sql, args, _) = event_listing(&q).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.starts_with(expected)),
+            "{q:?}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{q:?}: {plan:?}"
+        );
+    }
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let conn = Connection::open(dir.path().join("store.db")).unwrap();
+    conn.execute("INSERT INTO mailplug_schema (version) VALUES (99)", [])
+        .unwrap();
+    drop(conn);
+    let err = Sqlite::open(&SqliteOptions {
+        path: dir.path().join("store.db"),
+        max_size: None,
+        soft_bounces: SoftBouncePolicy::default(),
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_full_store_refuses_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&SqliteOptions {
+        path: dir.path().join("store.db"),
+        max_size: Some(64 * 1024),
+        soft_bounces: SoftBouncePolicy::default(),
+    })
+    .unwrap();
+    let mut next = ids();
+    let batch: Vec<_> = (0..2000)
+        .map(|i| new_event(&format!("e{i}"), EventKind::Delivered, None, 1_767_268_800))
+        .collect();
+    let err = db
+        .apply(
+            &[Write::Events {
+                events: batch,
+                tokens: Vec::new(),
+            }],
+            &mut next,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err}");
+    assert_eq!(db.counts().unwrap().events, 0, "nothing half-applied");
+}
