@@ -743,7 +743,10 @@ fn plugin_hot_swaps_under_load_fail_no_request_and_split_none() {
         std::fs::write(&path, &bytes).unwrap();
         let sha = mailplug::digest::sha256_hex(&bytes);
         let doc = format!(
-            "api_version: mailplug/v1\nkind: Plugin\nid: example\npath: {}\nsha256: {sha}\n",
+            // A generous deadline: this test is about swaps, and on a
+            // loaded 2-core machine the default 100 ms can pass while the
+            // call waits for a core.
+            "api_version: mailplug/v1\nkind: Plugin\nid: example\npath: {}\nsha256: {sha}\nlimits: {{ deadline_ms: 5000 }}\n",
             path.display()
         );
         let staged = tmp.path().join("plugins.yaml.tmp");
