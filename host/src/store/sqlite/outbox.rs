@@ -68,26 +68,48 @@ impl Outbox for Sqlite {
         let token = ulid::Ulid::new().to_string();
         let until = now_ms.saturating_add(millis(lease));
         let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        // Only the head (oldest pending row) of each recipient's queue is a
+        // candidate, so a row is never attempted while an earlier one of the
+        // same recipient waits, even if that one is not due. Candidates are
+        // found on a reader (the scan is as long as the backlog and must not
+        // hold up ingest commits); the writer then leases each one whose
+        // row is still a free head, re-checked in the UPDATE.
+        let candidates: Vec<String> = self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT o.id FROM outbox o JOIN ( \
+                   SELECT min(id) AS id FROM outbox \
+                   WHERE forwarder = ?1 AND state = 'pending' GROUP BY recipient_key \
+                 ) heads ON heads.id = o.id \
+                 WHERE o.next_attempt_at <= ?2 AND (o.lease_until IS NULL OR o.lease_until <= ?2) \
+                 ORDER BY o.next_attempt_at, o.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![forwarder, now_ms, limit], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         self.with_writer(|tx| {
-            // Only the head (oldest pending row) of each recipient's queue
-            // is a candidate, so a row is never attempted while an earlier
-            // one of the same recipient waits, even if that one is not due.
-            let rows: Vec<(String, i64, i64, String)> = {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE outbox SET lease = ?1, lease_until = ?2 WHERE id IN ( \
-                       SELECT o.id FROM outbox o JOIN ( \
-                         SELECT min(id) AS id FROM outbox \
-                         WHERE forwarder = ?3 AND state = 'pending' GROUP BY recipient_key \
-                       ) heads ON heads.id = o.id \
-                       WHERE o.next_attempt_at <= ?4 AND (o.lease_until IS NULL OR o.lease_until <= ?4) \
-                       ORDER BY o.next_attempt_at, o.id LIMIT ?5) \
-                     RETURNING id, attempts, enqueued_at, event_id",
-                )?;
-                let rows = stmt.query_map(params![token, until, forwarder, now_ms, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
+            let mut lease_row = tx.prepare_cached(
+                "UPDATE outbox SET lease = ?1, lease_until = ?2 \
+                 WHERE id = ?3 AND state = 'pending' \
+                   AND (lease_until IS NULL OR lease_until <= ?4) \
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.forwarder = outbox.forwarder \
+                     AND p.recipient_key = outbox.recipient_key AND p.state = 'pending' \
+                     AND p.id < outbox.id) \
+                 RETURNING id, attempts, enqueued_at, event_id",
+            )?;
+            let mut rows: Vec<(String, i64, i64, String)> = Vec::with_capacity(candidates.len());
+            for id in &candidates {
+                if let Some(row) = lease_row
+                    .query_row(params![token, until, id, now_ms], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .optional()?
+                {
+                    rows.push(row);
+                }
+            }
             let mut event = tx.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"
             ))?;
