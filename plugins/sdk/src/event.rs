@@ -196,6 +196,87 @@ impl DeliveryEvent {
     }
 }
 
+/// Limits the host enforces on `parse-webhook` output (host/src/runtime/convert.rs).
+/// Output beyond them fails the call as a plugin fault (a 500, so the
+/// provider retries in vain); checking input against them turns an
+/// authentic but unusable payload into a 400 instead.
+pub mod limits {
+    use std::borrow::Cow;
+
+    use crate::types::ParseError;
+
+    /// Events in one call.
+    pub const MAX_EVENTS: usize = 10_000;
+    /// Bytes of a recipient or id.
+    pub const MAX_ID_LEN: usize = 1_024;
+    /// Bytes of a diagnostic.
+    pub const MAX_DIAGNOSTIC_LEN: usize = 16 << 10;
+    /// 9999-12-31T23:59:59Z, the last instant the host accepts.
+    pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
+    fn is_control(c: char) -> bool {
+        c.is_control() && c != '\t'
+    }
+
+    /// `value` as a recipient or id: non-empty, at most [`MAX_ID_LEN`]
+    /// bytes, no control characters (other than tab).
+    pub fn id<'a>(field: &str, value: &'a str) -> Result<&'a str, ParseError> {
+        if value.is_empty() {
+            return Err(ParseError::Invalid(format!("{field} is empty")));
+        }
+        if value.len() > MAX_ID_LEN || value.chars().any(is_control) {
+            return Err(ParseError::Invalid(format!(
+                "{field} is too long or contains control characters"
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Remote server text, verbatim when the host accepts it; otherwise
+    /// control characters (a multi-line reply) become spaces and the text is
+    /// cut at [`MAX_DIAGNOSTIC_LEN`] bytes on a character boundary.
+    pub fn diagnostic(value: &str) -> Cow<'_, str> {
+        if value.len() <= MAX_DIAGNOSTIC_LEN && !value.chars().any(is_control) {
+            return Cow::Borrowed(value);
+        }
+        let mut clean = String::with_capacity(value.len().min(MAX_DIAGNOSTIC_LEN));
+        for c in value.chars() {
+            if clean.len() + c.len_utf8() > MAX_DIAGNOSTIC_LEN {
+                break;
+            }
+            clean.push(if is_control(c) { ' ' } else { c });
+        }
+        Cow::Owned(clean)
+    }
+
+    /// Unix seconds the host accepts (years 1970 to 9999).
+    pub fn unix_seconds(field: &str, seconds: i64) -> Result<i64, ParseError> {
+        if (0..=MAX_UNIX_SECONDS).contains(&seconds) {
+            Ok(seconds)
+        } else {
+            Err(ParseError::Invalid(format!(
+                "{field} is outside years 1970-9999"
+            )))
+        }
+    }
+
+    /// Unix seconds from a JSON number (fractions truncated), in range.
+    pub fn unix_seconds_from_number(
+        field: &str,
+        n: &serde_json::Number,
+    ) -> Result<i64, ParseError> {
+        let seconds = match n.as_i64() {
+            Some(i) => i,
+            // Saturating cast; the range check refuses the extremes.
+            None => match n.as_f64().filter(|f| f.is_finite()) {
+                Some(f) => f.trunc() as i64,
+                None => return Err(ParseError::Invalid(format!("{field} is not a number"))),
+            },
+        };
+        unix_seconds(field, seconds)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,8 +307,29 @@ mod tests {
     }
 
     #[test]
+    fn limits_refuse_unusable_ids_and_clean_diagnostics() {
+        assert!(limits::id("recipient", "").is_err());
+        assert!(limits::id("recipient", "a\u{7}@example.com").is_err());
+        assert!(limits::id("recipient", &"x".repeat(1025)).is_err());
+        assert_eq!(limits::id("recipient", "a\tb"), Ok("a\tb"));
+        assert_eq!(limits::diagnostic("550 ok"), "550 ok");
+        assert_eq!(limits::diagnostic("550\r\nnext"), "550  next");
+        let long = "é".repeat(10_000);
+        let cut = limits::diagnostic(&long);
+        assert!(cut.len() <= limits::MAX_DIAGNOSTIC_LEN && cut.len() > 16_000);
+        let n = |s: &str| serde_json::from_str::<serde_json::Number>(s).unwrap();
+        assert_eq!(
+            limits::unix_seconds_from_number("t", &n("1767268695.9")),
+            Ok(1_767_268_695)
+        );
+        assert!(limits::unix_seconds_from_number("t", &n("-1")).is_err());
+        assert!(limits::unix_seconds_from_number("t", &n("1e300")).is_err());
+    }
+
+    #[test]
     fn status_from_text_fills_only_missing_codes() {
-        let e = DeliveryEvent::deferred("a@example.com", 0).status_from(Some("smtp;452 4.2.2 full"));
+        let e =
+            DeliveryEvent::deferred("a@example.com", 0).status_from(Some("smtp;452 4.2.2 full"));
         assert_eq!(owned(&e.smtp_status), Some("452"));
         assert_eq!(owned(&e.enhanced_status), Some("4.2.2"));
         let e = DeliveryEvent::bounced("a@example.com", 0)

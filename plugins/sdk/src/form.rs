@@ -40,9 +40,10 @@ impl Form {
 /// Whether the request says it carries a form.
 pub fn is_form(request: &WebhookRequest) -> bool {
     header(request, "content-type").is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        ct.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     })
 }
 
@@ -117,7 +118,10 @@ mod tests {
             ]
         );
         assert_eq!(form.get("a"), Some("x y z="));
-        assert_eq!(form.sorted_name_value_concat(), "ax y z=a€b2flag".as_bytes());
+        assert_eq!(
+            form.sorted_name_value_concat(),
+            "ax y z=a€b2flag".as_bytes()
+        );
     }
 
     #[test]

@@ -66,13 +66,16 @@ pub mod prelude {
     pub use crate::bindings::Guest;
     pub use crate::host::{self, log_debug, log_info, log_warn};
     pub use crate::standard_webhooks;
-    pub use crate::{Info, JsonSchema, Plugin};
-    pub use crate::{form, json, options, smtp, time, verify};
     pub use crate::types::{
         BounceClass, Capability, DeliveryEvent, EventKind, FieldError, ParseError, PasswordSource,
         PluginInfo, Security, SmtpOverrides, SmtpSettings, Text, VerifyError, WebhookRequest,
     };
+    pub use crate::{Info, JsonSchema, Plugin};
+    pub use crate::{form, json, options, smtp, time, verify};
     pub use crate::{header, text, text_cow};
+    /// The derive most plugins use for their payload types (the crate
+    /// itself must still be a dependency: the derive expands to `serde::`).
+    pub use serde::Deserialize;
 }
 
 /// A `text` value for `parse-webhook` output: a span of `body` when `value`

@@ -112,9 +112,7 @@ where
 /// The key whose value fails to deserialise on its own, if exactly one does:
 /// serde_json's messages do not carry the field path, so this finds it by
 /// trying each key alone against `T`.
-fn the_failing_key<T: DeserializeOwned>(
-    map: &serde_json::Map<String, Value>,
-) -> Option<String> {
+fn the_failing_key<T: DeserializeOwned>(map: &serde_json::Map<String, Value>) -> Option<String> {
     let mut failing = map.iter().filter(|(k, v)| {
         let mut one = serde_json::Map::new();
         one.insert((*k).clone(), (*v).clone());

@@ -9,12 +9,12 @@
 
 use crate::bindings::Guest;
 use crate::options;
-use schemars::JsonSchema;
 use crate::smtp::field_error;
 use crate::types::{
     Capability, DeliveryEvent, FieldError, ParseError, PluginInfo, SmtpOverrides, SmtpSettings,
     Text, VerifyError, WebhookRequest,
 };
+use schemars::JsonSchema;
 
 /// A provider plugin. Implement `info` and the exports the provider has, then
 /// `mailplug_sdk::export!(YourType);` once.

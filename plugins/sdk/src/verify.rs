@@ -193,7 +193,12 @@ impl Hmac {
     }
 
     /// Verifies `request` with `key` at `now`.
-    pub fn verify(&self, request: &WebhookRequest, key: &[u8], now: i64) -> Result<(), VerifyError> {
+    pub fn verify(
+        &self,
+        request: &WebhookRequest,
+        key: &[u8],
+        now: i64,
+    ) -> Result<(), VerifyError> {
         if key.is_empty() {
             return Err(VerifyError::Malformed("webhook secret is empty".into()));
         }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use mailplug_sdk::json::Id;
 use mailplug_sdk::prelude::*;
 use mailplug_sdk::types::Text as Out;
 use serde::Deserialize;
@@ -78,35 +79,6 @@ fn verify(request: &WebhookRequest, secret: &str, now: i64) -> Result<(), Verify
 }
 
 type Field<'a> = Option<Cow<'a, str>>;
-
-/// An id that SendGrid sends as a string; an integer is accepted too and
-/// rendered from its exact value (never through a double).
-struct Id<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or an integer")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Cow::Borrowed(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_owned()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_string()))
-            }
-        }
-        d.deserialize_any(Visitor).map(Id)
-    }
-}
 
 /// The fields of one SendGrid event that the mapping reads. Everything else
 /// (custom args merged top-level, `category`, `url_offset`, ...) is skipped;

@@ -5,16 +5,14 @@
 
 use mailplug_sdk::prelude::*;
 use mailplug_sdk::verify::{Encoding, Hmac, Part};
-use serde::Deserialize;
 
 struct Example;
 
 /// Options of `provider: example`.
 #[derive(Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct Options {
     /// Account region: the SMTP host is smtp.<region>.example.net.
-    #[serde(default)]
     region: Region,
 }
 
@@ -40,10 +38,8 @@ impl Plugin for Example {
     const ID: &'static str = "example";
 
     fn info() -> Info {
-        Info::new("Example Provider", env!("CARGO_PKG_VERSION"))
-            .options::<Options>()
-            .adapts_smtp()
-            .webhooks("hmac-sha256-hex")
+        let info = Info::new("Example Provider", env!("CARGO_PKG_VERSION"));
+        info.options::<Options>().adapts_smtp().webhooks("hmac-sha256-hex")
     }
 
     fn adapt_connection(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
@@ -52,36 +48,27 @@ impl Plugin for Example {
             Region::Us => "us",
         };
         // The host's rule for unset port/security, so 465 alone means TLS.
-        let (port, security) = smtp::port_security_defaults(o.port, o.security);
-        let host = o.host.unwrap_or_else(|| format!("smtp.{region}.example.net"));
-        let username = Some("apikey".into());
-        let password = PasswordSource::SmtpPassword;
-        Ok(SmtpSettings { host, port, security, username, password, extra_headers: vec![] })
+        let host = format!("smtp.{region}.example.net");
+        Ok(SmtpSettings::relay(o, &host, Some("apikey")))
     }
 
     fn verify_webhook(request: &WebhookRequest, secret: &str) -> Result<(), VerifyError> {
-        Hmac::sha256("x-example-signature", Encoding::Hex)
-            .timestamp("x-example-timestamp")
-            .signs(&[Part::Timestamp, Part::Body])
-            .verify(request, secret.as_bytes(), host::now())
+        let hmac = Hmac::sha256("x-example-signature", Encoding::Hex);
+        let scheme = hmac.timestamp("x-example-timestamp").signs(&[Part::Timestamp, Part::Body]);
+        scheme.verify(request, secret.as_bytes(), host::now())
     }
 
     fn parse_webhook(request: &WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
         let mut out = Vec::new();
         for e in json::parse::<Vec<Event>>(&request.body)? {
-            let at = time::parse_rfc3339(&e.time)
-                .ok_or_else(|| ParseError::Invalid(format!("bad time {:?}", e.time)))?;
+            let at = time::rfc3339(&e.time, "time")?;
             let event = match e.event.as_str() {
                 "delivered" => DeliveryEvent::delivered(e.email, at),
                 "bounce" => DeliveryEvent::bounced(e.email, at).hard(),
                 "spam" => DeliveryEvent::complained(e.email, at),
-                other => {
-                    log_debug(&format!("ignoring event type {other}"));
-                    continue;
-                }
+                _ => continue, // no unified kind
             };
-            let reason = e.reason.as_deref();
-            out.push(event.event_id(e.id).status_from(reason).diagnostic(reason));
+            out.push(event.event_id(e.id).status_from(e.reason.as_deref()).diagnostic(e.reason));
         }
         Ok(out)
     }
