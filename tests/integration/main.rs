@@ -22,3 +22,4 @@ mod smtp;
 mod support;
 mod validate;
 mod webhooks;
+mod webhooks_providers;

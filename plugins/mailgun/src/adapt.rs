@@ -32,10 +32,10 @@ pub struct Options {
 #[serde(rename_all = "lowercase")]
 #[schemars(inline)]
 pub enum Region {
-    /// smtp.mailgun.org
+    // No doc comments on the variants: with them the schema would be a
+    // `oneOf` of constants instead of a plain `enum` editors complete.
     #[default]
     Us,
-    /// smtp.eu.mailgun.org
     Eu,
 }
 

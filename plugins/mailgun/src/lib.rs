@@ -72,7 +72,8 @@ fn verify(request: &WebhookRequest, secret: &str, now: i64) -> Result<(), Verify
     let body = &request.body[..];
     if json::first_token(body) != Some(b'{') {
         return Err(VerifyError::Malformed(
-            "not a Mailgun JSON webhook (legacy form webhooks are not supported)".into(),
+            "not a Mailgun JSON webhook object (legacy form-encoded webhooks are not supported)"
+                .into(),
         ));
     }
     json::check_depth(body, json::DEFAULT_MAX_DEPTH)
@@ -259,8 +260,11 @@ fn parse(body: &[u8]) -> Result<Vec<DeliveryEvent>, ParseError> {
                     .as_u64()
                     .map(|c| c.to_string())
                     .filter(|c| smtp::is_reply_code(c));
-                let enhanced = enhanced.filter(|_| code.is_some());
-                event.smtp(code, enhanced)
+                match code {
+                    // An older payload has the enhanced status only in the text.
+                    Some(code) => event.smtp(code, enhanced).status_from(diagnostic),
+                    None => event,
+                }
             }
             None => event.smtp(None::<&str>, enhanced).status_from(diagnostic),
         };
