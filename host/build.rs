@@ -10,7 +10,13 @@ use std::process::{Command, ExitCode};
 const TARGET: &str = "wasm32-wasip2";
 /// Built artifacts staged into OUT_DIR (crate names with `-` → `_`).
 const FIRST_PARTY: &[&str] = &["custom_smtp", "sendgrid", "postmark", "resend", "mailgun"];
-const TEST_GUESTS: &[&str] = &["hostile", "oversized", "wrong_shape", "example_provider"];
+const TEST_GUESTS: &[&str] = &[
+    "hostile",
+    "oversized",
+    "wrong_shape",
+    "example_provider",
+    "webhook_only",
+];
 /// Inputs of the inner build; `plugins/target` must stay out of this list.
 const WATCHED: &[&str] = &[
     "plugins/Cargo.toml",
