@@ -351,10 +351,7 @@ fn event_listing(q: &EventQuery) -> Result<(String, Vec<SqlValue>, usize), Store
     // connection or kind index leads and the workspace is a lookup.
     let by_workspace = q.workspace.is_some() && q.recipient.is_none();
     let (from, seq) = if by_workspace {
-        (
-            "event_workspaces w CROSS JOIN events e ON e.seq = w.seq",
-            "w.seq",
-        )
+        ("event_workspaces w CROSS JOIN events e ON e.seq = w.seq", "w.seq")
     } else {
         ("events e", "e.seq")
     };
@@ -392,9 +389,7 @@ fn event_listing(q: &EventQuery) -> Result<(String, Vec<SqlValue>, usize), Store
         // an id that is not stored still positions the tail.
         arg(
             &mut sql,
-            &format!(
-                " AND {seq} > coalesce((SELECT seq FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1), 0)"
-            ),
+            &format!(" AND {seq} > coalesce((SELECT seq FROM events WHERE id <= ? ORDER BY id DESC LIMIT 1), 0)"),
             a.clone().into(),
         );
     }
