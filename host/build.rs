@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 
 const TARGET: &str = "wasm32-wasip2";
 /// Built artifacts staged into OUT_DIR (crate names with `-` → `_`).
-const FIRST_PARTY: &[&str] = &["custom_smtp", "sendgrid"];
+const FIRST_PARTY: &[&str] = &["custom_smtp", "sendgrid", "postmark", "resend", "mailgun"];
 const TEST_GUESTS: &[&str] = &[
     "hostile",
     "oversized",
@@ -17,6 +17,7 @@ const TEST_GUESTS: &[&str] = &[
     "example_provider",
     "nonce",
     "smtp_only",
+    "webhook_only",
 ];
 /// Inputs of the inner build; `plugins/target` must stay out of this list.
 const WATCHED: &[&str] = &[
@@ -26,6 +27,9 @@ const WATCHED: &[&str] = &[
     "plugins/sdk",
     "plugins/custom-smtp",
     "plugins/sendgrid",
+    "plugins/postmark",
+    "plugins/resend",
+    "plugins/mailgun",
     "plugins/template",
     "plugins/test-guests",
     "wit",

@@ -17,7 +17,7 @@ cargo test --workspace --locked
 # The plugins are a separate workspace (wasm32-wasip2), so the line above
 # never reaches their unit tests. They run natively: off wasm, wit-bindgen
 # compiles each host import as an `unreachable!()` stub, so a unit test must
-# not call `mailplug_sdk::host`. The plugin crates have no unit tests yet;
-# listing them means one added later runs without editing this script.
+# not call `mailplug_sdk::host` (tests/integration covers the built plugins).
 cargo test --manifest-path plugins/Cargo.toml --locked \
-  -p mailplug-sdk -p custom-smtp -p sendgrid -p example-provider
+  -p mailplug-sdk -p custom-smtp -p sendgrid -p example-provider \
+  -p postmark -p resend -p mailgun

@@ -208,12 +208,17 @@ fn verify_and_parse(
                 Ok(Ok(())) => {
                     last = None;
                     let now = snapshot.catalog.runtime().clock().now();
+                    let body_sha256: [u8; 32] = {
+                        use sha2::Digest as _;
+                        sha2::Sha256::digest(&request.body).into()
+                    };
                     tokens = instance
                         .take_used_tokens()
                         .into_iter()
                         .map(|t| ReplayToken {
                             connection: connection.name.clone(),
                             token: t.token,
+                            body_sha256,
                             used_at: now,
                             expires_at: now.saturating_add(i64::from(t.ttl_seconds)),
                         })

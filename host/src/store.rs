@@ -193,6 +193,10 @@ pub struct ReplayToken {
     pub connection: String,
     /// The token.
     pub token: String,
+    /// SHA-256 of the request body that used it: the same bytes again are
+    /// the provider's retry (accepted; its events are duplicates), other
+    /// bytes are a replay.
+    pub body_sha256: [u8; 32],
     /// When it was used, Unix seconds (the plugin clock).
     pub used_at: i64,
     /// Until when a request reusing it is refused, Unix seconds.

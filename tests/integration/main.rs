@@ -24,3 +24,4 @@ mod validate;
 mod webhook_guests;
 mod webhook_settings;
 mod webhooks;
+mod webhooks_providers;

@@ -9,8 +9,11 @@
 
 mod cli_golden;
 mod custom_smtp;
+mod first_party;
+mod first_party_adapt;
 mod hostile;
 mod loading;
+mod sdk;
 mod sendgrid;
 
 use std::path::PathBuf;

@@ -85,6 +85,14 @@ fn a_reused_single_use_token_is_refused_and_stores_nothing() {
     let (_tmp, dir) = setup();
     let d = start(&dir);
     assert_eq!(post(&d, "tok-1", "a").0, 200);
+    // The provider retrying the same request (its answer was lost) is fine.
+    let (status, json) = post(&d, "tok-1", "a");
+    assert_eq!(
+        (status, &json["duplicates"]),
+        (200, &serde_json::json!(1)),
+        "{json}"
+    );
+    // The same token with other bytes is a replay.
     let (status, json) = post(&d, "tok-1", "b");
     assert_eq!(status, 401, "{json}");
     assert!(

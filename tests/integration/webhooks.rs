@@ -22,7 +22,7 @@ pub(crate) const SW_SECRET: &str = "whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyK
 const SW_PUBLIC_KEY: &str = "whpk_HK1j7pkNn9MD5P57q95CBcHlTCfhawCIjG4j67I7GtU=";
 const SG_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEITo5nIXhAdcsmjpIOE7HH6RCUZZmDDKUqj9f12HbYH7XApERotJxdo8yKEXz4F1d/OMriXBzm6eCoajRITBxMA==";
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/webhooks")
 }
 
@@ -96,7 +96,7 @@ fn read_response(mut s: TcpStream) -> (u16, String, Value) {
 /// Request headers as (name, value) pairs.
 type Headers = Vec<(String, String)>;
 
-fn fixture_headers(path: &Path) -> Headers {
+pub(crate) fn fixture_headers(path: &Path) -> Headers {
     let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     v.as_object()
         .unwrap()
@@ -173,7 +173,7 @@ pub(crate) fn suppressions(d: &Daemon, query: &str) -> Vec<Value> {
 }
 
 /// The stored event reduced to the fields an expected.json names.
-fn project(event: &Value, expected: &Value) -> Value {
+pub(crate) fn project(event: &Value, expected: &Value) -> Value {
     let mut out = serde_json::Map::new();
     for key in expected.as_object().unwrap().keys() {
         out.insert(key.clone(), event[key].clone());

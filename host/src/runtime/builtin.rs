@@ -20,4 +20,16 @@ pub const BUILTINS: &[Builtin] = &[
         id: "sendgrid",
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sendgrid.wasm")),
     },
+    Builtin {
+        id: "postmark",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/postmark.wasm")),
+    },
+    Builtin {
+        id: "resend",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/resend.wasm")),
+    },
+    Builtin {
+        id: "mailgun",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/mailgun.wasm")),
+    },
 ];

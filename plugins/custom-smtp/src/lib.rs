@@ -15,41 +15,30 @@ const DEFAULT_PROVIDER: &str = "custom-smtp";
 /// Provider name for events sent in the Standard Webhooks `email.*` envelope.
 const ENVELOPE_PROVIDER: &str = "standard_webhooks";
 
-impl Guest for CustomSmtp {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "custom-smtp".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            display_name: "Custom SMTP".into(),
-            options_schema: adapt::OPTIONS_SCHEMA.into(),
-            capabilities: vec![
-                Capability::AdaptsSmtp,
-                Capability::VerifiesWebhooks,
-                Capability::ParsesWebhooks,
-            ],
-            signature_scheme: Some("standard-webhooks-v1".into()),
-        }
+impl Plugin for CustomSmtp {
+    const ID: &'static str = DEFAULT_PROVIDER;
+
+    fn info() -> Info {
+        // Hand-written: header names and values need patterns (no CR/LF).
+        Info::new("Custom SMTP", env!("CARGO_PKG_VERSION"))
+            .options_schema_json(adapt::OPTIONS_SCHEMA)
+            .adapts_smtp()
+            .webhooks("standard-webhooks-v1")
     }
 
     fn adapt_connection(
-        options: String,
+        options: &str,
         overrides: SmtpOverrides,
     ) -> Result<SmtpSettings, Vec<FieldError>> {
-        adapt::adapt(&options, overrides)
+        adapt::adapt(options, overrides)
     }
 
-    fn verify_webhook(request: WebhookRequest, secret: String) -> Result<(), VerifyError> {
-        standard_webhooks::verify(
-            &request,
-            &secret,
-            standard_webhooks::STANDARD,
-            host::now(),
-            host::signature_tolerance(),
-        )
+    fn verify_webhook(request: &WebhookRequest, secret: &str) -> Result<(), VerifyError> {
+        verify::standard_webhooks(request, secret, host::now())
     }
 
-    fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
-        let webhook_id = mailplug_sdk::header(&request, "webhook-id");
+    fn parse_webhook(request: &WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
+        let webhook_id = mailplug_sdk::header(request, "webhook-id");
         match json::first_token(&request.body) {
             Some(b'[') => parse_array(&request.body, webhook_id),
             Some(b'{') => {

@@ -78,6 +78,46 @@ impl std::ops::Deref for Str<'_> {
     }
 }
 
+/// An id that providers send as a string or as an integer, borrowed when it
+/// is an unescaped string; integers are rendered from their exact value
+/// (never through a double: Mailjet ids exceed 2^53). Fractions, booleans
+/// and the rest are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Id<'a>(pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Id<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Id<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use std::borrow::Cow;
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor).map(Id)
+    }
+}
+
 /// First non-whitespace byte of a JSON text: tells an object from an array.
 pub fn first_token(body: &[u8]) -> Option<u8> {
     body.iter().copied().find(|b| !b.is_ascii_whitespace())
@@ -128,6 +168,18 @@ mod tests {
             std::borrow::Cow::Borrowed("plain")
         ));
         assert!(matches!(t.b.unwrap().0, std::borrow::Cow::Owned(_)));
+    }
+
+    #[test]
+    fn ids_are_strings_or_exact_integers() {
+        // Beyond u64 serde_json has only a double: refused, not rounded.
+        assert!(serde_json::from_str::<Id<'_>>("19421777835146490123").is_err());
+        let id: Id<'_> = serde_json::from_str("18446744073709551615").unwrap();
+        assert_eq!(&*id, "18446744073709551615");
+        let id: Id<'_> = serde_json::from_str(r#""abc""#).unwrap();
+        assert!(matches!(id.0, std::borrow::Cow::Borrowed("abc")));
+        assert!(serde_json::from_str::<Id<'_>>("1.5").is_err());
+        assert!(serde_json::from_str::<Id<'_>>("true").is_err());
     }
 
     #[test]

@@ -1,12 +1,31 @@
 //! Guest SDK for mailplug provider plugins: the generated WIT bindings plus
-//! the helpers most providers need, so a plugin is one short `lib.rs`.
+//! what most providers need, so a plugin is one short `lib.rs`.
+//!
+//! Implement [`Plugin`] (only the exports the provider has: the others have
+//! defaults that refuse), describe it with [`Info`], build events with
+//! [`DeliveryEvent::bounced`] and friends, derive the options schema from a
+//! type ([`options`]) and pick a ready verifier ([`verify`]):
 //!
 //! ```ignore
 //! use mailplug_sdk::prelude::*;
-//! struct MyProvider;
-//! impl Guest for MyProvider { /* describe, adapt_connection, verify_webhook, parse_webhook */ }
-//! mailplug_sdk::export!(MyProvider);
+//! struct Acme;
+//! impl Plugin for Acme {
+//!     const ID: &'static str = "acme";
+//!     fn info() -> Info {
+//!         Info::new("Acme Mail", env!("CARGO_PKG_VERSION")).webhooks("basic-auth")
+//!     }
+//!     fn verify_webhook(request: &WebhookRequest, secret: &str) -> Result<(), VerifyError> {
+//!         verify::basic_auth(request, secret)
+//!     }
+//!     fn parse_webhook(request: &WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
+//!         /* json::parse, DeliveryEvent::delivered(recipient, at)... */
+//!     }
+//! }
+//! mailplug_sdk::export!(Acme);
 //! ```
+//!
+//! A type implementing the generated [`Guest`] trait directly (SDK 0.1
+//! style) still exports as before.
 
 /// Bindings generated from `wit/provider.wit` (world `provider`).
 #[allow(
@@ -17,35 +36,46 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "provider",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "mailplug_sdk::bindings",
+        // Lets plugin tests compare events and errors with `assert_eq!`.
+        additional_derives: [PartialEq],
     });
 }
 
+pub mod event;
+pub mod form;
 pub mod host;
 pub mod json;
+pub mod options;
+mod plugin;
 pub mod smtp;
 pub mod standard_webhooks;
 pub mod time;
+pub mod verify;
 
 pub use bindings::mailplug::provider::types;
 pub use bindings::{Guest, export};
+pub use plugin::{Info, Plugin};
+pub use schemars::{self, JsonSchema};
 
 /// Everything a plugin usually needs in scope.
 pub mod prelude {
     pub use crate::bindings::Guest;
     pub use crate::host::{self, log_debug, log_info, log_warn};
-    pub use crate::json;
-    pub use crate::smtp;
     pub use crate::standard_webhooks;
-    pub use crate::time;
     pub use crate::types::{
         BounceClass, Capability, DeliveryEvent, EventKind, FieldError, ParseError, PasswordSource,
         PluginInfo, Security, SmtpOverrides, SmtpSettings, Text, VerifyError, WebhookRequest,
     };
-    pub use crate::{text, text_cow};
+    pub use crate::{Info, JsonSchema, Plugin};
+    pub use crate::{form, json, options, smtp, time, verify};
+    pub use crate::{header, text, text_cow};
+    /// The derive most plugins use for their payload types (the crate
+    /// itself must still be a dependency: the derive expands to `serde::`).
+    pub use serde::Deserialize;
 }
 
 /// A `text` value for `parse-webhook` output: a span of `body` when `value`

@@ -1,7 +1,7 @@
 //! SMTP helpers for plugins: status extraction from diagnostic text, and the
 //! port/security defaults and checks `adapt-connection` implementations share.
 
-use crate::types::{FieldError, Security};
+use crate::types::{FieldError, PasswordSource, Security, SmtpOverrides, SmtpSettings};
 
 /// Whether `s` is exactly an SMTP reply code: three digits, the first 2, 4
 /// or 5, the classes that report an outcome (RFC 5321 §4.2.1: SMTP uses no
@@ -94,6 +94,32 @@ pub fn port_security_errors(port: u16, security: Security, errors: &mut Vec<Fiel
             "port 587 expects STARTTLS: use security: starttls (or port 465 for tls)",
         )),
         _ => {}
+    }
+}
+
+impl SmtpSettings {
+    /// A provider's SMTP relay as most providers need it: `default_host`
+    /// unless `smtp.host` is set, port and security by the host's rule
+    /// ([`port_security_defaults`]), user `smtp.username` or
+    /// `default_username`, password from `smtp.password`, no extra headers.
+    /// Check the result (e.g. [`port_security_errors`]) where the provider
+    /// has rules of its own.
+    pub fn relay(o: SmtpOverrides, default_host: &str, default_username: Option<&str>) -> Self {
+        let (port, security) = port_security_defaults(o.port, o.security);
+        SmtpSettings {
+            host: o.host.unwrap_or_else(|| default_host.to_owned()),
+            port,
+            security,
+            username: o.username.or_else(|| default_username.map(str::to_owned)),
+            password: PasswordSource::SmtpPassword,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header to every message sent over the connection.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name.into(), value.into()));
+        self
     }
 }
 

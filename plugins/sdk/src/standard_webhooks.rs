@@ -92,7 +92,7 @@ pub fn verify(
         .parse()
         .map_err(|_| VerifyError::Malformed(format!("{} is not an integer", names.timestamp)))?;
     let skew = now.saturating_sub(timestamp);
-    if skew.abs() > tolerance {
+    if skew.saturating_abs() > tolerance {
         return Err(VerifyError::TimestampOutOfTolerance(skew));
     }
     let keys = parse_keys(secret)?;

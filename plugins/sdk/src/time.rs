@@ -108,6 +108,15 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds)
 }
 
+/// [`parse_rfc3339`] for a payload field: `Invalid` (a 400) naming `field`
+/// when the text is not a date-time or lies outside years 1970-9999.
+pub fn rfc3339(text: &str, field: &str) -> Result<i64, crate::types::ParseError> {
+    let seconds = parse_rfc3339(text).ok_or_else(|| {
+        crate::types::ParseError::Invalid(format!("{field} {text:?} is not an RFC 3339 date-time"))
+    })?;
+    crate::event::limits::unix_seconds(field, seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_rfc3339;

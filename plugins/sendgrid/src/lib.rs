@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use mailplug_sdk::json::Id;
 use mailplug_sdk::prelude::*;
 use mailplug_sdk::types::Text as Out;
 use serde::Deserialize;
@@ -25,132 +26,59 @@ const MAX_DIAGNOSTIC_LEN: usize = 16 << 10;
 /// 9999-12-31T23:59:59Z, the last instant the host accepts.
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 
-impl Guest for SendGrid {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "sendgrid".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            display_name: "SendGrid".into(),
-            options_schema: adapt::OPTIONS_SCHEMA.into(),
-            capabilities: vec![
-                Capability::AdaptsSmtp,
-                Capability::VerifiesWebhooks,
-                Capability::ParsesWebhooks,
-            ],
-            signature_scheme: Some("sendgrid-ecdsa-p256-sha256".into()),
-        }
+impl Plugin for SendGrid {
+    const ID: &'static str = PROVIDER;
+
+    fn info() -> Info {
+        Info::new("SendGrid", env!("CARGO_PKG_VERSION"))
+            .options::<adapt::Options>()
+            .adapts_smtp()
+            .webhooks("sendgrid-ecdsa-p256-sha256")
     }
 
     fn adapt_connection(
-        options: String,
+        options: &str,
         overrides: SmtpOverrides,
     ) -> Result<SmtpSettings, Vec<FieldError>> {
-        adapt::adapt(&options, overrides)
+        adapt::adapt(options, overrides)
     }
 
-    fn verify_webhook(request: WebhookRequest, secret: String) -> Result<(), VerifyError> {
-        verify(&request, &secret, host::now())
+    fn verify_webhook(request: &WebhookRequest, secret: &str) -> Result<(), VerifyError> {
+        verify(request, secret, host::now())
     }
 
-    fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
+    fn parse_webhook(request: &WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
         parse(&request.body)
     }
 }
 
 mailplug_sdk::export!(SendGrid);
 
-/// The configured verification key(s): base64 DER SubjectPublicKeyInfo as
-/// SendGrid shows it, several separated by whitespace during a rotation, or
-/// one PEM block.
-fn keys(secret: &str) -> Result<Vec<Vec<u8>>, VerifyError> {
-    if secret.contains("-----BEGIN") {
-        return Ok(vec![secret.as_bytes().to_vec()]);
-    }
-    let keys = secret
-        .split_whitespace()
-        .map(|k| {
-            host::base64_decode(k).map_err(|e| {
-                VerifyError::Malformed(format!(
-                    "webhook secret is not base64 (a SendGrid verification key): {e}"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if keys.is_empty() {
-        return Err(VerifyError::Malformed(
-            "no webhook verification key configured".into(),
-        ));
-    }
-    Ok(keys)
-}
-
+/// The configured key(s) are base64 DER SubjectPublicKeyInfo as SendGrid
+/// shows it, several separated by whitespace during a rotation, or one PEM
+/// block ([`verify::public_keys`]).
 fn verify(request: &WebhookRequest, secret: &str, now: i64) -> Result<(), VerifyError> {
-    let header = |name: &str| {
-        mailplug_sdk::header(request, name).ok_or_else(|| VerifyError::MissingHeader(name.into()))
-    };
-    let signature = header(SIGNATURE_HEADER)?;
-    let timestamp_text = header(TIMESTAMP_HEADER)?;
-    let timestamp = Some(timestamp_text)
-        .filter(|t| !t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|t| t.parse::<i64>().ok())
-        .ok_or_else(|| VerifyError::Malformed(format!("{TIMESTAMP_HEADER} is not Unix seconds")))?;
-    let skew = now.saturating_sub(timestamp);
-    // SendGrid documents no tolerance; signatures cover the timestamp, so a
-    // window is what stops replays (with `sg_event_id` dedupe in the host).
-    // It is the connection's `webhook.tolerance` (default 300 s).
-    if skew.abs() > host::signature_tolerance() {
-        return Err(VerifyError::TimestampOutOfTolerance(skew));
+    let signature = verify::required_header(request, SIGNATURE_HEADER)?;
+    let timestamp_text = verify::required_header(request, TIMESTAMP_HEADER)?;
+    if timestamp_text.trim() != timestamp_text {
+        return Err(VerifyError::Malformed(format!(
+            "{TIMESTAMP_HEADER} is not Unix seconds"
+        )));
     }
+    let timestamp = verify::parse_unix_seconds(timestamp_text, TIMESTAMP_HEADER)?;
+    // SendGrid documents no tolerance; signatures cover the timestamp, so a
+    // window (the connection's `webhook.tolerance`) is what stops replays,
+    // with `sg_event_id` dedupe in the host.
+    verify::check_timestamp(timestamp, now, host::signature_tolerance())?;
     let signature = host::base64_decode(signature.trim())
         .map_err(|e| VerifyError::Malformed(format!("{SIGNATURE_HEADER} is not base64: {e}")))?;
-    let keys = keys(secret)?;
+    let keys = verify::public_keys(secret)?;
     // Signed bytes: the timestamp header exactly as sent, then the raw body.
     let signed = [timestamp_text.as_bytes(), &request.body].concat();
-    let mut unusable = None;
-    let mut mismatched = false;
-    for key in &keys {
-        match host::verify_ecdsa_p256_sha256(key, &signed, &signature) {
-            Ok(true) => return Ok(()),
-            Ok(false) => mismatched = true,
-            Err(e) => unusable = Some(e),
-        }
-    }
-    match unusable {
-        Some(e) if !mismatched => Err(VerifyError::Malformed(e)),
-        _ => Err(VerifyError::BadSignature),
-    }
+    verify::ecdsa_p256_sha256(&keys, &signed, &signature)
 }
 
 type Field<'a> = Option<Cow<'a, str>>;
-
-/// An id that SendGrid sends as a string; an integer is accepted too and
-/// rendered from its exact value (never through a double).
-struct Id<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Id<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or an integer")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Cow::Borrowed(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_owned()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_string()))
-            }
-        }
-        d.deserialize_any(Visitor).map(Id)
-    }
-}
 
 /// The fields of one SendGrid event that the mapping reads. Everything else
 /// (custom args merged top-level, `category`, `url_offset`, ...) is skipped;
@@ -283,25 +211,22 @@ impl Event<'_> {
                 _ => {}
             }
         }
-        Ok(Some(DeliveryEvent {
-            kind,
-            bounce_class,
-            recipient: id(body, "email", recipient)?,
-            occurred_at,
-            provider: Out::Owned(PROVIDER.into()),
-            provider_event_id: self
-                .sg_event_id
-                .map(|v| id(body, "sg_event_id", v.0))
-                .transpose()?,
-            provider_message_id: self
-                .sg_message_id
-                .map(|v| id(body, "sg_message_id", v.0))
-                .transpose()?,
-            message_id: self.smtp_id.map(|v| id(body, "smtp-id", v)).transpose()?,
-            smtp_status,
-            enhanced_status,
-            diagnostic: text.map(|t| diagnostic(body, t)),
-        }))
+        let event = DeliveryEvent::new(kind, id(body, "email", recipient)?, occurred_at)
+            .bounce_class(bounce_class)
+            .event_id(
+                self.sg_event_id
+                    .map(|v| id(body, "sg_event_id", v.0))
+                    .transpose()?,
+            )
+            .message_id(
+                self.sg_message_id
+                    .map(|v| id(body, "sg_message_id", v.0))
+                    .transpose()?,
+            )
+            .our_message_id(self.smtp_id.map(|v| id(body, "smtp-id", v)).transpose()?)
+            .smtp(smtp_status, enhanced_status)
+            .diagnostic(text.map(|t| diagnostic(body, t)));
+        Ok(Some(event))
     }
 }
 

@@ -4,9 +4,26 @@
 //! and `X-Example-Timestamp: <unix seconds>`.
 
 use mailplug_sdk::prelude::*;
-use serde::Deserialize;
+use mailplug_sdk::verify::{Encoding, Hmac, Part};
 
 struct Example;
+
+/// Options of `provider: example`.
+#[derive(Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+struct Options {
+    /// Account region: the SMTP host is smtp.<region>.example.net.
+    region: Region,
+}
+
+#[derive(Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+enum Region {
+    #[default]
+    Eu,
+    Us,
+}
 
 #[derive(Deserialize)]
 struct Event {
@@ -17,106 +34,41 @@ struct Event {
     reason: Option<String>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+impl Plugin for Example {
+    const ID: &'static str = "example";
 
-impl Guest for Example {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "example".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            display_name: "Example Provider".into(),
-            options_schema: r#"{"type":"object","additionalProperties":false,"properties":{"region":{"enum":["eu","us"]}}}"#.into(),
-            capabilities: vec![Capability::AdaptsSmtp, Capability::VerifiesWebhooks, Capability::ParsesWebhooks],
-            signature_scheme: Some("hmac-sha256-hex".into()),
-        }
+    fn info() -> Info {
+        let info = Info::new("Example Provider", env!("CARGO_PKG_VERSION"));
+        info.options::<Options>().adapts_smtp().webhooks("hmac-sha256-hex")
     }
 
-    fn adapt_connection(
-        options: String,
-        overrides: SmtpOverrides,
-    ) -> Result<SmtpSettings, Vec<FieldError>> {
-        let region = if options.contains("\"us\"") {
-            "us"
-        } else {
-            "eu"
+    fn adapt_connection(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
+        let region = match options::parse::<Options>(options)?.region {
+            Region::Eu => "eu",
+            Region::Us => "us",
         };
         // The host's rule for unset port/security, so 465 alone means TLS.
-        let (port, security) = smtp::port_security_defaults(overrides.port, overrides.security);
-        Ok(SmtpSettings {
-            host: overrides
-                .host
-                .unwrap_or_else(|| format!("smtp.{region}.example.net")),
-            port,
-            security,
-            username: Some("apikey".into()),
-            password: PasswordSource::SmtpPassword,
-            extra_headers: vec![],
-        })
+        let host = format!("smtp.{region}.example.net");
+        Ok(SmtpSettings::relay(o, &host, Some("apikey")))
     }
 
-    fn verify_webhook(request: WebhookRequest, secret: String) -> Result<(), VerifyError> {
-        let missing = |h: &str| VerifyError::MissingHeader(h.into());
-        let ts = mailplug_sdk::header(&request, "x-example-timestamp")
-            .ok_or_else(|| missing("x-example-timestamp"))?;
-        let sig = mailplug_sdk::header(&request, "x-example-signature")
-            .ok_or_else(|| missing("x-example-signature"))?;
-        let sent: i64 = ts
-            .parse()
-            .map_err(|_| VerifyError::Malformed("bad timestamp".into()))?;
-        let skew = host::now() - sent;
-        if skew.abs() > 300 {
-            return Err(VerifyError::TimestampOutOfTolerance(skew));
-        }
-        let mac = host::hmac(
-            host::Hash::Sha256,
-            secret.as_bytes(),
-            &[ts.as_bytes(), &request.body].concat(),
-        );
-        if host::constant_time_eq(
-            hex(&mac).as_bytes(),
-            sig.trim().to_ascii_lowercase().as_bytes(),
-        ) {
-            Ok(())
-        } else {
-            Err(VerifyError::BadSignature)
-        }
+    fn verify_webhook(request: &WebhookRequest, secret: &str) -> Result<(), VerifyError> {
+        let hmac = Hmac::sha256("x-example-signature", Encoding::Hex);
+        let scheme = hmac.timestamp("x-example-timestamp").signs(&[Part::Timestamp, Part::Body]);
+        scheme.verify(request, secret.as_bytes(), host::now())
     }
 
-    fn parse_webhook(request: WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
-        let events: Vec<Event> = json::parse(&request.body)?;
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let (kind, bounce_class) = match e.event.as_str() {
-                "delivered" => (EventKind::Delivered, None),
-                "bounce" => (EventKind::Bounced, Some(BounceClass::Hard)),
-                "spam" => (EventKind::Complained, None),
-                other => {
-                    log_debug(&format!("ignoring event type {other}"));
-                    continue;
-                }
+    fn parse_webhook(request: &WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
+        let mut out = Vec::new();
+        for e in json::parse::<Vec<Event>>(&request.body)? {
+            let at = time::rfc3339(&e.time, "time")?;
+            let event = match e.event.as_str() {
+                "delivered" => DeliveryEvent::delivered(e.email, at),
+                "bounce" => DeliveryEvent::bounced(e.email, at).hard(),
+                "spam" => DeliveryEvent::complained(e.email, at),
+                _ => continue, // no unified kind
             };
-            let occurred_at = time::parse_rfc3339(&e.time)
-                .ok_or_else(|| ParseError::Invalid(format!("bad time {:?}", e.time)))?;
-            let (smtp_status, enhanced_status) =
-                match e.reason.as_deref().and_then(smtp::extract_status) {
-                    Some((code, enhanced)) => (Some(code), enhanced),
-                    None => (None, None),
-                };
-            out.push(DeliveryEvent {
-                kind,
-                bounce_class,
-                recipient: Text::Owned(e.email),
-                occurred_at,
-                provider: Text::Owned("example".into()),
-                provider_event_id: e.id.map(Text::Owned),
-                provider_message_id: None,
-                message_id: None,
-                smtp_status: smtp_status.map(Text::Owned),
-                enhanced_status: enhanced_status.map(Text::Owned),
-                diagnostic: e.reason.map(Text::Owned),
-            });
+            out.push(event.event_id(e.id).status_from(e.reason.as_deref()).diagnostic(e.reason));
         }
         Ok(out)
     }

@@ -45,7 +45,7 @@ fn golden(dir: &Path, case: &str, secret: &str, now: i64, expect: &Path) -> Outp
 
 /// Runs `plugin test <plugin>` on `dir/case` (body `case.json`, headers
 /// `case.headers.json`), verifying with `secret`, with an optional golden file.
-fn plugin_test(
+pub(super) fn plugin_test(
     plugin: &str,
     dir: &Path,
     case: &str,
@@ -70,7 +70,7 @@ fn plugin_test(
     mailplug(&refs)
 }
 
-fn assert_passes(output: &Output, what: &str) {
+pub(super) fn assert_passes(output: &Output, what: &str) {
     assert!(
         output.status.success(),
         "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",

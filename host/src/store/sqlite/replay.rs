@@ -9,16 +9,31 @@ use crate::store::ReplayToken;
 /// bounded by the tokens of one expiry window without a sweeper.
 const PRUNE_PER_WRITE: i64 = 64;
 
-/// Records every token; false when one is already recorded and not yet
-/// expired (a replay), in which case the caller rolls the request back.
+/// Records every token; false when one is already recorded, not expired,
+/// for another body (a replay), in which case the caller rolls the request
+/// back. The same body again is the provider retrying: accepted.
 pub(super) fn record(tx: &Connection, tokens: &[ReplayToken]) -> rusqlite::Result<bool> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO replay_tokens (connection, token, expires_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (connection, token) DO UPDATE SET expires_at = excluded.expires_at \
-         WHERE replay_tokens.expires_at <= ?4",
+        "INSERT INTO replay_tokens (connection, token, body_sha256, expires_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (connection, token) DO UPDATE SET \
+           body_sha256 = excluded.body_sha256, expires_at = excluded.expires_at \
+         WHERE replay_tokens.expires_at <= ?5",
+    )?;
+    let mut same_body = tx.prepare_cached(
+        "SELECT 1 FROM replay_tokens WHERE connection = ?1 AND token = ?2 AND body_sha256 = ?3",
     )?;
     for t in tokens {
-        if insert.execute(params![t.connection, t.token, t.expires_at, t.used_at])? == 0 {
+        let args = params![
+            t.connection,
+            t.token,
+            &t.body_sha256[..],
+            t.expires_at,
+            t.used_at
+        ];
+        if insert.execute(args)? == 0
+            && !same_body.exists(params![t.connection, t.token, &t.body_sha256[..]])?
+        {
             return Ok(false);
         }
     }

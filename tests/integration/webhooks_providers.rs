@@ -1,0 +1,205 @@
+//! Postmark, Resend and Mailgun webhooks through the real daemon: the shared
+//! samples and a few of our own cases posted over HTTP, stored exactly once,
+//! and the hostile requests refused with nothing stored.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::daemon::Daemon;
+use crate::webhooks::{NOW, all_events, fixture_headers, fixtures, post_raw, project};
+
+const CONNECTIONS: &str = "\
+api_version: mailplug/v1
+kind: Connection
+name: pm
+provider: postmark
+smtp: { username: pm-server-token, password: { env: SMTP_PASSWORD } }
+options: { message_stream: outbound }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook: { secret: 'postmark-hook:pm-test-password-5c1d' }
+---
+api_version: mailplug/v1
+kind: Connection
+name: rs
+provider: resend
+smtp: { password: { env: SMTP_PASSWORD } }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook: { secret: whsec_dxI3KiQrHsD06b2bcIV1aAIgSouRlmi8 }
+---
+api_version: mailplug/v1
+kind: Connection
+name: mg
+provider: mailgun
+smtp: { username: postmaster@mg.example.test, password: { env: SMTP_PASSWORD } }
+options: { region: eu }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook: { secret: mg-test-signing-key-0f3c9a7e5d1b2468ace0 }
+";
+
+fn start() -> (tempfile::TempDir, Daemon) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("providers.yaml"), CONNECTIONS).unwrap();
+    let d = Daemon::start_env(
+        &dir,
+        &[],
+        &[("MAILPLUG_FIXED_NOW", NOW), ("SMTP_PASSWORD", "pw")],
+    );
+    (tmp, d)
+}
+
+/// Posts `dir/case.json` with its headers to `/webhooks/<connection>`.
+fn post(d: &Daemon, connection: &str, dir: &Path, case: &str) -> (u16, Value) {
+    let body = std::fs::read(dir.join(format!("{case}.json"))).unwrap();
+    let headers = fixture_headers(&dir.join(format!("{case}.headers.json")));
+    let (status, _, json) = post_raw(
+        &d.public,
+        &format!("/webhooks/{connection}"),
+        &headers,
+        &body,
+    );
+    (status, json)
+}
+
+fn own(provider: &str) -> std::path::PathBuf {
+    fixtures().join("../plugins").join(provider)
+}
+
+#[test]
+fn provider_webhooks_are_stored_once_with_exactly_the_expected_events() {
+    let (_tmp, d) = start();
+    let cases: Vec<(&str, std::path::PathBuf, &str)> = vec![
+        ("pm", fixtures().join("postmark"), "hard_bounce"),
+        ("pm", fixtures().join("postmark"), "delivery"),
+        ("pm", own("postmark"), "spam_complaint"),
+        ("pm", own("postmark"), "unicode_recipient"),
+        ("rs", fixtures().join("resend"), "bounced"),
+        ("rs", fixtures().join("resend"), "delivered"),
+        ("rs", own("resend"), "two_recipients"),
+        ("rs", own("resend"), "sent"),
+        ("mg", fixtures().join("mailgun"), "hard_bounce"),
+        ("mg", fixtures().join("mailgun"), "complained"),
+        ("mg", own("mailgun"), "failed_temporary"),
+    ];
+    let mut total = 0;
+    for (conn, dir, case) in &cases {
+        let expected: Vec<Value> = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{case}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let before = all_events(&d, &format!("&connection={conn}")).len();
+        let (status, body) = post(&d, conn, dir, case);
+        assert_eq!(status, 200, "{conn}/{case}: {body}");
+        assert_eq!(body["stored"], expected.len(), "{conn}/{case}: {body}");
+        let stored = all_events(&d, &format!("&connection={conn}"));
+        let new = &stored[before..];
+        assert_eq!(new.len(), expected.len(), "{conn}/{case}");
+        for (got, want) in new.iter().zip(&expected) {
+            assert_eq!(&project(got, want), want, "{conn}/{case}");
+            assert_eq!(got["connection"], *conn);
+        }
+        // A retry by the provider stores nothing new.
+        let (status, again) = post(&d, conn, dir, case);
+        assert_eq!(status, 200, "{conn}/{case}: {again}");
+        assert_eq!(again["stored"], 0, "{conn}/{case}: {again}");
+        total += expected.len();
+    }
+    assert_eq!(all_events(&d, "").len(), total);
+    // The hard bounces and the complaints suppressed their recipients.
+    let (status, list) = d.get_json("/v1/suppressions?workspace=marketing");
+    assert_eq!(status, 200, "{list}");
+    let addresses: Vec<&str> = list["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["address"].as_str())
+        .collect();
+    for address in ["no-such-user@example.com", "grumpy@example.com"] {
+        assert!(addresses.contains(&address), "{address}: {list}");
+    }
+}
+
+#[test]
+fn refused_provider_requests_get_401_or_400_and_store_nothing() {
+    let (_tmp, d) = start();
+    let bad = fixtures().join("_bad");
+    let shared = [
+        ("pm", "postmark__no_auth"),
+        ("rs", "resend__garbage_signature_header"),
+        ("mg", "mailgun__wrong_signature"),
+    ];
+    for (conn, case) in shared {
+        let expect: Value = serde_json::from_slice(
+            &std::fs::read(bad.join(format!("{case}.expect.json"))).unwrap(),
+        )
+        .unwrap();
+        let (status, body) = post(&d, conn, &bad, case);
+        assert_eq!(
+            Some(u64::from(status)),
+            expect["status"].as_u64(),
+            "{case}: {body}"
+        );
+        assert!(body["error"].is_string(), "{case}: {body}");
+    }
+    let own_cases = [
+        ("pm", "postmark", "wrong_password", 401),
+        ("pm", "postmark", "missing_email", 400),
+        ("rs", "resend", "tampered_body", 401),
+        ("rs", "resend", "old_timestamp", 401),
+        ("rs", "resend", "missing_to", 400),
+        ("mg", "mailgun", "old_timestamp", 401),
+        ("mg", "mailgun", "legacy_form", 401),
+        ("mg", "mailgun", "missing_event_data", 400),
+    ];
+    for (conn, provider, case, want) in own_cases {
+        let (status, body) = post(&d, conn, &own(provider), case);
+        assert_eq!(status, want, "{provider}/{case}: {body}");
+    }
+    assert!(all_events(&d, "").is_empty());
+    let (_, list) = d.get_json("/v1/suppressions?workspace=marketing");
+    assert_eq!(list["suppressions"], serde_json::json!([]), "{list}");
+}
+
+#[test]
+fn a_captured_mailgun_signature_cannot_carry_other_event_data() {
+    // Mailgun signs timestamp + token, not the event data: only the
+    // single-use token stops a captured signature from carrying new events.
+    let (_tmp, d) = start();
+    let dir = own("mailgun");
+    let (status, body) = post(&d, "mg", &dir, "failed_temporary");
+    assert_eq!(
+        (status, &body["stored"]),
+        (200, &serde_json::json!(1)),
+        "{body}"
+    );
+    let (status, body) = post(&d, "mg", &dir, "failed_temporary");
+    assert_eq!(
+        (status, &body["duplicates"]),
+        (200, &serde_json::json!(1)),
+        "the same bytes again are Mailgun retrying: {body}"
+    );
+
+    let mut forged: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("failed_temporary.json")).unwrap()).unwrap();
+    forged["event-data"]["recipient"] = "victim@example.org".into();
+    forged["event-data"]["id"] = "forged-event".into();
+    let headers = fixture_headers(&dir.join("failed_temporary.headers.json"));
+    let (status, _, json) = post_raw(
+        &d.public,
+        "/webhooks/mg",
+        &headers,
+        &serde_json::to_vec(&forged).unwrap(),
+    );
+    assert_eq!(status, 401, "{json}");
+    assert!(
+        json["error"].as_str().unwrap_or("").contains("replayed"),
+        "{json}"
+    );
+    assert!(all_events(&d, "&recipient=victim@example.org").is_empty());
+    assert_eq!(all_events(&d, "&connection=mg").len(), 1);
+}
