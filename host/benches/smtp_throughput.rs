@@ -119,6 +119,7 @@ fn target(port: u16, pool: usize) -> SmtpTarget {
         verify_tls: true,
         helo_name: "bench.mailplug.test".into(),
         allow_insecure_auth: false,
+        extra_headers: Vec::new(),
         from_name: None,
         from_email: FROM.into(),
         connect_timeout: Duration::from_secs(5),

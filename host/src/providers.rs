@@ -177,6 +177,7 @@ impl ProviderCatalog for Catalog {
                 runtime::PasswordSource::SmtpPassword => PasswordSource::SmtpPassword,
                 runtime::PasswordSource::OptionsField(p) => PasswordSource::OptionsField(p),
             },
+            extra_headers: settings.extra_headers,
         })
     }
 }

@@ -480,3 +480,27 @@ fn wrong_types_and_missing_fields_are_reported_together() {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
 }
+
+#[test]
+fn extra_headers_may_not_replace_the_ones_mailplug_sets() {
+    let doc = |headers: &str| format!("{}options:\n  headers:\n{headers}", connection("c1"));
+    let dir = tree(&[
+        ("ok.yaml", doc("    X-Campaign: spring\n").as_bytes()),
+        (
+            "bad.yaml",
+            doc("    X-Campaign: spring\n    from: someone@else.example\n")
+                .replace("name: c1", "name: c2")
+                .as_bytes(),
+        ),
+    ]);
+    let run = validate(dir.path(), &[]);
+    assert_eq!(run.code, CONFIG_ERROR, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "./bad.yaml:16:11: error: /options/headers/from: the header `from` is one mailplug sets itself"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("./ok.yaml"), "{}", run.stdout);
+}

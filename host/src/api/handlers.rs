@@ -49,6 +49,7 @@ fn detail(state: &AppState, c: &Connection) -> Value {
         },
         "helo_name": smtp.helo_name,
         "allow_insecure_auth": smtp.allow_insecure_auth,
+        "extra_headers": smtp.extra_headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
     });
     v["options"] = json!(c.options);
     v["webhook"] = json!({

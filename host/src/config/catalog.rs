@@ -50,6 +50,8 @@ pub struct AdaptedSmtp {
     pub username: Option<String>,
     /// Where the password comes from.
     pub password: PasswordSource,
+    /// Headers the provider needs on every message (name, value).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 /// Why a provider plugin produced no settings.

@@ -13,7 +13,9 @@ use serde_json::Value;
 use super::LoadOptions;
 use super::catalog::{AdaptFailure, PasswordSource, ProviderCatalog, SmtpOverrides};
 use super::compile::Sections;
-use super::connection::{Mailbox, PasswordRef, Provider, Security, Smtp, effective_port_security};
+use super::connection::{
+    Mailbox, OWNED_HEADERS, PasswordRef, Provider, Security, Smtp, effective_port_security,
+};
 use super::diagnostic::{Diagnostic, PLUGIN_MESSAGE_CHARS, did_you_mean, excerpt, truncated};
 
 use super::model::{FromSpec, PluginSpec, SmtpSpec};
@@ -189,8 +191,28 @@ pub(super) fn smtp(
         secret,
         pointer: "/smtp/password".to_owned(),
     });
+    let mut extra_headers = Vec::new();
     let (host, port, security, username, password) = match provider {
         Provider::CustomSmtp => {
+            // `options.headers` (name → value): the custom-smtp plugin's
+            // schema, applied here by the host like a plugin's answer.
+            if let Some(Value::Object(headers)) = options.and_then(|o| o.get("headers")) {
+                for (name, value) in headers {
+                    let pointer = format!("/options/headers/{}", super::yaml::pointer_escape(name));
+                    let value = value.as_str().unwrap_or_default();
+                    let valid_name =
+                        !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                    if !valid_name || value.contains(['\r', '\n']) {
+                        ctx.error(
+                            &pointer,
+                            "not a header name, or a value with a line break",
+                            None,
+                        );
+                        return None;
+                    }
+                    extra_headers.push((name.clone(), value.to_owned()));
+                }
+            }
             let Some(host) = explicit.host.clone() else {
                 let parent = if spec.is_some() { "/smtp" } else { "" };
                 ctx.missing(
@@ -264,6 +286,7 @@ pub(super) fn smtp(
                     Some(options_secret(ctx, id, options, &field)?)
                 }
             };
+            extra_headers = adapted.extra_headers;
             (
                 explicit.host.clone().unwrap_or(adapted.host),
                 explicit.port.unwrap_or(adapted.port),
@@ -273,6 +296,21 @@ pub(super) fn smtp(
             )
         }
     };
+    for (name, _) in &extra_headers {
+        if OWNED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            let pointer = if custom {
+                format!("/options/headers/{}", super::yaml::pointer_escape(name))
+            } else {
+                "/provider".to_owned()
+            };
+            ctx.error(
+                &pointer,
+                format!("the header `{}` is one mailplug sets itself", excerpt(name)),
+                Some("extra headers may add fields, not replace From, To, Subject, Message-ID and the like"),
+            );
+            return None;
+        }
+    }
     if !custom {
         // A provider may fill in one half of the login; the runtime refuses
         // half a login whoever wrote it.
@@ -317,6 +355,7 @@ pub(super) fn smtp(
         verify_tls: tls.verify.unwrap_or(true),
         helo_name: explicit.helo_name.clone(),
         allow_insecure_auth: explicit.allow_insecure_auth,
+        extra_headers,
     })
 }
 

@@ -152,7 +152,31 @@ pub struct Smtp {
     pub helo_name: Option<String>,
     /// Allow AUTH over `security: none`.
     pub allow_insecure_auth: bool,
+    /// Headers the provider plugin needs on every message sent through the
+    /// connection (`adapt-connection`), in order; none of them one mailplug
+    /// sets itself ([`OWNED_HEADERS`]).
+    pub extra_headers: Vec<(String, String)>,
 }
+
+/// Header fields mailplug writes itself: a plugin's `extra_headers` may not
+/// name them (compared case-insensitively).
+pub const OWNED_HEADERS: &[&str] = &[
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "user-agent",
+    "return-path",
+    "received",
+];
 
 /// How provider webhooks are authenticated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

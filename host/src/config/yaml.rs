@@ -153,6 +153,11 @@ pub fn pointer_push(base: &str, token: &str) -> String {
     out
 }
 
+/// Encodes one JSON Pointer reference token (`~` → `~0`, `/` → `~1`).
+pub fn pointer_escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
 /// Decodes one JSON Pointer reference token (`~1` → `/`, `~0` → `~`).
 pub fn pointer_unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")

@@ -62,6 +62,7 @@ pub fn target_for(conn: &Connection) -> Result<SmtpTarget, ConfigError> {
         verify_tls: smtp.verify_tls,
         helo_name: smtp.helo_name.clone().unwrap_or_else(machine_hostname),
         allow_insecure_auth: smtp.allow_insecure_auth,
+        extra_headers: smtp.extra_headers.clone(),
         from_name: conn.from.name.clone(),
         from_email: conn.from.email.to_string(),
         connect_timeout: conn.limits.timeout,

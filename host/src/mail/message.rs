@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lettre::Message;
 use lettre::address::Envelope;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
 use super::target::SmtpTarget;
@@ -93,7 +94,7 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
         escape(&target.address()),
         target.security.as_str()
     );
-    let message = Message::builder()
+    let mut message = Message::builder()
         .from(from)
         .to(Mailbox::new(None, to_addr))
         .subject(subject)
@@ -102,6 +103,15 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
         .user_agent(format!("mailplug/{}", env!("CARGO_PKG_VERSION")))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| MessageError::Build(e.to_string()))?;
+    // The provider's headers (checked at load time: field names, no
+    // header mailplug sets itself, no line breaks in values).
+    for (name, value) in &target.extra_headers {
+        let name = HeaderName::new_from_ascii(name.clone())
+            .map_err(|_| MessageError::Build(format!("invalid header name {name:?}")))?;
+        message
+            .headers_mut()
+            .insert_raw(HeaderValue::new(name, value.clone()));
+    }
     Ok(OutgoingMessage::from_message(&message, message_id))
 }
 
@@ -132,6 +142,20 @@ mod tests {
         assert!(text.contains("multipart/alternative"));
         assert!(text.contains("text/plain") && text.contains("text/html"));
         assert_eq!(m.envelope.to().len(), 1);
+    }
+
+    #[test]
+    fn the_providers_extra_headers_are_on_the_message() {
+        let mut t = crate::mail::target::tests::sample();
+        t.extra_headers = vec![
+            ("X-PM-Message-Stream".into(), "broadcast".into()),
+            ("X-Mailgun-Tag".into(), "newsletter".into()),
+        ];
+        let m = test_message(&t, "rcpt@example.test").unwrap();
+        let text = String::from_utf8(m.raw).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        assert!(head.contains("X-PM-Message-Stream: broadcast"), "{head}");
+        assert!(head.contains("X-Mailgun-Tag: newsletter"), "{head}");
     }
 
     #[test]

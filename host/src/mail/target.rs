@@ -46,6 +46,9 @@ pub struct SmtpTarget {
     pub connect_timeout: Duration,
     /// Limit for each SMTP command's reply (and the TLS handshake).
     pub command_timeout: Duration,
+    /// Headers added to every message (the provider plugin's
+    /// `adapt-connection` asked for them).
+    pub extra_headers: Vec<(String, String)>,
     /// Pool size: concurrent SMTP sessions to this server.
     pub max_connections: usize,
 }
@@ -176,6 +179,7 @@ pub(crate) mod tests {
             verify_tls: true,
             helo_name: "client.test".into(),
             allow_insecure_auth: false,
+            extra_headers: Vec::new(),
             from_name: None,
             from_email: "sender@example.test".into(),
             connect_timeout: Duration::from_secs(5),

@@ -156,6 +156,7 @@ pub fn target(name: &str, port: u16, security: Security) -> SmtpTarget {
         verify_tls: true,
         helo_name: "client.mailplug.test".to_owned(),
         allow_insecure_auth: false,
+        extra_headers: Vec::new(),
         from_name: Some("Mailplug Tests".to_owned()),
         from_email: ALLOWED_FROM.to_owned(),
         connect_timeout: Duration::from_secs(5),
