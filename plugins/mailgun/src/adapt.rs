@@ -72,17 +72,8 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
         }
     }
     let host = o.host.unwrap_or_else(|| options.region.host().to_owned());
-    if host.trim().is_empty() {
-        errors.push(error("/smtp/host", "smtp.host is empty"));
-    }
     let (port, security) = smtp::port_security_defaults(o.port, o.security);
-    smtp::port_security_errors(port, security, &mut errors);
-    if security == Security::None {
-        errors.push(error(
-            "/smtp/security",
-            "the SMTP password would be sent in clear text with security: none",
-        ));
-    }
+    smtp::relay_transport_errors(&host, port, security, "the SMTP password", &mut errors);
     let username = o.username.filter(|u| !u.trim().is_empty());
     if username.is_none() {
         errors.push(error(
@@ -90,12 +81,11 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
             "mailgun needs smtp.username: the domain's SMTP login, e.g. postmaster@mg.example.com",
         ));
     }
-    if !o.has_password {
-        errors.push(error(
-            "/smtp/password",
-            "mailgun needs smtp.password: a reference to the SMTP password, e.g. { env: MAILGUN_SMTP_PASSWORD }",
-        ));
-    }
+    smtp::require_password(
+        o.has_password,
+        "mailgun needs smtp.password: a reference to the SMTP password, e.g. { env: MAILGUN_SMTP_PASSWORD }",
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -40,17 +40,8 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
         }
     }
     let host = o.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
-    if host.trim().is_empty() {
-        errors.push(error("/smtp/host", "smtp.host is empty"));
-    }
     let (port, security) = smtp::port_security_defaults(o.port, o.security);
-    smtp::port_security_errors(port, security, &mut errors);
-    if security == Security::None {
-        errors.push(error(
-            "/smtp/security",
-            "the server token would be sent in clear text with security: none",
-        ));
-    }
+    smtp::relay_transport_errors(&host, port, security, "the server token", &mut errors);
     // The user name is a plain string in the connection file: the host has
     // no way yet to take it from a secret reference, so it cannot default
     // to the (secret) server token.
@@ -62,13 +53,12 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
              smtp.password) or, with an SMTP token, its access key",
         ));
     }
-    if !o.has_password {
-        errors.push(error(
-            "/smtp/password",
-            "postmark needs smtp.password: a reference to the server API token (or an SMTP \
-             token's secret key), e.g. { env: POSTMARK_SERVER_TOKEN }",
-        ));
-    }
+    smtp::require_password(
+        o.has_password,
+        "postmark needs smtp.password: a reference to the server API token (or an SMTP \
+         token's secret key), e.g. { env: POSTMARK_SERVER_TOKEN }",
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }

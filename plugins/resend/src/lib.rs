@@ -6,7 +6,6 @@
 use mailplug_sdk::event::limits;
 use mailplug_sdk::json::Str;
 use mailplug_sdk::prelude::*;
-use mailplug_sdk::smtp::field_error as error;
 use serde::Deserialize;
 
 struct Resend;
@@ -37,36 +36,23 @@ impl Plugin for Resend {
     fn adapt_connection(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldError>> {
         let mut errors = options::parse::<Options>(options).err().unwrap_or_default();
         let host = o.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
-        if host.trim().is_empty() {
-            errors.push(error("/smtp/host", "smtp.host is empty"));
-        }
         let (port, security) = match (o.port, o.security) {
             (Some(ALT_TLS_PORT), None) => (ALT_TLS_PORT, Security::Tls),
             (port, security) => smtp::port_security_defaults(port, security),
         };
-        smtp::port_security_errors(port, security, &mut errors);
-        if security == Security::None {
-            errors.push(error(
-                "/smtp/security",
-                "the API key would be sent in clear text with security: none",
-            ));
-        }
-        if host == DEFAULT_HOST
-            && let Some(user) = o.username.as_deref().filter(|u| *u != USERNAME)
-        {
-            errors.push(error(
-                "/smtp/username",
-                format!(
-                    "Resend's SMTP user is always `{USERNAME}`, not `{user}`: remove smtp.username"
-                ),
-            ));
-        }
-        if !o.has_password {
-            errors.push(error(
-                "/smtp/password",
-                "resend needs smtp.password: a reference to the API key, e.g. { env: RESEND_API_KEY }",
-            ));
-        }
+        smtp::relay_transport_errors(&host, port, security, "the API key", &mut errors);
+        smtp::fixed_username_errors(
+            &host,
+            DEFAULT_HOST,
+            o.username.as_deref(),
+            ("Resend", USERNAME),
+            &mut errors,
+        );
+        smtp::require_password(
+            o.has_password,
+            "resend needs smtp.password: a reference to the API key, e.g. { env: RESEND_API_KEY }",
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -97,6 +97,57 @@ pub fn port_security_errors(port: u16, security: Security, errors: &mut Vec<Fiel
     }
 }
 
+/// The transport checks every provider relay with a login shares, in the
+/// order they are reported: a non-empty host, a port that fits its security
+/// mode, and no `security: none` (`secret` names what would travel in clear,
+/// e.g. "the API key").
+pub fn relay_transport_errors(
+    host: &str,
+    port: u16,
+    security: Security,
+    secret: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if host.trim().is_empty() {
+        errors.push(field_error("/smtp/host", "smtp.host is empty"));
+    }
+    port_security_errors(port, security, errors);
+    if security == Security::None {
+        errors.push(field_error(
+            "/smtp/security",
+            format!("{secret} would be sent in clear text with security: none"),
+        ));
+    }
+}
+
+/// On the provider's own host (`default_host`) the SMTP user is the literal
+/// `fixed`: another `smtp.username` there is an error naming `provider`.
+pub fn fixed_username_errors(
+    host: &str,
+    default_host: &str,
+    username: Option<&str>,
+    (provider, fixed): (&str, &str),
+    errors: &mut Vec<FieldError>,
+) {
+    if host == default_host
+        && let Some(user) = username.filter(|u| *u != fixed)
+    {
+        errors.push(field_error(
+            "/smtp/username",
+            format!(
+                "{provider}'s SMTP user is always `{fixed}`, not `{user}`: remove smtp.username"
+            ),
+        ));
+    }
+}
+
+/// `smtp.password` must be set; `message` says what it holds.
+pub fn require_password(has_password: bool, message: &str, errors: &mut Vec<FieldError>) {
+    if !has_password {
+        errors.push(field_error("/smtp/password", message));
+    }
+}
+
 impl SmtpSettings {
     /// A provider's SMTP relay as most providers need it: `default_host`
     /// unless `smtp.host` is set, port and security by the host's rule

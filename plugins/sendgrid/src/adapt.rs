@@ -2,7 +2,6 @@
 //! authenticated as the literal user `apikey` with the API key as password.
 
 use mailplug_sdk::prelude::*;
-use mailplug_sdk::smtp::field_error as error;
 use serde::Deserialize;
 
 /// SendGrid's SMTP relay.
@@ -26,33 +25,20 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
         errors.append(&mut e);
     }
     let host = o.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
-    if host.trim().is_empty() {
-        errors.push(error("/smtp/host", "smtp.host is empty"));
-    }
     let (port, security) = smtp::port_security_defaults(o.port, o.security);
-    smtp::port_security_errors(port, security, &mut errors);
-    if security == Security::None {
-        errors.push(error(
-            "/smtp/security",
-            "the API key would be sent in clear text with security: none",
-        ));
-    }
-    if host == DEFAULT_HOST
-        && let Some(user) = o.username.as_deref().filter(|u| *u != USERNAME)
-    {
-        errors.push(error(
-            "/smtp/username",
-            format!(
-                "SendGrid's SMTP user is always `{USERNAME}`, not `{user}`: remove smtp.username"
-            ),
-        ));
-    }
-    if !o.has_password {
-        errors.push(error(
-            "/smtp/password",
-            "sendgrid needs smtp.password: a reference to the API key, e.g. { env: SENDGRID_API_KEY }",
-        ));
-    }
+    smtp::relay_transport_errors(&host, port, security, "the API key", &mut errors);
+    smtp::fixed_username_errors(
+        &host,
+        DEFAULT_HOST,
+        o.username.as_deref(),
+        ("SendGrid", USERNAME),
+        &mut errors,
+    );
+    smtp::require_password(
+        o.has_password,
+        "sendgrid needs smtp.password: a reference to the API key, e.g. { env: SENDGRID_API_KEY }",
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }
