@@ -185,21 +185,14 @@ impl Reloader {
             .sort_by_key(|(path, _)| (present.get(*path) != Some(&Live::Current), (*path).clone()));
         for (path, report) in order {
             for c in &report.connections {
-                if let Some(existing) = connections.get(c.name()) {
-                    let existing: &Arc<Connection> = existing;
-                    diagnostics.push(Diagnostic::error(
-                        path,
-                        crate::config::yaml::Pos { line: c.source.line, col: c.source.column },
-                        "/name",
-                        format!(
-                            "last good version of this file defines `{}`, now defined at {}; the stale definition is not applied",
-                            c.name(),
-                            existing.source
-                        ),
-                    ));
-                    continue;
-                }
-                connections.insert(c.name().to_owned(), Arc::new(c.clone()));
+                live_once(
+                    &mut connections,
+                    (c.name(), ""),
+                    c,
+                    |c| &c.source,
+                    path,
+                    &mut diagnostics,
+                );
             }
             for p in &report.plugins {
                 plugins
@@ -207,38 +200,24 @@ impl Reloader {
                     .or_insert_with(|| Arc::new(p.clone()));
             }
             for f in &report.forwarders {
-                if let Some(existing) = forwarders.get(&f.name) {
-                    let existing: &Arc<Forwarder> = existing;
-                    diagnostics.push(Diagnostic::error(
-                        path,
-                        crate::config::yaml::Pos { line: f.source.line, col: f.source.column },
-                        "/name",
-                        format!(
-                            "last good version of this file defines forwarder `{}`, now defined at {}; the stale definition is not applied",
-                            f.name,
-                            existing.source
-                        ),
-                    ));
-                    continue;
-                }
-                forwarders.insert(f.name.clone(), Arc::new(f.clone()));
+                live_once(
+                    &mut forwarders,
+                    (&f.name, "forwarder "),
+                    f,
+                    |f| &f.source,
+                    path,
+                    &mut diagnostics,
+                );
             }
             for w in &report.workspaces {
-                if let Some(existing) = workspaces.get(&w.name) {
-                    let existing: &Arc<Workspace> = existing;
-                    diagnostics.push(Diagnostic::error(
-                        path,
-                        crate::config::yaml::Pos { line: w.source.line, col: w.source.column },
-                        "/name",
-                        format!(
-                            "last good version of this file defines workspace `{}`, now defined at {}; the stale definition is not applied",
-                            w.name,
-                            existing.source
-                        ),
-                    ));
-                    continue;
-                }
-                workspaces.insert(w.name.clone(), Arc::new(w.clone()));
+                live_once(
+                    &mut workspaces,
+                    (&w.name, "workspace "),
+                    w,
+                    |w| &w.source,
+                    path,
+                    &mut diagnostics,
+                );
             }
         }
         let result = if diagnostics.iter().any(Diagnostic::is_error) {
@@ -276,6 +255,36 @@ impl Reloader {
             catalog: self.catalog.clone(),
         }
     }
+}
+
+/// Adds `item` under `name` unless an earlier (current) file already did;
+/// then this stale definition is reported in `path` and not applied.
+/// `what` prefixes the name in the message (`forwarder `, `workspace `).
+fn live_once<T: Clone>(
+    map: &mut BTreeMap<String, Arc<T>>,
+    (name, what): (&str, &str),
+    item: &T,
+    source: fn(&T) -> &config::SourceLocation,
+    path: &std::path::Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some(existing) = map.get(name) else {
+        map.insert(name.to_owned(), Arc::new(item.clone()));
+        return;
+    };
+    let at = source(item);
+    diagnostics.push(Diagnostic::error(
+        path,
+        crate::config::yaml::Pos {
+            line: at.line,
+            col: at.column,
+        },
+        "/name",
+        format!(
+            "last good version of this file defines {what}`{name}`, now defined at {}; the stale definition is not applied",
+            source(existing)
+        ),
+    ));
 }
 
 /// What a catalog built from these registrations depends on.
