@@ -207,13 +207,17 @@ fn verify_and_parse(
             ) {
                 Ok(Ok(())) => {
                     last = None;
+                    let used = instance.take_used_tokens();
+                    if used.is_empty() {
+                        break;
+                    }
+                    // Only requests that name a token pay for the hash.
                     let now = snapshot.catalog.runtime().clock().now();
                     let body_sha256: [u8; 32] = {
                         use sha2::Digest as _;
                         sha2::Sha256::digest(&request.body).into()
                     };
-                    tokens = instance
-                        .take_used_tokens()
+                    tokens = used
                         .into_iter()
                         .map(|t| ReplayToken {
                             connection: connection.name.clone(),
