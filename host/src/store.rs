@@ -203,6 +203,16 @@ pub struct ReplayToken {
     pub expires_at: i64,
 }
 
+impl Write {
+    /// Events of a request that named no single-use token.
+    pub fn events(events: Vec<NewEvent>) -> Self {
+        Self::Events {
+            events,
+            tokens: Vec::new(),
+        }
+    }
+}
+
 /// What one [`Write`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {

@@ -66,27 +66,13 @@ fn stores_once_pages_by_cursor_and_suppresses() {
         })
         .collect();
     let out = db
-        .apply(
-            &[Write::Events {
-                events: batch.clone(),
-                tokens: Vec::new(),
-            }],
-            &mut next,
-        )
+        .apply(&[Write::events(batch.clone())], &mut next)
         .unwrap();
     let Applied::Events { stored, duplicates } = &out[0] else {
         panic!("{out:?}")
     };
     assert_eq!((stored.len(), *duplicates), (5, 0));
-    let again = db
-        .apply(
-            &[Write::Events {
-                events: batch,
-                tokens: Vec::new(),
-            }],
-            &mut next,
-        )
-        .unwrap();
+    let again = db.apply(&[Write::events(batch)], &mut next).unwrap();
     assert_eq!(
         again[0],
         Applied::Events {
@@ -127,14 +113,7 @@ fn stores_once_pages_by_cursor_and_suppresses() {
         Some(BounceClass::Hard),
         1_767_268_900,
     );
-    db.apply(
-        &[Write::Events {
-            events: vec![hard],
-            tokens: Vec::new(),
-        }],
-        &mut next,
-    )
-    .unwrap();
+    db.apply(&[Write::events(vec![hard])], &mut next).unwrap();
     let s = db
         .suppressions(&SuppressionQuery {
             limit: 10,
@@ -165,14 +144,7 @@ fn soft_bounces_suppress_at_the_threshold_within_the_window() {
             Some(BounceClass::Soft),
             at,
         );
-        db.apply(
-            &[Write::Events {
-                events: vec![e],
-                tokens: Vec::new(),
-            }],
-            &mut next,
-        )
-        .unwrap();
+        db.apply(&[Write::events(vec![e])], &mut next).unwrap();
     }
     let none = db
         .suppressions(&SuppressionQuery {
@@ -188,14 +160,7 @@ fn soft_bounces_suppress_at_the_threshold_within_the_window() {
             Some(BounceClass::Soft),
             at,
         );
-        db.apply(
-            &[Write::Events {
-                events: vec![e],
-                tokens: Vec::new(),
-            }],
-            &mut next,
-        )
-        .unwrap();
+        db.apply(&[Write::events(vec![e])], &mut next).unwrap();
     }
     let some = db
         .suppressions(&SuppressionQuery {
@@ -242,15 +207,7 @@ fn migrating_from_version_1_keeps_ids_dedupe_and_workspaces() {
     let db = open(dir.path());
     let old = db.event("01KOLD0000000000000000000A").unwrap().unwrap();
     assert_eq!(old.event.provider_event_id.as_deref(), Some("old"));
-    let again = db
-        .apply(
-            &[Write::Events {
-                events: vec![e],
-                tokens: Vec::new(),
-            }],
-            &mut ids(),
-        )
-        .unwrap();
+    let again = db.apply(&[Write::events(vec![e])], &mut ids()).unwrap();
     assert_eq!(
         again[0],
         Applied::Events {
@@ -361,15 +318,7 @@ fn a_full_store_refuses_the_whole_batch() {
     let batch: Vec<_> = (0..2000)
         .map(|i| new_event(&format!("e{i}"), EventKind::Delivered, None, 1_767_268_800))
         .collect();
-    let err = db
-        .apply(
-            &[Write::Events {
-                events: batch,
-                tokens: Vec::new(),
-            }],
-            &mut next,
-        )
-        .unwrap_err();
+    let err = db.apply(&[Write::events(batch)], &mut next).unwrap_err();
     assert!(matches!(err, StoreError::Full(_)), "{err}");
     assert_eq!(db.counts().unwrap().events, 0, "nothing half-applied");
 }

@@ -63,24 +63,10 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
         event("a2", "a@X.ORG", &["app"]),
         event("n1", "n@x.org", &[]),
     ];
-    db.apply(
-        &[Write::Events {
-            events: batch.clone(),
-            tokens: Vec::new(),
-        }],
-        &mut next,
-    )
-    .unwrap();
-    // A redelivery of the same events queues nothing more.
-    let again = db
-        .apply(
-            &[Write::Events {
-                events: batch,
-                tokens: Vec::new(),
-            }],
-            &mut next,
-        )
+    db.apply(&[Write::events(batch.clone())], &mut next)
         .unwrap();
+    // A redelivery of the same events queues nothing more.
+    let again = db.apply(&[Write::events(batch)], &mut next).unwrap();
     assert!(matches!(&again[0], Applied::Events { duplicates: 4, .. }));
     let stats = db.outbox_stats().unwrap();
     let pending: Vec<(&str, u64)> = stats
@@ -150,13 +136,10 @@ fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_req
     let db = open(dir.path());
     let mut next = ids();
     db.apply(
-        &[Write::Events {
-            events: vec![
-                event("a1", "a@x.org", &["app"]),
-                event("a2", "a@x.org", &["app"]),
-            ],
-            tokens: Vec::new(),
-        }],
+        &[Write::events(vec![
+            event("a1", "a@x.org", &["app"]),
+            event("a2", "a@x.org", &["app"]),
+        ])],
         &mut next,
     )
     .unwrap();
@@ -227,14 +210,7 @@ fn outbox_pages_follow_cursors_oldest_first() {
     let batch: Vec<_> = (0..5)
         .map(|i| event(&format!("e{i}"), &format!("r{i}@x.org"), &["app"]))
         .collect();
-    db.apply(
-        &[Write::Events {
-            events: batch,
-            tokens: Vec::new(),
-        }],
-        &mut next,
-    )
-    .unwrap();
+    db.apply(&[Write::events(batch)], &mut next).unwrap();
     let mut q = OutboxQuery {
         forwarder: Some("app".into()),
         limit: 2,
