@@ -11,6 +11,7 @@ mod cli_golden;
 mod custom_smtp;
 mod first_party;
 mod first_party_adapt;
+mod fixtures_cli;
 mod hostile;
 mod loading;
 mod sdk;

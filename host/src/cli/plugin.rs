@@ -13,6 +13,7 @@ use crate::runtime::{
 };
 
 mod expect;
+mod fixtures;
 
 /// Exit code of a failed `plugin test`: rejected, parse error or golden mismatch.
 pub const TEST_FAILED: u8 = 1;
@@ -51,8 +52,17 @@ struct TestArgs {
     /// A plugin id (first-party) or a path to a `.wasm` component.
     plugin: String,
     /// The request body, used byte for byte.
-    #[arg(long)]
-    body: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "fixtures",
+        conflicts_with = "fixtures"
+    )]
+    body: Option<PathBuf>,
+    /// Replay every case of this folder instead: `CASE.json` or `CASE.form`
+    /// (the body), `CASE.headers.json` (optional) and `CASE.expected.json`
+    /// (the golden output); prints a diff per failing case and a summary.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["expect", "headers_file"])]
+    fixtures: Option<PathBuf>,
     /// A request header, `Name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -68,8 +78,9 @@ struct TestArgs {
     /// Compare the output with this golden JSON file; exit 1 with a diff on mismatch.
     #[arg(long, value_name = "FILE")]
     expect: Option<PathBuf>,
-    /// With --expect: write the output to the golden file instead of comparing.
-    #[arg(long, requires = "expect")]
+    /// With --expect or --fixtures: write the output to the golden file(s)
+    /// instead of comparing.
+    #[arg(long)]
     bless: bool,
     /// HTTP method of the recorded request.
     #[arg(long, default_value = "POST")]
@@ -137,6 +148,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             let Some(plugin) = runtime.plugin(&id) else {
                 bail!("plugin `{id}` is not loaded")
             };
+            if let Some(dir) = &test.fixtures {
+                return fixtures::run(plugin, dir, &test);
+            }
             webhook_test(plugin.instance(), &test)
         }
     }
@@ -246,21 +260,34 @@ fn read_body(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(body)
 }
 
-fn request(test: &TestArgs) -> anyhow::Result<WebhookRequest> {
-    let body = read_body(&test.body)?;
-    let mut headers = Vec::new();
-    if let Some(file) = &test.headers_file {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let map: serde_json::Map<String, Value> = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a JSON object", file.display()))?;
-        for (name, value) in map {
+/// The headers of a `*.headers.json` file (a JSON object), names lower-cased.
+fn headers_file(file: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let map: serde_json::Map<String, Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON object", file.display()))?;
+    Ok(map
+        .into_iter()
+        .map(|(name, value)| {
             let value = value
                 .as_str()
                 .map_or_else(|| value.to_string(), str::to_owned);
-            headers.push((name.to_ascii_lowercase(), value));
-        }
-    }
+            (name.to_ascii_lowercase(), value)
+        })
+        .collect())
+}
+
+/// The recorded request of `body` and `headers_file`, plus the `--header` flags.
+fn request(
+    test: &TestArgs,
+    body: &Path,
+    headers_file: Option<&Path>,
+) -> anyhow::Result<WebhookRequest> {
+    let body = read_body(body)?;
+    let mut headers = match headers_file {
+        Some(file) => self::headers_file(file)?,
+        None => Vec::new(),
+    };
     for header in &test.headers {
         let Some((name, value)) = header.split_once(':') else {
             bail!("--header {header:?} is not `Name: value`");
@@ -297,7 +324,7 @@ fn parse_error_json(err: &ParseError) -> Value {
 
 /// Verifies (with --secret) and parses; the outcome as JSON and whether it is a success.
 fn outcome(
-    mut instance: PluginInstance,
+    instance: &mut PluginInstance,
     test: &TestArgs,
     request: &WebhookRequest,
 ) -> anyhow::Result<(Value, bool)> {
@@ -313,9 +340,12 @@ fn outcome(
     })
 }
 
-fn webhook_test(instance: PluginInstance, test: &TestArgs) -> anyhow::Result<u8> {
-    let request = request(test)?;
-    let (actual, success) = match outcome(instance, test, &request) {
+fn webhook_test(mut instance: PluginInstance, test: &TestArgs) -> anyhow::Result<u8> {
+    let Some(body) = &test.body else {
+        bail!("--body or --fixtures is required")
+    };
+    let request = request(test, body, test.headers_file.as_deref())?;
+    let (actual, success) = match outcome(&mut instance, test, &request) {
         Ok(result) => result,
         Err(err) => {
             eprintln!("mailplug: {err:#}");
@@ -332,16 +362,10 @@ fn webhook_test(instance: PluginInstance, test: &TestArgs) -> anyhow::Result<u8>
         });
     };
     if test.bless {
-        std::fs::write(expect_path, format!("{rendered}\n"))
-            .with_context(|| format!("writing {}", expect_path.display()))?;
-        eprintln!("mailplug: wrote {}", expect_path.display());
+        golden_write(expect_path, &rendered)?;
         return Ok(super::exit::OK);
     }
-    let text = std::fs::read_to_string(expect_path)
-        .with_context(|| format!("reading --expect {}", expect_path.display()))?;
-    let expected: Value = serde_json::from_str(&text)
-        .with_context(|| format!("--expect {} is not JSON", expect_path.display()))?;
-    let differences = expect::diff(&expected, &actual);
+    let differences = golden_diff(expect_path, &actual)?;
     if differences.is_empty() {
         eprintln!("mailplug: output matches {}", expect_path.display());
         return Ok(super::exit::OK);
@@ -351,4 +375,21 @@ fn webhook_test(instance: PluginInstance, test: &TestArgs) -> anyhow::Result<u8>
         eprintln!("  {line}");
     }
     Ok(TEST_FAILED)
+}
+
+/// Writes `rendered` as the golden file `path` (`--bless`).
+fn golden_write(path: &Path, rendered: &str) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{rendered}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("mailplug: wrote {}", path.display());
+    Ok(())
+}
+
+/// How `actual` differs from the golden file `path` (empty: it matches).
+fn golden_diff(path: &Path, actual: &Value) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the golden file {}", path.display()))?;
+    let expected: Value = serde_json::from_str(&text)
+        .with_context(|| format!("the golden file {} is not JSON", path.display()))?;
+    Ok(expect::diff(&expected, actual))
 }

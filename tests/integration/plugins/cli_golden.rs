@@ -8,7 +8,7 @@ use super::{
     FIXTURE_NOW, SG_PUBLIC_KEY, SW_SECRET, cache_dir, guest, own_fixtures, webhook_fixtures,
 };
 
-fn mailplug(args: &[&str]) -> Output {
+pub(super) fn mailplug(args: &[&str]) -> Output {
     mailplug_in(&std::env::current_dir().unwrap(), args)
 }
 

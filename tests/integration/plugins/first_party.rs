@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::cli_golden::{assert_passes, plugin_test};
+use super::cli_golden::{assert_passes, mailplug, plugin_test};
 use super::{FIXTURE_NOW, own_fixtures, webhook_fixtures};
 
 /// (plugin, fixture directory, TEST-ONLY webhook secret from its secrets.txt).
@@ -61,17 +61,38 @@ fn shared_sample_fixtures_parse_to_exactly_their_expected_events() {
 }
 
 #[test]
-fn own_fixtures_match_their_golden_files() {
+fn own_fixture_folders_pass_plugin_test_fixtures() {
     for (plugin, _, secret) in PROVIDERS {
         let dir = own_fixtures().join(plugin);
-        let cases = cases(&dir);
-        assert!(cases.len() >= 15, "{plugin}: only {} cases", cases.len());
-        for case in &cases {
-            let expect = dir.join(format!("{case}.expected.json"));
-            let output = plugin_test(plugin, &dir, case, secret, FIXTURE_NOW, Some(&expect));
-            assert_passes(&output, &format!("{plugin}/{case}"));
-        }
+        let count = cases(&dir).len();
+        assert!(count >= 15, "{plugin}: only {count} cases");
+        let output = fixtures_run(plugin, &dir, secret);
+        assert_passes(&output, plugin);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!(
+                "{plugin}: {count} passed, 0 failed, {count} cases"
+            )),
+            "{plugin}: {stdout}"
+        );
     }
+}
+
+/// `mailplug plugin test PLUGIN --fixtures DIR --secret SECRET --now FIXTURE_NOW`.
+pub(super) fn fixtures_run(plugin: &str, dir: &Path, secret: &str) -> std::process::Output {
+    let dir = dir.display().to_string();
+    let now = FIXTURE_NOW.to_string();
+    mailplug(&[
+        "plugin",
+        "test",
+        plugin,
+        "--fixtures",
+        &dir,
+        "--secret",
+        secret,
+        "--now",
+        &now,
+    ])
 }
 
 /// A refused case exits 1 (an object golden file names the error); an
