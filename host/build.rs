@@ -18,6 +18,7 @@ const TEST_GUESTS: &[&str] = &[
     "nonce",
     "smtp_only",
     "webhook_only",
+    "contract_v0",
 ];
 /// Inputs of the inner build; `plugins/target` must stay out of this list.
 const WATCHED: &[&str] = &[

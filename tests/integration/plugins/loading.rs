@@ -6,7 +6,7 @@ use mailplug::runtime::{
     WasmSource,
 };
 
-use super::{FIXTURE_NOW, guest, runtime};
+use super::{FIXTURE_NOW, cache_dir, guest, runtime};
 
 fn example(id: &str, sha256: Option<String>) -> PluginSource {
     PluginSource {
@@ -269,4 +269,50 @@ fn runtime_is_shareable_and_instances_can_move_between_threads() {
             .load(std::sync::atomic::Ordering::Relaxed),
         80
     );
+}
+
+/// A component built against the first published `mailplug:provider@0.1.0`
+/// (before the additive `clock.signature-tolerance` and `replay` imports;
+/// `plugins/test-guests/contract-v0`, plain wit-bindgen, no SDK) still
+/// loads, verifies and parses: the compatibility rule of docs/plugins.md.
+#[test]
+fn a_component_of_the_first_0_1_0_contract_still_loads_verifies_and_parses() {
+    let wasm = guest("contract_v0");
+    let bytes = std::fs::read(&wasm).unwrap();
+    let names = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(names("mailplug:provider/clock@0.1.0"));
+    assert!(
+        !names("mailplug:provider/replay"),
+        "built before the replay import"
+    );
+    assert!(
+        !names("signature-tolerance"),
+        "built before signature-tolerance"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let body = tmp.path().join("body");
+    std::fs::write(&body, "old@example.com").unwrap();
+    let run = |token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailplug"))
+            .args(["plugin", "test"])
+            .arg(&wasm)
+            .arg("--body")
+            .arg(&body)
+            .args(["--header", &format!("x-token: {token}")])
+            .args(["--secret", "v0-secret", "--now", "1767268830"])
+            .env("MAILPLUG_DATA_DIR", cache_dir().parent().unwrap())
+            .output()
+            .unwrap()
+    };
+    let ok = run("v0-secret");
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let events: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(events[0]["kind"], "delivered");
+    assert_eq!(events[0]["recipient"], "old@example.com");
+    assert_eq!(events[0]["occurred_at"], "2026-01-01T12:00:30Z");
+    let refused = run("wrong");
+    assert_eq!(refused.status.code(), Some(1));
+    let out: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(out["verify_error"]["kind"], "bad-signature");
 }
