@@ -9,7 +9,14 @@ use std::process::{Command, ExitCode};
 
 const TARGET: &str = "wasm32-wasip2";
 /// Built artifacts staged into OUT_DIR (crate names with `-` → `_`).
-const FIRST_PARTY: &[&str] = &["custom_smtp", "sendgrid", "postmark", "resend", "mailgun"];
+const FIRST_PARTY: &[&str] = &[
+    "custom_smtp",
+    "sendgrid",
+    "postmark",
+    "resend",
+    "mailgun",
+    "mailjet",
+];
 const TEST_GUESTS: &[&str] = &[
     "hostile",
     "oversized",

@@ -1,4 +1,4 @@
-//! Postmark, Resend and Mailgun webhooks through the real daemon: the shared
+//! First-party provider webhooks through the real daemon: the shared
 //! samples and a few of our own cases posted over HTTP, stored exactly once,
 //! and the hostile requests refused with nothing stored.
 
@@ -38,6 +38,16 @@ options: { region: eu }
 from: { email: news@example.com }
 workspaces: [marketing]
 webhook: { secret: mg-test-signing-key-0f3c9a7e5d1b2468ace0 }
+---
+api_version: mailplug/v1
+kind: Connection
+name: mj
+provider: mailjet
+smtp: { username: mj-api-key, password: { env: SMTP_PASSWORD } }
+options: { campaign: spring }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook: { secret: 'mailjet-hook:mj-test-password-8b2e' }
 ";
 
 fn start() -> (tempfile::TempDir, Daemon) {
@@ -85,6 +95,10 @@ fn provider_webhooks_are_stored_once_with_exactly_the_expected_events() {
         ("mg", fixtures().join("mailgun"), "hard_bounce"),
         ("mg", fixtures().join("mailgun"), "complained"),
         ("mg", own("mailgun"), "failed_temporary"),
+        ("mj", fixtures().join("mailjet"), "hard_bounce"),
+        ("mj", fixtures().join("mailjet"), "spam"),
+        ("mj", own("mailjet"), "grouped_batch"),
+        ("mj", own("mailjet"), "message_id_max_i64"),
     ];
     let mut total = 0;
     for (conn, dir, case) in &cases {

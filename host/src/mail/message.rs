@@ -94,7 +94,7 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
         escape(&target.address()),
         target.security.as_str()
     );
-    let mut message = Message::builder()
+    let message = Message::builder()
         .from(from)
         .to(Mailbox::new(None, to_addr))
         .subject(subject)
@@ -103,16 +103,31 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
         .user_agent(format!("mailplug/{}", env!("CARGO_PKG_VERSION")))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| MessageError::Build(e.to_string()))?;
-    // The provider's headers (checked at load time: field names, no
-    // header mailplug sets itself, no line breaks in values).
-    for (name, value) in &target.extra_headers {
+    let mut outgoing = OutgoingMessage::from_message(&message, message_id);
+    outgoing.raw = with_extra_headers(&target.extra_headers, outgoing.raw)?;
+    Ok(outgoing)
+}
+
+/// `raw` with the provider's headers in front (checked at load time: field
+/// names, no header mailplug sets itself, no line breaks in values). A name
+/// may repeat (Mailgun takes one `X-Mailgun-Tag` per tag), which lettre's
+/// header map cannot hold, so each is formatted (encoded and folded by
+/// lettre) on its own and the lines are spliced into the header block.
+fn with_extra_headers(extra: &[(String, String)], raw: Vec<u8>) -> Result<Vec<u8>, MessageError> {
+    if extra.is_empty() {
+        return Ok(raw);
+    }
+    let mut lines = String::new();
+    for (name, value) in extra {
         let name = HeaderName::new_from_ascii(name.clone())
             .map_err(|_| MessageError::Build(format!("invalid header name {name:?}")))?;
-        message
-            .headers_mut()
-            .insert_raw(HeaderValue::new(name, value.clone()));
+        let mut one = lettre::message::header::Headers::new();
+        one.insert_raw(HeaderValue::new(name, value.clone()));
+        lines.push_str(&one.to_string());
     }
-    Ok(OutgoingMessage::from_message(&message, message_id))
+    let mut out = lines.into_bytes();
+    out.extend_from_slice(&raw);
+    Ok(out)
 }
 
 fn escape(s: &str) -> String {
@@ -150,12 +165,16 @@ mod tests {
         t.extra_headers = vec![
             ("X-PM-Message-Stream".into(), "broadcast".into()),
             ("X-Mailgun-Tag".into(), "newsletter".into()),
+            ("X-Mailgun-Tag".into(), "weekly".into()),
         ];
         let m = test_message(&t, "rcpt@example.test").unwrap();
         let text = String::from_utf8(m.raw).unwrap();
         let head = text.split("\r\n\r\n").next().unwrap();
         assert!(head.contains("X-PM-Message-Stream: broadcast"), "{head}");
-        assert!(head.contains("X-Mailgun-Tag: newsletter"), "{head}");
+        assert!(head.contains("X-Mailgun-Tag: newsletter\r\n"), "{head}");
+        assert!(head.contains("X-Mailgun-Tag: weekly\r\n"), "{head}");
+        // The header block still ends where lettre ended it.
+        assert!(head.contains("From: ") && text.contains("multipart/alternative"));
     }
 
     #[test]

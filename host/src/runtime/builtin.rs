@@ -32,4 +32,8 @@ pub const BUILTINS: &[Builtin] = &[
         id: "mailgun",
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/mailgun.wasm")),
     },
+    Builtin {
+        id: "mailjet",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/mailjet.wasm")),
+    },
 ];

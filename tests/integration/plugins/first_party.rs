@@ -1,4 +1,4 @@
-//! Golden tests of the `postmark`, `resend` and `mailgun` plugins through
+//! Golden tests of the first-party provider plugins through
 //! `mailplug plugin test`: every shared sample fixture, every case of our
 //! own (`tests/fixtures/plugins/<provider>/`), and the shared hostile
 //! requests of each provider.
@@ -10,6 +10,7 @@ use super::{FIXTURE_NOW, own_fixtures, webhook_fixtures};
 
 /// (plugin, fixture directory, TEST-ONLY webhook secret from its secrets.txt).
 pub(crate) const PROVIDERS: &[(&str, &str, &str)] = &[
+    ("mailjet", "mailjet", "mailjet-hook:mj-test-password-8b2e"),
     (
         "postmark",
         "postmark",
@@ -127,7 +128,7 @@ fn a_wrong_secret_refuses_every_signed_sample() {
         let dir = webhook_fixtures().join(dir);
         for case in cases(&dir) {
             let wrong = match *plugin {
-                "postmark" => "postmark-hook:not-the-password",
+                "postmark" | "mailjet" | "sparkpost" => "a-hook:not-the-password",
                 "resend" => "whsec_d3JvbmctdGVzdC1vbmx5LWtleQ==",
                 _ => "not-the-signing-key",
             };

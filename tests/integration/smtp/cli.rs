@@ -274,39 +274,60 @@ fn port_465_without_security_validates_and_checks_as_implicit_tls() {
 
 #[test]
 fn a_providers_extra_headers_arrive_on_the_test_email() {
-    // Postmark's plugin asks for `X-PM-Message-Stream` (options.message_stream);
-    // explicit `smtp:` fields point it at the test server.
+    // Each plugin asks for its headers from its options; explicit `smtp:`
+    // fields point the connection at the test server.
     let s = server();
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "api_version: mailplug/v1\nkind: Connection\nname: pm\nprovider: postmark\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  username: tester\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {{ message_stream: broadcast }}\nfrom:\n  email: sender@example.test\n",
-        port = s.submission,
-        ca = s.ca_file.display()
-    );
-    std::fs::write(dir.path().join("pm.yaml"), yaml).unwrap();
-    let o = run(
-        &dir,
-        super::harness::PASSWORD,
-        &[
-            "test-send",
-            "pm",
-            "--to",
-            "stream@example.test",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    let m = spooled(v["message_id"].as_str().unwrap());
-    let raw = std::fs::read_to_string(
-        s.spool
-            .join(format!("{}.eml", m["queue_id"].as_str().unwrap())),
-    )
-    .unwrap();
-    let head = raw.split("\r\n\r\n").next().unwrap_or("");
-    assert!(
-        head.lines().any(|l| l == "X-PM-Message-Stream: broadcast"),
-        "{head}"
-    );
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "postmark",
+            "{ message_stream: broadcast }",
+            &["X-PM-Message-Stream: broadcast"],
+        ),
+        (
+            "mailgun",
+            "{ region: eu, tags: [news, weekly] }",
+            &["X-Mailgun-Tag: news", "X-Mailgun-Tag: weekly"],
+        ),
+        (
+            "mailjet",
+            "{ campaign: spring, custom_id: tenant-7 }",
+            &["X-Mailjet-Campaign: spring", "X-MJ-CustomID: tenant-7"],
+        ),
+    ];
+    for (provider, options, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: conn\nprovider: {provider}\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  username: tester\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {options}\nfrom:\n  email: sender@example.test\n",
+            port = s.submission,
+            ca = s.ca_file.display()
+        );
+        std::fs::write(dir.path().join("conn.yaml"), yaml).unwrap();
+        let o = run(
+            &dir,
+            super::harness::PASSWORD,
+            &[
+                "test-send",
+                "conn",
+                "--to",
+                "stream@example.test",
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(o.code, Some(0), "{provider}: {}\n{}", o.stdout, o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let m = spooled(v["message_id"].as_str().unwrap());
+        let raw = std::fs::read_to_string(
+            s.spool
+                .join(format!("{}.eml", m["queue_id"].as_str().unwrap())),
+        )
+        .unwrap();
+        let head = raw.split("\r\n\r\n").next().unwrap_or("");
+        for line in *want {
+            assert!(
+                head.lines().any(|l| l == *line),
+                "{provider}: {line}\n{head}"
+            );
+        }
+    }
 }
