@@ -16,7 +16,7 @@ const FIRST_PARTY: &[&str] = &[
     "resend",
     "mailgun",
     "mailjet",
-];
+, "postal"];
 const TEST_GUESTS: &[&str] = &[
     "hostile",
     "oversized",

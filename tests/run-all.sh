@@ -20,4 +20,4 @@ cargo test --workspace --locked
 # not call `mailplug_sdk::host` (tests/integration covers the built plugins).
 cargo test --manifest-path plugins/Cargo.toml --locked \
   -p mailplug-sdk -p custom-smtp -p sendgrid -p example-provider \
-  -p postmark -p resend -p mailgun -p mailjet
+  -p postmark -p resend -p mailgun -p mailjet -p postal

@@ -36,4 +36,8 @@ pub const BUILTINS: &[Builtin] = &[
         id: "mailjet",
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/mailjet.wasm")),
     },
+    Builtin {
+        id: "postal",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/postal.wasm")),
+    },
 ];

@@ -10,6 +10,7 @@ use super::{FIXTURE_NOW, own_fixtures, webhook_fixtures};
 
 /// (plugin, fixture directory, TEST-ONLY webhook secret from its secrets.txt).
 pub(crate) const PROVIDERS: &[(&str, &str, &str)] = &[
+    ("postal", "postal", "file:../tests/fixtures/webhooks/postal/public_key.pem"),
     ("mailjet", "mailjet", "mailjet-hook:mj-test-password-8b2e"),
     (
         "postmark",
