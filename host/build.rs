@@ -16,7 +16,8 @@ const FIRST_PARTY: &[&str] = &[
     "resend",
     "mailgun",
     "mailjet",
-, "postal"];
+    "postal",
+];
 const TEST_GUESTS: &[&str] = &[
     "hostile",
     "oversized",

@@ -54,7 +54,19 @@ fn start() -> (tempfile::TempDir, Daemon) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("conf");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("providers.yaml"), CONNECTIONS).unwrap();
+    // Postal's webhook secret is its public key, written inline.
+    let postal_key = std::fs::read_to_string(fixtures().join("postal/public_key.pem")).unwrap();
+    let postal = format!(
+        "---\napi_version: mailplug/v1\nkind: Connection\nname: po\nprovider: postal\n\
+         smtp: {{ host: postal.example.net, password: {{ env: SMTP_PASSWORD }} }}\n\
+         from: {{ email: news@example.com }}\nworkspaces: [marketing]\n\
+         webhook:\n  secret: |\n{}",
+        postal_key
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    std::fs::write(dir.join("providers.yaml"), format!("{CONNECTIONS}{postal}")).unwrap();
     let d = Daemon::start_env(
         &dir,
         &[],
@@ -99,6 +111,10 @@ fn provider_webhooks_are_stored_once_with_exactly_the_expected_events() {
         ("mj", fixtures().join("mailjet"), "spam"),
         ("mj", own("mailjet"), "grouped_batch"),
         ("mj", own("mailjet"), "message_id_max_i64"),
+        ("po", fixtures().join("postal"), "delivery_failed_hard"),
+        ("po", fixtures().join("postal"), "sent"),
+        ("po", own("postal"), "bounced"),
+        ("po", own("postal"), "unicode_recipient"),
     ];
     let mut total = 0;
     for (conn, dir, case) in &cases {
@@ -169,6 +185,13 @@ fn refused_provider_requests_get_401_or_400_and_store_nothing() {
         ("mg", "mailgun", "old_timestamp", 401),
         ("mg", "mailgun", "legacy_form", 401),
         ("mg", "mailgun", "missing_event_data", 400),
+        ("mj", "mailjet", "wrong_password", 401),
+        ("mj", "mailjet", "missing_email", 400),
+        ("mj", "mailjet", "message_id_beyond_u64", 400),
+        ("po", "postal", "sha1_only", 401),
+        ("po", "postal", "other_key", 401),
+        ("po", "postal", "tampered_body", 401),
+        ("po", "postal", "missing_uuid", 400),
     ];
     for (conn, provider, case, want) in own_cases {
         let (status, body) = post(&d, conn, &own(provider), case);

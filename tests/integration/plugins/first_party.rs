@@ -10,7 +10,11 @@ use super::{FIXTURE_NOW, own_fixtures, webhook_fixtures};
 
 /// (plugin, fixture directory, TEST-ONLY webhook secret from its secrets.txt).
 pub(crate) const PROVIDERS: &[(&str, &str, &str)] = &[
-    ("postal", "postal", "file:../tests/fixtures/webhooks/postal/public_key.pem"),
+    (
+        "postal",
+        "postal",
+        "file:../tests/fixtures/webhooks/postal/public_key.pem",
+    ),
     ("mailjet", "mailjet", "mailjet-hook:mj-test-password-8b2e"),
     (
         "postmark",
@@ -130,6 +134,8 @@ fn a_wrong_secret_refuses_every_signed_sample() {
         for case in cases(&dir) {
             let wrong = match *plugin {
                 "postmark" | "mailjet" | "sparkpost" => "a-hook:not-the-password",
+                // Another key pair's public key.
+                "postal" => "file:../tests/fixtures/plugins/postal/other_public_key.pem",
                 "resend" => "whsec_d3JvbmctdGVzdC1vbmx5LWtleQ==",
                 _ => "not-the-signing-key",
             };
