@@ -14,6 +14,7 @@ mod first_party_adapt;
 mod fixtures_cli;
 mod hostile;
 mod loading;
+mod new_project;
 mod sdk;
 mod sendgrid;
 

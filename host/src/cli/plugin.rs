@@ -14,6 +14,7 @@ use crate::runtime::{
 
 mod expect;
 mod fixtures;
+mod new;
 
 /// Exit code of a failed `plugin test`: rejected, parse error or golden mismatch.
 pub const TEST_FAILED: u8 = 1;
@@ -45,6 +46,8 @@ enum Command {
     },
     /// Run a recorded webhook request through a plugin and print the unified events (JSON).
     Test(Box<TestArgs>),
+    /// Create a standalone plugin project (SDK vendored, a signed sample and its expected events).
+    New(new::NewArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +110,9 @@ fn emit(text: &str) -> anyhow::Result<()> {
 
 /// Runs `mailplug plugin`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    if let Command::New(new) = &args.command {
+        return new::run(new);
+    }
     let level = if args.verbose {
         tracing::Level::DEBUG
     } else {
@@ -129,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     let mut runtime = Runtime::with_builtins(options).context("loading the first-party plugins")?;
     match args.command {
+        Command::New(_) => Ok(super::exit::OK),
         Command::List => list(&runtime),
         Command::Inspect { plugin } => {
             match resolve(&mut runtime, &plugin, PluginLimits::default()) {
