@@ -6,7 +6,11 @@
 //! Verification: the `x-token` header must equal the secret. Parsing: the
 //! body is a recipient address; one `delivered` event at the host's clock.
 
-#[allow(unsafe_code, reason = "generated canonical-ABI glue")]
+#[allow(
+    unsafe_code,
+    clippy::too_many_arguments,
+    reason = "generated canonical-ABI glue"
+)]
 mod bindings {
     wit_bindgen::generate!({ world: "provider", path: "wit" });
 }
