@@ -1,9 +1,10 @@
-//! Thin wrappers over the host imports: logging, the clock, replay tokens
-//! and crypto.
+//! Thin wrappers over the host imports: logging, the clock, replay tokens,
+//! the registered endpoint URL, Amazon SNS support and crypto.
 
-use crate::bindings::mailplug::provider::{clock, crypto, log, replay};
+use crate::bindings::mailplug::provider::{clock, crypto, endpoint, log, replay, sns};
 
 pub use crypto::{Base64Alphabet, Hash};
+pub use sns::KeyError as SnsKeyError;
 
 /// Logs at debug level into the host log (tagged with the plugin id by the host).
 pub fn log_debug(message: &str) {
@@ -36,6 +37,32 @@ pub fn signature_tolerance() -> i64 {
 /// request if a stored request already used it (a replay).
 pub fn use_token(token: &str, ttl_seconds: u32) {
     replay::use_token(token, ttl_seconds);
+}
+
+/// The URL the provider calls for this connection, exactly as registered
+/// there: `webhook.url`, else `--public-url` + `/webhooks/<connection>`.
+/// `None` when the operator configured neither.
+pub fn registered_url() -> Option<String> {
+    endpoint::registered_url()
+}
+
+/// Public key (SPKI DER) of the Amazon SNS signing certificate at
+/// `cert_url`. [`SnsKeyError::NotLoaded`]: answer `bad-signature`, the
+/// host fetches it and verifies again; [`SnsKeyError::Refused`]: the URL
+/// or certificate is not acceptable, refuse the request.
+pub fn sns_signing_key(cert_url: &str) -> Result<Vec<u8>, SnsKeyError> {
+    sns::signing_key(cert_url)
+}
+
+/// Whether the connection's `webhook.sns.topics` lists `topic_arn`.
+pub fn sns_topic_allowed(topic_arn: &str) -> bool {
+    sns::topic_allowed(topic_arn)
+}
+
+/// From `parse-webhook`: ask the host to confirm an SNS subscription (it
+/// checks the URL, the topic and `webhook.sns.auto_confirm` itself).
+pub fn sns_confirm_subscription(topic_arn: &str, subscribe_url: &str) {
+    sns::confirm_subscription(topic_arn, subscribe_url);
 }
 
 /// HMAC over `data` with `key`.
