@@ -15,9 +15,10 @@ fi
 cargo test --workspace --locked
 
 # The plugins are a separate workspace (wasm32-wasip2), so the line above
-# never reaches their unit tests. They run natively: off wasm, wit-bindgen
-# compiles each host import as an `unreachable!()` stub, so a unit test must
-# not call `mailplug_sdk::host` (tests/integration covers the built plugins).
+# never reaches their unit tests. They run natively: off wasm the SDK's
+# logging/clock wrappers stand in for the host, but crypto and SNS imports are
+# `unreachable!()` stubs, so unit tests cover parsing, not verification
+# (tests/integration covers the built plugins).
 cargo test --manifest-path plugins/Cargo.toml --locked \
   -p mailplug-sdk -p custom-smtp -p sendgrid -p example-provider \
   -p postmark -p resend -p mailgun -p mailjet -p postal

@@ -79,7 +79,10 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 /// The public router: provider webhooks only.
 pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/webhooks/{name}", post(events::webhook))
+        .route(
+            "/webhooks/{name}",
+            post(events::webhook).head(events::probe),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), count_public))
         .fallback(not_found_public)
         .layer(middleware::from_fn(json_errors))

@@ -307,6 +307,7 @@ pub async fn run(
         plugin_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         ),
+        sns: Arc::new(crate::sns::SnsHost::from_env()),
     });
 
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();

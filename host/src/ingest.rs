@@ -17,7 +17,8 @@ use http_body_util::BodyExt as _;
 use crate::config::Connection;
 use crate::config::diagnostic::excerpt;
 use crate::event::{NormalizedEvent, PluginStamp};
-use crate::runtime::{Capability, ParseError, VerifyError, WebhookRequest};
+use crate::runtime::sns::{SnsTrust, SubscriptionRequest};
+use crate::runtime::{CallContext, Capability, ParseError, VerifyError, WebhookRequest};
 use crate::state::{AppState, Snapshot};
 use crate::store::{self, Applied, NewEvent, ReplayToken, StoreError, Write};
 
@@ -70,6 +71,9 @@ pub enum Rejection {
     /// A webhook secret reference could not be resolved.
     #[error("the connection's webhook secret is unavailable")]
     SecretUnavailable,
+    /// A signing certificate the request names could not be fetched.
+    #[error("the signing certificate is unavailable: {0}")]
+    CertificateUnavailable(String),
     /// The store could not commit.
     #[error("events could not be stored: {0}")]
     Store(StoreError),
@@ -85,7 +89,9 @@ impl Rejection {
             Self::Body(_) | Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::SecretUnavailable | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SecretUnavailable | Self::CertificateUnavailable(_) | Self::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -101,6 +107,7 @@ impl Rejection {
             Self::Malformed(_) => "malformed",
             Self::Plugin(_) => "plugin_failed",
             Self::SecretUnavailable => "secret_unavailable",
+            Self::CertificateUnavailable(_) => "certificate_unavailable",
             Self::Store(StoreError::Full(_)) => "store_full",
             Self::Store(StoreError::Busy) => "store_busy",
             Self::Store(_) => "store_failed",
@@ -167,11 +174,33 @@ fn verify_reason(e: &VerifyError) -> String {
     }
 }
 
+/// What the plugin imports answer for `connection`.
+fn call_context(state: &AppState, connection: &Connection) -> CallContext {
+    CallContext {
+        tolerance: connection.webhook.tolerance_seconds,
+        registered_url: Some(
+            connection
+                .webhook
+                .url
+                .clone()
+                .unwrap_or_else(|| state.webhook_url(&connection.name)),
+        ),
+        sns: connection.webhook.sns.as_ref().map(|settings| SnsTrust {
+            settings: settings.clone(),
+            cache: state.sns.cache.clone(),
+        }),
+    }
+}
+
 /// Verify and parse, on the blocking pool (plugin calls are CPU-bound).
+/// A signing certificate the plugin asked for that is not cached yet is
+/// fetched here, between two verify calls, never inside one.
 fn verify_and_parse(
     snapshot: &Snapshot,
     connection: &Connection,
     request: &WebhookRequest,
+    context: &CallContext,
+    sns: &crate::sns::SnsHost,
 ) -> Result<Verified, Rejection> {
     let id = connection.provider.id();
     let plugin = snapshot
@@ -200,14 +229,21 @@ fn verify_and_parse(
                 }
             };
             resolved_any = true;
-            match instance.verify_webhook_within(
-                request,
-                value.expose(),
-                connection.webhook.tolerance_seconds,
-            ) {
+            let mut verified = instance.verify_webhook_with(request, value.expose(), context);
+            let mut asked = instance.take_requests();
+            if matches!(verified, Ok(Err(_)))
+                && let Some(url) = asked.certificate.take()
+            {
+                let now = snapshot.catalog.runtime().clock().now();
+                sns.fetch_certificate(&url, now)
+                    .map_err(Rejection::CertificateUnavailable)?;
+                verified = instance.verify_webhook_with(request, value.expose(), context);
+                asked = instance.take_requests();
+            }
+            match verified {
                 Ok(Ok(())) => {
                     last = None;
-                    let used = instance.take_used_tokens();
+                    let used = asked.tokens;
                     if used.is_empty() {
                         break;
                     }
@@ -240,7 +276,9 @@ fn verify_and_parse(
             return Err(rejection);
         }
     }
-    let events = match instance.parse_webhook(request) {
+    let parsed = instance.parse_webhook_with(request, context);
+    let confirmations = instance.take_requests().confirmations;
+    let events = match parsed {
         Ok(Ok(events)) => events,
         Ok(Err(ParseError::Malformed(m))) => {
             return Err(Rejection::Malformed(excerpt(&m).into_owned()));
@@ -262,6 +300,7 @@ fn verify_and_parse(
         events,
         stamp,
         tokens,
+        confirmations,
     })
 }
 
@@ -271,6 +310,8 @@ struct Verified {
     stamp: PluginStamp,
     /// Single-use tokens to record with the events (`replay.use-token`).
     tokens: Vec<ReplayToken>,
+    /// Verified subscription confirmations (`sns.confirm-subscription`).
+    confirmations: Vec<SubscriptionRequest>,
 }
 
 /// Runs one webhook request through the pipeline.
@@ -321,6 +362,7 @@ pub async fn ingest(
         events,
         stamp,
         tokens,
+        confirmations,
     } = {
         let _slot = state
             .plugin_slots
@@ -329,9 +371,13 @@ pub async fn ingest(
             .map_err(|_| Rejection::Store(StoreError::Closed))?;
         let snapshot = snapshot.clone();
         let connection = connection.clone();
-        tokio::task::spawn_blocking(move || verify_and_parse(&snapshot, &connection, &request))
-            .await
-            .map_err(|e| Rejection::Plugin(format!("plugin task failed: {e}")))??
+        let context = call_context(state, &connection);
+        let sns = state.sns.clone();
+        tokio::task::spawn_blocking(move || {
+            verify_and_parse(&snapshot, &connection, &request, &context, &sns)
+        })
+        .await
+        .map_err(|e| Rejection::Plugin(format!("plugin task failed: {e}")))??
     };
     let received = events.len();
     let soft_bounce_rules: Vec<_> = connection
@@ -401,6 +447,21 @@ pub async fn ingest(
     state
         .metrics
         .observe_ingest(&connection.name, &stamp.id, &receipt, started.elapsed());
+    if !confirmations.is_empty() {
+        // Not awaited: the answer to SNS does not wait for Amazon.
+        let sns = state.sns.clone();
+        let now = snapshot.catalog.runtime().clock().now();
+        tokio::task::spawn_blocking(move || {
+            for request in confirmations {
+                sns.confirm(
+                    &connection.name,
+                    connection.webhook.sns.as_deref(),
+                    request,
+                    now,
+                );
+            }
+        });
+    }
     Ok(receipt)
 }
 

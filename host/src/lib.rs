@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod providers;
 pub mod runtime;
 pub mod smtp_status;
+pub mod sns;
 pub mod state;
 pub mod store;

@@ -22,6 +22,7 @@ pub mod fuzz;
 mod host;
 mod instance;
 pub mod metrics;
+pub mod sns;
 
 pub use bindings::mailplug::provider::types::{
     FieldError, ParseError, PasswordSource, Security, SmtpOverrides, SmtpSettings, VerifyError,
@@ -31,7 +32,9 @@ pub use cache::CacheOutcome;
 pub use convert::{Capability, MAX_EVENTS, PluginInfo};
 pub use engine::EngineOptions;
 pub use error::{Export, FailureCause, LoadError, PluginError};
-pub use host::{Clock, DEFAULT_SIGNATURE_TOLERANCE, FIXED_NOW_ENV, UsedToken};
+pub use host::{
+    CallContext, CallRequests, Clock, DEFAULT_SIGNATURE_TOLERANCE, FIXED_NOW_ENV, UsedToken,
+};
 pub use instance::{Limits, PluginInstance};
 pub use metrics::PluginMetrics;
 

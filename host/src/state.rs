@@ -154,6 +154,8 @@ pub struct AppState {
     /// are wall-clock, so more parallel calls than cores would only slow
     /// each one down until it misses its deadline; excess requests wait here.
     pub plugin_slots: tokio::sync::Semaphore,
+    /// Amazon SNS certificates and subscription confirmations.
+    pub sns: Arc<crate::sns::SnsHost>,
 }
 
 impl AppState {

@@ -58,6 +58,7 @@ fn state(
         outcomes: std::sync::Mutex::default(),
         store: store.clone(),
         plugin_slots: tokio::sync::Semaphore::new(2),
+        sns: Arc::default(),
     });
     (state, requests)
 }

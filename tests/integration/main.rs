@@ -25,3 +25,4 @@ mod webhook_guests;
 mod webhook_settings;
 mod webhooks;
 mod webhooks_providers;
+mod webhooks_sns;

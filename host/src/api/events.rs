@@ -74,12 +74,37 @@ pub(super) async fn webhook(
                 tracing::debug!(connection, reason = rejection.reason(), error = %rejection, "webhook refused");
             }
             match rejection {
-                Rejection::Store(_) | Rejection::SecretUnavailable => {
-                    unavailable(rejection.to_string())
-                }
+                Rejection::Store(_)
+                | Rejection::SecretUnavailable
+                | Rejection::CertificateUnavailable(_) => unavailable(rejection.to_string()),
                 other => error(status, other.to_string()),
             }
         }
+    }
+}
+
+/// `HEAD /webhooks/{name}`: providers (Mandrill) probe the URL when a
+/// webhook is added. 200 for a connection that parses webhooks, 404
+/// otherwise; nothing is verified, stored or counted as an event.
+pub(super) async fn probe(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> StatusCode {
+    let snapshot = state.snapshot.load();
+    let parses = snapshot.connections.get(&name).is_some_and(|c| {
+        snapshot
+            .catalog
+            .runtime()
+            .describe(c.provider.id())
+            .is_some_and(|i| {
+                i.capabilities
+                    .contains(&crate::runtime::Capability::ParsesWebhooks)
+            })
+    });
+    if parses {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
     }
 }
 

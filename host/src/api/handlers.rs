@@ -134,6 +134,8 @@ pub(super) async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
         Err(e) => json!({ "backend": kind, "ok": false, "error": e.to_string() }),
     };
     status["forwarding"] = super::forwarding::summary(&state).await;
+    // Verified SNS subscription confirmations: pending ones name the URL to open.
+    status["sns_subscriptions"] = json!(state.sns.confirmations());
     Json(status)
 }
 

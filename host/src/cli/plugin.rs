@@ -2,14 +2,15 @@
 //! daemon, e.g. replay a recorded webhook against a golden file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::config::SecretRef;
 use crate::runtime::{
-    Clock, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime, RuntimeOptions,
-    VerifyError, WasmSource, WebhookRequest,
+    CallContext, Clock, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime,
+    RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
 };
 
 mod expect;
@@ -97,6 +98,49 @@ struct TestArgs {
     /// Deadline per call for a `.wasm` plugin, ms.
     #[arg(long)]
     deadline_ms: Option<u32>,
+    /// The webhook URL as registered at the provider (what
+    /// `endpoint.registered-url` answers; Mandrill signs it).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// An allowed Amazon SNS topic ARN (`webhook.sns.topics`; repeatable).
+    #[arg(long = "sns-topic", value_name = "ARN")]
+    sns_topics: Vec<String>,
+    /// A trusted SNS signing certificate, `URL=PEM_FILE` (repeatable).
+    /// `plugin test` never fetches a certificate.
+    #[arg(long = "sns-cert", value_name = "URL=FILE")]
+    sns_certs: Vec<String>,
+}
+
+impl TestArgs {
+    /// What the plugin imports answer: `--url`, `--sns-topic`, `--sns-cert`.
+    fn call_context(&self) -> anyhow::Result<CallContext> {
+        let sns = if self.sns_topics.is_empty() && self.sns_certs.is_empty() {
+            None
+        } else {
+            let mut certificates = std::collections::BTreeMap::new();
+            for pair in &self.sns_certs {
+                let Some((url, file)) = pair.rsplit_once('=') else {
+                    bail!("--sns-cert {pair:?} is not URL=FILE");
+                };
+                crate::runtime::sns::check_certificate_url(url)
+                    .map_err(|e| anyhow::anyhow!("--sns-cert: {e}"))?;
+                certificates.insert(url.to_owned(), PathBuf::from(file));
+            }
+            Some(crate::runtime::sns::SnsTrust {
+                settings: Arc::new(crate::runtime::sns::SnsSettings {
+                    topics: self.sns_topics.clone(),
+                    auto_confirm: false,
+                    certificates,
+                }),
+                cache: Arc::default(),
+            })
+        };
+        Ok(CallContext {
+            registered_url: self.url.clone(),
+            sns,
+            ..CallContext::default()
+        })
+    }
 }
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error.
@@ -335,13 +379,27 @@ fn outcome(
     test: &TestArgs,
     request: &WebhookRequest,
 ) -> anyhow::Result<(Value, bool)> {
+    let context = test.call_context()?;
     if let Some(reference) = &test.secret {
         let secret = resolve_secret(reference)?;
-        if let Err(err) = instance.verify_webhook(request, &secret)? {
+        let verified = instance.verify_webhook_with(request, &secret, &context)?;
+        if let Some(url) = instance.take_requests().certificate {
+            eprintln!(
+                "mailplug: the plugin asked for the signing certificate {url}; plugin test never fetches: pass --sns-cert '{url}=FILE'"
+            );
+        }
+        if let Err(err) = verified {
             return Ok((verify_error_json(&err), false));
         }
     }
-    Ok(match instance.parse_webhook(request)? {
+    let parsed = instance.parse_webhook_with(request, &context)?;
+    let confirmations = instance.take_requests().confirmations;
+    Ok(match parsed {
+        // A subscription confirmation is part of the outcome.
+        Ok(events) if !confirmations.is_empty() => (
+            json!({"events": events, "subscription_confirmations": confirmations}),
+            true,
+        ),
         Ok(events) => (serde_json::to_value(events)?, true),
         Err(err) => (parse_error_json(&err), false),
     })

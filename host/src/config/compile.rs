@@ -20,11 +20,12 @@ use super::connection::{
 };
 use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
 use super::model::{
-    ForwarderSpec, FromSpec, LimitsSpec, PluginSpec, SmtpSpec, WebhookSecrets, WebhookSpec,
+    ForwarderSpec, FromSpec, LimitsSpec, PluginSpec, SmtpSpec, SnsSpec, WebhookSecrets, WebhookSpec,
 };
-use super::yaml::{Document, pointer_unescape, scalar_text};
+use super::yaml::{Document, pointer_escape, pointer_unescape, scalar_text};
 use super::{FileReport, LoadOptions, SourceLocation, schema};
 use crate::runtime::DEFAULT_SIGNATURE_TOLERANCE;
+use crate::runtime::sns::SnsSettings;
 
 const KINDS: [&str; 4] = ["Connection", "Plugin", "Forwarder", "Workspace"];
 
@@ -187,6 +188,28 @@ pub(super) fn document(
     }
 }
 
+/// `webhook.sns`: every certificate URL must be one the host would accept
+/// as a `SigningCertURL`; files are resolved against the file's folder.
+fn sns_settings(ctx: &mut Ctx<'_>, spec: &SnsSpec) -> SnsSettings {
+    let mut certificates = std::collections::BTreeMap::new();
+    for (url, path) in &spec.certificates {
+        if let Err(why) = crate::runtime::sns::check_certificate_url(url) {
+            ctx.error(
+                &format!("/webhook/sns/certificates/{}", pointer_escape(url)),
+                format!("not an SNS signing-certificate URL: {why}"),
+                Some("use the SigningCertURL exactly as SNS sends it: https://sns.<region>.amazonaws.com/<name>.pem"),
+            );
+            continue;
+        }
+        certificates.insert(url.clone(), ctx.base_dir().join(path));
+    }
+    SnsSettings {
+        topics: spec.topics.iter().map(|t| t.0.clone()).collect(),
+        auto_confirm: spec.auto_confirm,
+        certificates,
+    }
+}
+
 fn compile_connection(
     ctx: &mut Ctx<'_>,
     value: &Value,
@@ -217,6 +240,11 @@ fn compile_connection(
             None => {}
         }
     }
+    let sns = s
+        .webhook
+        .as_ref()
+        .and_then(|w| w.sns.as_ref())
+        .map(|spec| sns_settings(ctx, spec));
     if let Some(w) = &s.workspaces {
         check::workspaces(ctx, w);
     }
@@ -263,6 +291,8 @@ fn compile_connection(
             tolerance_seconds: tolerance
                 .and_then(|t| u32::try_from(t.as_secs()).ok())
                 .unwrap_or(DEFAULT_SIGNATURE_TOLERANCE),
+            url: webhook.url,
+            sns: sns.map(std::sync::Arc::new),
         },
         limits: Limits {
             max_connections: limits.max_connections.max(1),

@@ -188,6 +188,10 @@ pub struct Webhook {
     pub max_body_bytes: usize,
     /// Seconds a signed timestamp may be off the current time.
     pub tolerance_seconds: u32,
+    /// `webhook.url`: the URL as registered at the provider, if set.
+    pub url: Option<String>,
+    /// `webhook.sns`, certificate paths resolved; `None` when not set.
+    pub sns: Option<std::sync::Arc<crate::runtime::sns::SnsSettings>>,
 }
 
 /// Default of `webhook.max_body_bytes`: 1 MiB.

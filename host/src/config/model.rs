@@ -166,7 +166,49 @@ pub struct WebhookSpec {
     /// sign a timestamp (SendGrid, Standard Webhooks, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<String>,
+    /// The URL the provider calls for this connection, exactly as
+    /// registered there (scheme, host, path, query, trailing slash).
+    /// Mandrill signs it. Default: the daemon's `--public-url` followed by
+    /// `/webhooks/<name>`; set it when a proxy rewrites the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: Option<String>,
+    /// Amazon SNS subscriptions (provider `amazon-ses`): the topics
+    /// accepted, whether to confirm subscriptions, trusted certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<SnsSpec>,
 }
+
+/// Amazon SNS settings of a connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnsSpec {
+    /// Topic ARNs whose messages are accepted; any other topic is refused
+    /// (401). Required for SNS: an empty list accepts nothing.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub topics: Vec<SnsTopic>,
+    /// Confirm a verified `SubscriptionConfirmation` of a listed topic by
+    /// opening its `SubscribeURL` (default `false`: the pending confirmation
+    /// is shown in `/v1/status` and the log, with the URL to open).
+    #[serde(default)]
+    pub auto_confirm: bool,
+    /// Trusted signing certificates: `SigningCertURL` → PEM file (relative
+    /// to this file's folder). Such a URL is never fetched; for air-gapped
+    /// sites and tests.
+    #[serde(default)]
+    pub certificates: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// An SNS topic ARN, `arn:aws:sns:<region>:<account>:<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SnsTopic(
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}$"
+    ))]
+    pub String,
+);
 
 /// One webhook secret or several.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

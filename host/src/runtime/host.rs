@@ -10,7 +10,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::mailplug::provider::{clock, log, replay, types};
+use super::bindings::mailplug::provider::{clock, endpoint, log, replay, types};
+use super::sns::{SnsTrust, SubscriptionRequest};
 
 /// Guest stdout/stderr kept per store; beyond this the guest's writes fail.
 const GUEST_OUTPUT_CAPACITY: usize = 64 << 10;
@@ -135,10 +136,45 @@ pub(crate) struct StoreData {
     logged: (usize, usize),
     /// Log lines the guest may still emit during the current call.
     pub(crate) log_budget: u32,
-    /// What `clock.signature-tolerance` answers (set per verify call).
-    pub(crate) signature_tolerance: u32,
-    /// Tokens `replay.use-token` named in the current verify call.
-    pub(crate) tokens: Vec<UsedToken>,
+    /// What the imports answer during the current call.
+    pub(crate) call: CallContext,
+    /// What the current call asked the host for.
+    pub(crate) asked: CallRequests,
+}
+
+/// What the imports of one `verify-webhook` / `parse-webhook` call answer:
+/// the connection's settings. [`Default`] is what a call outside a
+/// connection sees (`plugin inspect`, fuzzing).
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// `clock.signature-tolerance`: the connection's `webhook.tolerance`.
+    pub tolerance: u32,
+    /// `endpoint.registered-url`.
+    pub registered_url: Option<String>,
+    /// What `sns.*` answers; `None`: no SNS settings (keys refused, no topic allowed).
+    pub sns: Option<SnsTrust>,
+}
+
+impl Default for CallContext {
+    fn default() -> Self {
+        Self {
+            tolerance: DEFAULT_SIGNATURE_TOLERANCE,
+            registered_url: None,
+            sns: None,
+        }
+    }
+}
+
+/// What one call asked the host for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallRequests {
+    /// `replay.use-token` (verify calls).
+    pub tokens: Vec<UsedToken>,
+    /// The last signing certificate `sns.signing-key` found neither cached
+    /// nor trusted: the daemon fetches it and verifies again.
+    pub certificate: Option<String>,
+    /// `sns.confirm-subscription` (parse calls).
+    pub confirmations: Vec<SubscriptionRequest>,
 }
 
 /// A single-use token a plugin named, for the store to remember.
@@ -158,12 +194,12 @@ impl replay::Host for StoreData {
     fn use_token(&mut self, token: String, ttl_seconds: u32) {
         if token.is_empty()
             || token.len() > MAX_TOKEN_BYTES
-            || self.tokens.len() >= MAX_TOKENS_PER_CALL
+            || self.asked.tokens.len() >= MAX_TOKENS_PER_CALL
         {
             tracing::debug!(plugin = %self.plugin, "replay.use-token ignored (empty, too long or too many)");
             return;
         }
-        self.tokens.push(UsedToken { token, ttl_seconds });
+        self.asked.tokens.push(UsedToken { token, ttl_seconds });
     }
 }
 
@@ -195,8 +231,8 @@ impl StoreData {
             stderr,
             logged: (0, 0),
             log_budget: LOG_LINES_PER_CALL,
-            signature_tolerance: DEFAULT_SIGNATURE_TOLERANCE,
-            tokens: Vec::new(),
+            call: CallContext::default(),
+            asked: CallRequests::default(),
         }
     }
 
@@ -233,11 +269,17 @@ impl types::Host for StoreData {}
 
 impl clock::Host for StoreData {
     fn signature_tolerance(&mut self) -> u32 {
-        self.signature_tolerance
+        self.call.tolerance
     }
 
     fn now(&mut self) -> i64 {
         self.clock.now()
+    }
+}
+
+impl endpoint::Host for StoreData {
+    fn registered_url(&mut self) -> Option<String> {
+        self.call.registered_url.clone()
     }
 }
 

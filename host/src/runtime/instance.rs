@@ -13,7 +13,7 @@ use super::bindings::{Provider, ProviderPre};
 use super::convert::{self, PluginInfo};
 use super::engine::deadline_ticks;
 use super::error::{Export, FailureCause, PluginError};
-use super::host::{Clock, StoreData};
+use super::host::{CallContext, CallRequests, Clock, StoreData};
 use super::metrics::{Outcome, PluginMetrics};
 use super::{FieldError, ParseError, SmtpOverrides, SmtpSettings, VerifyError, WebhookRequest};
 use crate::event::NormalizedEvent;
@@ -270,41 +270,43 @@ impl PluginInstance {
         result
     }
 
-    /// Calls `verify-webhook` with the connection's secret.
+    /// Calls `verify-webhook` with the connection's secret, the imports
+    /// answering as outside any connection.
     pub fn verify_webhook(
         &mut self,
         request: &WebhookRequest,
         secret: &str,
     ) -> Result<Result<(), VerifyError>, PluginError> {
-        self.verify_webhook_within(request, secret, super::host::DEFAULT_SIGNATURE_TOLERANCE)
+        self.verify_webhook_with(request, secret, &CallContext::default())
     }
 
-    /// Calls `verify-webhook` with `clock.signature-tolerance` answering
-    /// `tolerance` seconds (the connection's `webhook.tolerance`).
-    pub fn verify_webhook_within(
+    /// Calls `verify-webhook`, the imports answering from `context` (the
+    /// connection's tolerance, endpoint URL and SNS settings). What the call
+    /// asked for is then in [`Self::take_requests`].
+    pub fn verify_webhook_with(
         &mut self,
         request: &WebhookRequest,
         secret: &str,
-        tolerance: u32,
+        context: &CallContext,
     ) -> Result<Result<(), VerifyError>, PluginError> {
         let start = Instant::now();
         let result = self.invoke(Export::VerifyWebhook, |p, s| {
-            s.data_mut().signature_tolerance = tolerance;
-            s.data_mut().tokens.clear();
+            s.data_mut().call = context.clone();
+            s.data_mut().asked = CallRequests::default();
             let verified = p.call_verify_webhook(&mut *s, request, secret);
-            s.data_mut().signature_tolerance = super::host::DEFAULT_SIGNATURE_TOLERANCE;
+            s.data_mut().call = CallContext::default();
             verified
         });
         self.record(Export::VerifyWebhook, start, &result);
         result
     }
 
-    /// The single-use tokens the last `verify-webhook` named
-    /// (`replay.use-token`); empty after a failed call.
-    pub fn take_used_tokens(&mut self) -> Vec<super::host::UsedToken> {
+    /// What the last call asked the host for (tokens, a certificate to
+    /// fetch, subscriptions to confirm); empty after a failed call.
+    pub fn take_requests(&mut self) -> CallRequests {
         self.live
             .as_mut()
-            .map(|l| std::mem::take(&mut l.store.data_mut().tokens))
+            .map(|l| std::mem::take(&mut l.store.data_mut().asked))
             .unwrap_or_default()
     }
 
@@ -313,10 +315,23 @@ impl PluginInstance {
         &mut self,
         request: &WebhookRequest,
     ) -> Result<Result<Vec<NormalizedEvent>, ParseError>, PluginError> {
+        self.parse_webhook_with(request, &CallContext::default())
+    }
+
+    /// Calls `parse-webhook` with the imports answering from `context`.
+    pub fn parse_webhook_with(
+        &mut self,
+        request: &WebhookRequest,
+        context: &CallContext,
+    ) -> Result<Result<Vec<NormalizedEvent>, ParseError>, PluginError> {
         let start = Instant::now();
         let result = self
             .invoke(Export::ParseWebhook, |p, s| {
-                p.call_parse_webhook(s, request)
+                s.data_mut().call = context.clone();
+                s.data_mut().asked = CallRequests::default();
+                let parsed = p.call_parse_webhook(&mut *s, request);
+                s.data_mut().call = CallContext::default();
+                parsed
             })
             .and_then(|r| match r {
                 Ok(events) => convert::delivery_events(&request.body, events)

@@ -57,7 +57,20 @@ pub mod time;
 pub mod verify;
 
 pub use bindings::mailplug::provider::types;
-pub use bindings::{Guest, export};
+pub use bindings::Guest;
+
+/// Exports a [`Plugin`] (or [`Guest`]) type as the component's
+/// implementation of the `provider` world: `mailplug_sdk::export!(Acme);`
+/// once per plugin. Off wasm it expands to nothing, so several plugins can
+/// be linked into one native program (unit tests, the native baseline of
+/// the benchmarks) without their export symbols clashing.
+#[macro_export]
+macro_rules! export {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export!($ty with_types_in $crate::bindings);
+    };
+}
 pub use plugin::{Info, Plugin};
 pub use schemars::{self, JsonSchema};
 
