@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct CustomSmtp;
+pub struct CustomSmtp;
 
 /// Provider name for events sent in the unified format without one.
 const DEFAULT_PROVIDER: &str = "custom-smtp";

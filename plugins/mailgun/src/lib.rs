@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct Mailgun;
+pub struct Mailgun;
 
 impl Plugin for Mailgun {
     const ID: &'static str = "mailgun";

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct Mailjet;
+pub struct Mailjet;
 
 impl Plugin for Mailjet {
     const ID: &'static str = "mailjet";

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct Postal;
+pub struct Postal;
 
 /// The one signature header verified. The legacy SHA-1 `X-Postal-Signature`
 /// is never a fallback (a downgrade), and `X-Postal-Signature-KID` never

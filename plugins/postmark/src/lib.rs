@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct Postmark;
+pub struct Postmark;
 
 impl Plugin for Postmark {
     const ID: &'static str = "postmark";

@@ -8,7 +8,7 @@ use mailplug_sdk::json::Str;
 use mailplug_sdk::prelude::*;
 use serde::Deserialize;
 
-struct Resend;
+pub struct Resend;
 
 /// Resend's SMTP service.
 const DEFAULT_HOST: &str = "smtp.resend.com";

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct SendGrid;
+pub struct SendGrid;
 
 const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
