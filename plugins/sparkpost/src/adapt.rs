@@ -94,7 +94,7 @@ pub struct Options {
     /// Click tracking of the messages (X-MSYS-API options.click_tracking), overriding the account setting; unset, the account setting applies.
     #[serde(default)]
     pub click_tracking: Option<bool>,
-    /// Mark the messages transactional (X-MSYS-API options.transactional): SparkPost then ignores list unsubscribes for them and adds no List-Unsubscribe header. Unset, SparkPost's default (non-transactional) applies.
+    /// Mark the messages transactional (X-MSYS-API options.transactional): SparkPost then applies only transactional suppressions to them (not list unsubscribes) and adds no List-Unsubscribe header. Unset, SparkPost's default (non-transactional) applies.
     #[serde(default)]
     pub transactional: Option<bool>,
 }
@@ -179,11 +179,17 @@ fn api_header(options: &Options, errors: &mut Vec<FieldError>) -> Option<String>
     }
     for (i, tag) in options.tags.iter().enumerate() {
         if tag.trim().is_empty() {
-            errors.push(error(&format!("/options/tags/{i}"), "a tag is not empty"));
+            errors.push(error(
+                &format!("/options/tags/{i}"),
+                "a tag must not be empty",
+            ));
         }
     }
     if options.metadata.keys().any(|k| k.is_empty()) {
-        errors.push(error("/options/metadata", "metadata keys are not empty"));
+        errors.push(error(
+            "/options/metadata",
+            "metadata keys must not be empty",
+        ));
     }
     let metadata_len = json_text(&options.metadata).len();
     if metadata_len > MAX_METADATA_LEN {
