@@ -101,6 +101,8 @@ fn username(given: Option<String>, errors: &mut Vec<FieldError>) -> Option<Strin
         return None;
     }
     // Both forms of the login are addresses; anything else cannot log in.
+    // The value is not echoed: a secret pasted in the wrong field would land
+    // in CI logs.
     let is_address = user
         .split_once('@')
         .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
@@ -108,10 +110,8 @@ fn username(given: Option<String>, errors: &mut Vec<FieldError>) -> Option<Strin
     if !is_address {
         errors.push(error(
             "/smtp/username",
-            format!(
-                "`{user}` is not a Brevo SMTP login: it is an address such as \
-                 1a2b3c001@smtp-brevo.com (or the account's email address)"
-            ),
+            "smtp.username is not a Brevo SMTP login: the login is an address such as \
+             1a2b3c001@smtp-brevo.com (or the account's email address)",
         ));
         return None;
     }
@@ -265,7 +265,7 @@ mod tests {
             "xsmtpsib-0123abcd-XyZ",
             "XKEYSIB-0123",
             "apikey",
-            "@smtp-brevo.com",
+            "@relay.example",
             "a b@c",
         ] {
             let errors = adapt(
@@ -277,6 +277,7 @@ mod tests {
             )
             .unwrap_err();
             assert_eq!(paths(&errors), ["/smtp/username"], "{user}");
+            assert!(!errors[0].message.contains(user), "{errors:?}");
         }
         // The account's email address is the login of older accounts.
         let s = adapt(
