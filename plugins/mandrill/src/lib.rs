@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 mod adapt;
 
-struct Mandrill;
+/// Public so that the exports stay reachable in a native build, where the
+/// SDK's `export!` may expand to nothing (no dead-code warnings there).
+pub struct Mandrill;
 
 impl Plugin for Mandrill {
     const ID: &'static str = "mandrill";
