@@ -47,6 +47,12 @@ impl Plugin for AmazonSes {
 
 mailplug_sdk::export!(AmazonSes);
 
+/// The message of a JSON error, to re-wrap in another error type.
+fn error_text(e: ParseError) -> String {
+    let (ParseError::Malformed(m) | ParseError::Invalid(m)) = e;
+    m
+}
+
 fn parse(request: &WebhookRequest) -> Result<Vec<DeliveryEvent>, ParseError> {
     let envelope = sns::Envelope::parse(&request.body).map_err(ParseError::Malformed)?;
     let kind = envelope.message_type().map_err(ParseError::Invalid)?;

@@ -206,13 +206,14 @@ impl Common<'_> {
     }
 
     /// An event per entry of `recipients` (`field`), with each entry's
-    /// enhanced status and remote reply.
+    /// enhanced status and remote reply when `with_reply`.
     fn per_recipient(
         &self,
         recipients: &[Recipient<'_>],
         field: &str,
         at: i64,
         (kind, class): (EventKind, Option<BounceClass>),
+        with_reply: bool,
     ) -> Result<Vec<DeliveryEvent>, ParseError> {
         recipients
             .iter()
@@ -222,8 +223,9 @@ impl Common<'_> {
                     .email_address
                     .as_deref()
                     .ok_or_else(|| invalid(format!("missing `{field}[{i}].emailAddress`")))?;
-                let status = present(&r.status).filter(|s| smtp::is_enhanced_status(s));
-                let diagnostic = present(&r.diagnostic_code);
+                let status =
+                    present(&r.status).filter(|s| with_reply && smtp::is_enhanced_status(s));
+                let diagnostic = present(&r.diagnostic_code).filter(|_| with_reply);
                 Ok(self
                     .event(kind, address, &format!("{field}[{i}].emailAddress"), at)?
                     .bounce_class(class)
@@ -277,10 +279,8 @@ pub fn events(message: &str, body: &[u8], sns_message_id: &str) -> Result<Outcom
         ));
     }
     json::check_depth(message.as_bytes(), json::DEFAULT_MAX_DEPTH)?;
-    let event: Event<'_> = json::parse_borrowed(message.as_bytes()).map_err(|e| {
-        let (ParseError::Malformed(m) | ParseError::Invalid(m)) = e;
-        ParseError::Malformed(format!("SNS Message: {m}"))
-    })?;
+    let event: Event<'_> = json::parse_borrowed(message.as_bytes())
+        .map_err(|e| ParseError::Malformed(format!("SNS Message: {}", crate::error_text(e))))?;
     let name = match (
         event.event_type.as_deref(),
         event.notification_type.as_deref(),
@@ -323,7 +323,7 @@ pub fn events(message: &str, body: &[u8], sns_message_id: &str) -> Result<Outcom
             let at = timestamp(&b.timestamp, "bounce.timestamp")?;
             let recipients = list(&b.bounced_recipients, "bounce.bouncedRecipients")?;
             let kind = bounce_kind(bounce_type, b.bounce_sub_type.as_deref());
-            common.per_recipient(recipients, "bounce.bouncedRecipients", at, kind)?
+            common.per_recipient(recipients, "bounce.bouncedRecipients", at, kind, true)?
         }
         "Complaint" => {
             let c = event
@@ -332,16 +332,15 @@ pub fn events(message: &str, body: &[u8], sns_message_id: &str) -> Result<Outcom
                 .ok_or_else(|| missing("complaint"))?;
             let at = timestamp(&c.timestamp, "complaint.timestamp")?;
             let recipients = list(&c.recipients, "complaint.complainedRecipients")?;
-            let kind = (EventKind::Complained, None);
-            let mut events =
-                common.per_recipient(recipients, "complaint.complainedRecipients", at, kind)?;
             // A complaint carries no remote reply.
-            for e in &mut events {
-                e.smtp_status = None;
-                e.enhanced_status = None;
-                e.diagnostic = None;
-            }
-            events
+            let kind = (EventKind::Complained, None);
+            common.per_recipient(
+                recipients,
+                "complaint.complainedRecipients",
+                at,
+                kind,
+                false,
+            )?
         }
         "DeliveryDelay" => {
             let d = event
@@ -351,7 +350,13 @@ pub fn events(message: &str, body: &[u8], sns_message_id: &str) -> Result<Outcom
             let at = timestamp(&d.timestamp, "deliveryDelay.timestamp")?;
             let recipients = list(&d.recipients, "deliveryDelay.delayedRecipients")?;
             let kind = (EventKind::Deferred, None);
-            common.per_recipient(recipients, "deliveryDelay.delayedRecipients", at, kind)?
+            common.per_recipient(
+                recipients,
+                "deliveryDelay.delayedRecipients",
+                at,
+                kind,
+                true,
+            )?
         }
         "Delivery" => {
             let d = event.delivery.as_ref().ok_or_else(|| missing("delivery"))?;

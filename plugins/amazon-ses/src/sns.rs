@@ -77,8 +77,8 @@ impl<'a> Envelope<'a> {
         if json::first_token(body) != Some(b'{') {
             return Err("the SNS envelope is not a JSON object".into());
         }
-        json::check_depth(body, json::DEFAULT_MAX_DEPTH).map_err(describe)?;
-        json::parse_borrowed(body).map_err(|e| format!("SNS envelope: {}", describe(e)))
+        json::check_depth(body, json::DEFAULT_MAX_DEPTH).map_err(crate::error_text)?;
+        json::parse_borrowed(body).map_err(|e| format!("SNS envelope: {}", crate::error_text(e)))
     }
 
     /// The message type (`Type`), which must be one SNS sends.
@@ -134,11 +134,6 @@ pub fn required<'s>(value: &'s Option<Str<'_>>, name: &str) -> Result<&'s str, S
     value
         .as_deref()
         .ok_or_else(|| format!("the SNS envelope has no `{name}`"))
-}
-
-fn describe(e: ParseError) -> String {
-    let (ParseError::Malformed(m) | ParseError::Invalid(m)) = e;
-    m
 }
 
 /// The hash of a `SignatureVersion`: "1" SHA1withRSA, "2" SHA256withRSA.
