@@ -17,6 +17,10 @@ const FIRST_PARTY: &[&str] = &[
     "mailgun",
     "mailjet",
     "postal",
+    "sparkpost",
+    "brevo",
+    "mandrill",
+    "amazon_ses",
 ];
 const TEST_GUESTS: &[&str] = &[
     "hostile",

@@ -21,4 +21,5 @@ cargo test --workspace --locked
 # (tests/integration covers the built plugins).
 cargo test --manifest-path plugins/Cargo.toml --locked \
   -p mailplug-sdk -p custom-smtp -p sendgrid -p example-provider \
-  -p postmark -p resend -p mailgun -p mailjet -p postal
+  -p postmark -p resend -p mailgun -p mailjet -p postal \
+  -p sparkpost -p brevo -p mandrill -p amazon-ses

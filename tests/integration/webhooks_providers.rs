@@ -48,6 +48,46 @@ options: { campaign: spring }
 from: { email: news@example.com }
 workspaces: [marketing]
 webhook: { secret: 'mailjet-hook:mj-test-password-8b2e' }
+---
+api_version: mailplug/v1
+kind: Connection
+name: sp
+provider: sparkpost
+smtp: { password: { env: SMTP_PASSWORD } }
+options: { region: eu, campaign_id: spring }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook: { secret: 'sparkpost-hook:sp-test-password-3a7f' }
+---
+api_version: mailplug/v1
+kind: Connection
+name: br
+provider: brevo
+smtp: { username: 9a1b2c001@smtp-brevo.com, password: { env: SMTP_PASSWORD } }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook: { secret: brevo-test-bearer-token-4d9c1a }
+---
+api_version: mailplug/v1
+kind: Connection
+name: md
+provider: mandrill
+smtp: { password: { env: SMTP_PASSWORD } }
+from: { email: news@example.com }
+workspaces: [marketing]
+webhook:
+  secret: mandrill-test-webhook-key-7Qp2Zx
+  # Mandrill signs the URL it was given, not the one the daemon sees.
+  url: 'https://hooks.example.test/webhooks/mandrill?tenant=acme'
+---
+api_version: mailplug/v1
+kind: Connection
+name: md-default
+provider: mandrill
+smtp: { password: { env: SMTP_PASSWORD } }
+from: { email: news@example.com }
+workspaces: [transactional]
+webhook: { secret: mandrill-test-webhook-key-7Qp2Zx }
 ";
 
 fn start() -> (tempfile::TempDir, Daemon) {
@@ -75,9 +115,15 @@ fn start() -> (tempfile::TempDir, Daemon) {
     (tmp, d)
 }
 
-/// Posts `dir/case.json` with its headers to `/webhooks/<connection>`.
+/// Posts `dir/case.json` (or `.form`) with its headers to `/webhooks/<connection>`.
 fn post(d: &Daemon, connection: &str, dir: &Path, case: &str) -> (u16, Value) {
-    let body = std::fs::read(dir.join(format!("{case}.json"))).unwrap();
+    let form = dir.join(format!("{case}.form"));
+    let body = std::fs::read(if form.is_file() {
+        form
+    } else {
+        dir.join(format!("{case}.json"))
+    })
+    .unwrap();
     let headers = fixture_headers(&dir.join(format!("{case}.headers.json")));
     let (status, _, json) = post_raw(
         &d.public,
@@ -115,6 +161,19 @@ fn provider_webhooks_are_stored_once_with_exactly_the_expected_events() {
         ("po", fixtures().join("postal"), "sent"),
         ("po", own("postal"), "bounced"),
         ("po", own("postal"), "unicode_recipient"),
+        ("sp", fixtures().join("sparkpost"), "hard_bounce"),
+        ("sp", fixtures().join("sparkpost"), "ping"),
+        ("sp", own("sparkpost"), "mixed_batch"),
+        ("sp", own("sparkpost"), "large_batch_1000"),
+        ("sp", own("sparkpost"), "event_id_64bit"),
+        ("br", fixtures().join("brevo"), "hard_bounce"),
+        ("br", fixtures().join("brevo"), "deferred"),
+        ("br", own("brevo"), "spam"),
+        ("br", own("brevo"), "unicode_recipient"),
+        ("md", fixtures().join("mandrill"), "hard_bounce"),
+        ("md", fixtures().join("mandrill"), "batch_mixed"),
+        ("md", own("mandrill"), "soft_bounce"),
+        ("md", own("mandrill"), "unicode_recipient"),
     ];
     let mut total = 0;
     for (conn, dir, case) in &cases {
@@ -162,6 +221,7 @@ fn refused_provider_requests_get_401_or_400_and_store_nothing() {
         ("pm", "postmark__no_auth"),
         ("rs", "resend__garbage_signature_header"),
         ("mg", "mailgun__wrong_signature"),
+        ("md", "mandrill__tampered_form"),
     ];
     for (conn, case) in shared {
         let expect: Value = serde_json::from_slice(
@@ -192,6 +252,17 @@ fn refused_provider_requests_get_401_or_400_and_store_nothing() {
         ("po", "postal", "other_key", 401),
         ("po", "postal", "tampered_body", 401),
         ("po", "postal", "missing_uuid", 400),
+        ("sp", "sparkpost", "wrong_password", 401),
+        ("sp", "sparkpost", "missing_auth", 401),
+        ("sp", "sparkpost", "missing_rcpt_to", 400),
+        ("sp", "sparkpost", "event_id_beyond_u64", 400),
+        ("br", "brevo", "wrong_token", 401),
+        ("br", "brevo", "missing_auth", 401),
+        ("br", "brevo", "missing_email", 400),
+        ("md", "mandrill", "wrong_key", 401),
+        ("md", "mandrill", "wrong_url", 401),
+        ("md", "mandrill", "tampered_recipient", 401),
+        ("md", "mandrill", "missing_events_field", 400),
     ];
     for (conn, provider, case, want) in own_cases {
         let (status, body) = post(&d, conn, &own(provider), case);
@@ -200,6 +271,62 @@ fn refused_provider_requests_get_401_or_400_and_store_nothing() {
     assert!(all_events(&d, "").is_empty());
     let (_, list) = d.get_json("/v1/suppressions?workspace=marketing");
     assert_eq!(list["suppressions"], serde_json::json!([]), "{list}");
+}
+
+#[test]
+fn mandrill_probes_the_url_with_head_and_nothing_happens() {
+    let (_tmp, d) = start();
+    let head = |name: &str| {
+        ureq::head(&format!("{}/webhooks/{name}", d.public))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(head("md"), 200);
+    assert_eq!(head("md-default"), 200);
+    assert_eq!(head("no-such-connection"), 404);
+    assert!(all_events(&d, "").is_empty());
+}
+
+/// Without `webhook.url` the registered URL is the daemon's public URL
+/// plus `/webhooks/<name>`: a request signed for it is accepted, the shared
+/// sample (signed for another URL) is not.
+#[test]
+fn mandrill_without_webhook_url_verifies_against_the_public_url() {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let (_tmp, d) = start();
+    let dir = fixtures().join("mandrill");
+    let (status, body) = post(&d, "md-default", &dir, "hard_bounce");
+    assert_eq!(status, 401, "{body}");
+
+    let form = std::fs::read_to_string(dir.join("hard_bounce.form")).unwrap();
+    let raw = form.strip_prefix("mandrill_events=").unwrap();
+    let value = percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    let url = format!("{}/webhooks/md-default", d.public);
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"mandrill-test-webhook-key-7Qp2Zx").unwrap();
+    mac.update(format!("{url}mandrill_events{value}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let headers: Vec<(String, String)> = vec![
+        (
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ),
+        ("x-mandrill-signature".into(), signature),
+    ];
+    let (status, _, json) = post_raw(&d.public, "/webhooks/md-default", &headers, form.as_bytes());
+    assert_eq!(
+        (status, &json["stored"]),
+        (200, &serde_json::json!(1)),
+        "{json}"
+    );
 }
 
 #[test]

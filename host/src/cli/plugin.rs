@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::config::SecretRef;
 use crate::runtime::{
-    CallContext, Clock, ParseError, PluginInstance, PluginLimits, PluginSource, Runtime,
-    RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
+    CallContext, Clock, ParseError, PluginInfo, PluginInstance, PluginLimits, PluginSource,
+    Runtime, RuntimeOptions, VerifyError, WasmSource, WebhookRequest,
 };
 
 mod expect;
@@ -250,11 +250,19 @@ fn resolve(runtime: &mut Runtime, spec: &str, limits: PluginLimits) -> Result<St
 }
 
 fn list(runtime: &Runtime) -> anyhow::Result<u8> {
+    // Columns as wide as their longest entry (display names vary).
+    let width =
+        |f: fn(&PluginInfo) -> usize| runtime.plugins().map(|p| f(p.info())).max().unwrap_or(0);
+    let (id_w, version_w, name_w) = (
+        width(|i| i.id.chars().count()).max(16),
+        width(|i| i.version.chars().count()).max(8),
+        width(|i| i.display_name.chars().count()).max(24),
+    );
     for plugin in runtime.plugins() {
         let info = plugin.info();
         let caps: Vec<&str> = info.capabilities.iter().map(|c| c.name()).collect();
         emit(&format!(
-            "{:<16} {:<8} {:<24} {}",
+            "{:<id_w$} {:<version_w$} {:<name_w$} {}",
             info.id,
             info.version,
             info.display_name,

@@ -40,4 +40,20 @@ pub const BUILTINS: &[Builtin] = &[
         id: "postal",
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/postal.wasm")),
     },
+    Builtin {
+        id: "sparkpost",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sparkpost.wasm")),
+    },
+    Builtin {
+        id: "brevo",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/brevo.wasm")),
+    },
+    Builtin {
+        id: "mandrill",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/mandrill.wasm")),
+    },
+    Builtin {
+        id: "amazon-ses",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/amazon_ses.wasm")),
+    },
 ];

@@ -236,7 +236,7 @@ impl sns::Host for StoreData {
         self.call
             .sns
             .as_ref()
-            .is_some_and(|t| t.settings.topics.iter().any(|a| *a == topic_arn))
+            .is_some_and(|t| t.settings.topics.contains(&topic_arn))
     }
 
     fn confirm_subscription(&mut self, topic_arn: String, subscribe_url: String) {

@@ -12,7 +12,7 @@ mod adapt;
 mod ses;
 mod sns;
 
-struct AmazonSes;
+pub struct AmazonSes;
 
 impl Plugin for AmazonSes {
     const ID: &'static str = "amazon-ses";

@@ -23,6 +23,10 @@ fn parser(id: &str) -> Option<Parse> {
         "mailgun" => <mailgun::Mailgun as Plugin>::parse_webhook,
         "mailjet" => <mailjet::Mailjet as Plugin>::parse_webhook,
         "postal" => <postal::Postal as Plugin>::parse_webhook,
+        "sparkpost" => <sparkpost::SparkPost as Plugin>::parse_webhook,
+        "brevo" => <brevo::Brevo as Plugin>::parse_webhook,
+        "mandrill" => <mandrill::Mandrill as Plugin>::parse_webhook,
+        "amazon-ses" => <amazon_ses::AmazonSes as Plugin>::parse_webhook,
         _ => return None,
     })
 }

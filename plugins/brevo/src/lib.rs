@@ -12,13 +12,13 @@
 //! de-duplicates them on their content.
 
 use mailplug_sdk::event::limits;
-use mailplug_sdk::json::Str;
+use mailplug_sdk::json::{Object, Str};
 use mailplug_sdk::prelude::*;
 use serde::Deserialize;
 
 mod adapt;
 
-struct Brevo;
+pub struct Brevo;
 
 impl Plugin for Brevo {
     const ID: &'static str = "brevo";
@@ -98,28 +98,6 @@ struct Event<'a> {
     /// Only inbound-parse payloads have it (`{"items": [...]}`): named in
     /// the error so a mixed-up webhook URL is easy to see.
     items: Option<serde::de::IgnoredAny>,
-}
-
-/// A JSON object deserialised into `T`. serde's derived structs also accept
-/// a JSON array of their fields in order, so a batch of arrays would
-/// otherwise parse as events; Brevo posts objects only.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(Visitor(std::marker::PhantomData))
-            .map(Object)
-    }
 }
 
 /// Unified kind of a Brevo event name; `None` for the names without one

@@ -10,7 +10,7 @@
 //! their content.
 
 use mailplug_sdk::event::limits;
-use mailplug_sdk::json::{Id, Str};
+use mailplug_sdk::json::{Id, Object, Str};
 use mailplug_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -74,28 +74,6 @@ struct Event<'a> {
     /// On `sent`: the receiving server's reply, e.g. `sent (250 2.0.0 OK ...)`.
     #[serde(borrow)]
     smtp_reply: Option<Str<'a>>,
-}
-
-/// A JSON object deserialised into `T`. serde's derived structs also accept
-/// a JSON array of their fields in order, so a batch of arrays would
-/// otherwise parse as events; Mailjet posts objects only.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(Visitor(std::marker::PhantomData))
-            .map(Object)
-    }
 }
 
 /// Unified kind of a Mailjet event; `None` for names Mailjet may add.

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use mailplug_sdk::event::limits;
-use mailplug_sdk::json::Str;
+use mailplug_sdk::json::{Object, Str};
 use mailplug_sdk::prelude::*;
 use mailplug_sdk::verify::Encoding;
 use serde::Deserialize;
@@ -108,27 +108,6 @@ fn verify(
         Ok(())
     } else {
         Err(VerifyError::BadSignature)
-    }
-}
-
-/// A JSON object deserialised into `T`. serde's derived structs also accept
-/// a JSON array of their fields in order; Mandrill sends objects only.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(Visitor(std::marker::PhantomData))
-            .map(Object)
     }
 }
 

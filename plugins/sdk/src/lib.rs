@@ -56,19 +56,30 @@ pub mod standard_webhooks;
 pub mod time;
 pub mod verify;
 
-pub use bindings::mailplug::provider::types;
 pub use bindings::Guest;
+pub use bindings::mailplug::provider::types;
 
 /// Exports a [`Plugin`] (or [`Guest`]) type as the component's
 /// implementation of the `provider` world: `mailplug_sdk::export!(Acme);`
-/// once per plugin. Off wasm it expands to nothing, so several plugins can
+/// once per plugin. Off wasm it exports no symbols, so several plugins can
 /// be linked into one native program (unit tests, the native baseline of
-/// the benchmarks) without their export symbols clashing.
+/// the benchmarks) without their export symbols clashing; it still names
+/// the exports, so they count as used.
 #[macro_export]
 macro_rules! export {
     ($ty:ident) => {
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::export!($ty with_types_in $crate::bindings);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            #[allow(dead_code, reason = "names the exports a wasm build would export")]
+            fn exports() {
+                let _ = <$ty as $crate::Guest>::describe;
+                let _ = <$ty as $crate::Guest>::adapt_connection;
+                let _ = <$ty as $crate::Guest>::verify_webhook;
+                let _ = <$ty as $crate::Guest>::parse_webhook;
+            }
+        };
     };
 }
 pub use plugin::{Info, Plugin};

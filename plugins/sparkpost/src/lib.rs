@@ -18,13 +18,14 @@ use mailplug_sdk::prelude::*;
 mod adapt;
 mod wire;
 
-use wire::{Element, Entry, Event, Object, RawTime};
+use mailplug_sdk::json::Object;
+use wire::{Element, Entry, Event, RawTime};
 
 /// A `webhook.secret` starting with this is a bearer token (the webhook's
 /// `auth_type: oauth2`); any other secret is basic auth's `user:password`.
 pub const BEARER_PREFIX: &str = "bearer:";
 
-struct SparkPost;
+pub struct SparkPost;
 
 impl Plugin for SparkPost {
     const ID: &'static str = "sparkpost";

@@ -4,9 +4,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
-use mailplug_sdk::json::{Id, Str};
+use mailplug_sdk::json::{Id, Object, Str};
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
@@ -155,25 +154,5 @@ impl<'de: 'a, 'a> Deserialize<'de> for Msys<'a> {
             }
         }
         d.deserialize_map(V)
-    }
-}
-
-/// A JSON object deserialised into `T`. serde's derived structs also accept
-/// a JSON array of their fields in order; SparkPost posts objects only.
-pub struct Object<T>(pub T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(V(PhantomData)).map(Object)
     }
 }

@@ -53,8 +53,28 @@ pub(super) fn plugin_test(
     now: i64,
     expect: Option<&Path>,
 ) -> Output {
-    let body = dir.join(format!("{case}.json"));
+    plugin_test_with(plugin, dir, case, secret, now, expect, &[])
+}
+
+/// [`plugin_test`] with more flags (`--url`, `--sns-*`); the body is
+/// `case.form` when there is one.
+pub(super) fn plugin_test_with(
+    plugin: &str,
+    dir: &Path,
+    case: &str,
+    secret: &str,
+    now: i64,
+    expect: Option<&Path>,
+    flags: &[&str],
+) -> Output {
+    let form = dir.join(format!("{case}.form"));
+    let body = if form.is_file() {
+        form
+    } else {
+        dir.join(format!("{case}.json"))
+    };
     let mut args = vec!["plugin".to_owned(), "test".to_owned(), plugin.to_owned()];
+    args.extend(flags.iter().map(|f| (*f).to_owned()));
     args.extend(["--body".to_owned(), body.display().to_string()]);
     args.extend(header_args(&dir.join(format!("{case}.headers.json"))));
     args.extend([
@@ -213,7 +233,34 @@ fn list_and_inspect_show_the_first_party_plugin() {
     let output = mailplug(&["plugin", "list"]);
     assert_passes(&output, "list");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.starts_with("custom-smtp"), "{stdout}");
+    // Sorted by id, one line per first-party plugin.
+    let ids: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "amazon-ses",
+            "brevo",
+            "custom-smtp",
+            "mailgun",
+            "mailjet",
+            "mandrill",
+            "postal",
+            "postmark",
+            "resend",
+            "sendgrid",
+            "sparkpost"
+        ],
+        "{stdout}"
+    );
+    // The capabilities column lines up even with a long display name.
+    let column: Vec<usize> = stdout
+        .lines()
+        .map(|l| l.find("adapts-smtp").unwrap())
+        .collect();
+    assert!(column.windows(2).all(|w| w[0] == w[1]), "{stdout}");
     assert!(
         stdout.lines().any(|l| l.starts_with("sendgrid ")
             && l.contains("SendGrid")
@@ -280,7 +327,10 @@ fn hostile_wasm_file_fails_cleanly_in_the_cli() {
 fn unknown_plugin_id_is_a_usage_error() {
     let output = mailplug(&["plugin", "inspect", "no-such-provider"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("first-party plugins: custom-smtp"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("first-party plugins: amazon-ses, brevo, custom-smtp")
+    );
 }
 
 #[test]

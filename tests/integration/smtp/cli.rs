@@ -293,6 +293,21 @@ fn a_providers_extra_headers_arrive_on_the_test_email() {
             "{ campaign: spring, custom_id: tenant-7 }",
             &["X-Mailjet-Campaign: spring", "X-MJ-CustomID: tenant-7"],
         ),
+        (
+            "sparkpost",
+            "{ campaign_id: spring }",
+            &[r#"X-MSYS-API: {"campaign_id":"spring"}"#],
+        ),
+        (
+            "mandrill",
+            "{ tags: [news, weekly], subaccount: acme-eu }",
+            &["X-MC-Tags: news,weekly", "X-MC-Subaccount: acme-eu"],
+        ),
+        (
+            "amazon-ses",
+            "{ region: us-east-1, configuration_set: events }",
+            &["X-SES-CONFIGURATION-SET: events"],
+        ),
     ];
     for (provider, options, want) in cases {
         let dir = tempfile::tempdir().unwrap();
