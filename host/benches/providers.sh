@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 echo "== building the native baseline (plugins/bench-native) and the release binary" >&2
+# Its own target dir: the plugins' wasm builds (host/build.rs) use plugins/target.
 cargo build --release --locked --manifest-path plugins/Cargo.toml -p bench-native \
   --target-dir plugins/target/native >&2
 cargo build --release --locked -p mailplug >&2

@@ -11,7 +11,7 @@ use mailplug_sdk::prelude::*;
 use mailplug_sdk::smtp::field_error as error;
 use serde::Deserialize;
 
-use crate::sns::is_region;
+use super::sns::is_region;
 
 /// Selects the configuration set (event destinations, IP pool, tracking).
 pub const CONFIGURATION_SET_HEADER: &str = "X-SES-CONFIGURATION-SET";

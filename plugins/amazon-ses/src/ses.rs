@@ -280,7 +280,7 @@ pub fn events(message: &str, body: &[u8], sns_message_id: &str) -> Result<Outcom
     }
     json::check_depth(message.as_bytes(), json::DEFAULT_MAX_DEPTH)?;
     let event: Event<'_> = json::parse_borrowed(message.as_bytes())
-        .map_err(|e| ParseError::Malformed(format!("SNS Message: {}", crate::error_text(e))))?;
+        .map_err(|e| ParseError::Malformed(format!("SNS Message: {}", super::error_text(e))))?;
     let name = match (
         event.event_type.as_deref(),
         event.notification_type.as_deref(),

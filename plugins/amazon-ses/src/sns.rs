@@ -77,8 +77,8 @@ impl<'a> Envelope<'a> {
         if json::first_token(body) != Some(b'{') {
             return Err("the SNS envelope is not a JSON object".into());
         }
-        json::check_depth(body, json::DEFAULT_MAX_DEPTH).map_err(crate::error_text)?;
-        json::parse_borrowed(body).map_err(|e| format!("SNS envelope: {}", crate::error_text(e)))
+        json::check_depth(body, json::DEFAULT_MAX_DEPTH).map_err(super::error_text)?;
+        json::parse_borrowed(body).map_err(|e| format!("SNS envelope: {}", super::error_text(e)))
     }
 
     /// The message type (`Type`), which must be one SNS sends.

@@ -2,8 +2,47 @@
 //! plugin's own `parse-webhook` code, compiled for the host CPU instead of
 //! wasm and called directly (no sandbox, no host checks of the output).
 //!
+//! The plugins' sources are compiled in as modules rather than linked as
+//! crates: a plugin crate is a `cdylib` only (an `rlib` crate type beside
+//! it costs ~20 % of component size under LTO), and off wasm the SDK's
+//! `export!` exports nothing, so their code is plain Rust here.
+//!
 //! `bench-native MILLIS ID=BODY[=HEADERS_JSON]...` times each request for
 //! about MILLIS ms and prints `ID NANOS_PER_CALL EVENTS` per line.
+
+#[path = "../../custom-smtp/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod custom_smtp;
+#[path = "../../sendgrid/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod sendgrid;
+#[path = "../../postmark/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod postmark;
+#[path = "../../resend/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod resend;
+#[path = "../../mailgun/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod mailgun;
+#[path = "../../mailjet/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod mailjet;
+#[path = "../../postal/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod postal;
+#[path = "../../sparkpost/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod sparkpost;
+#[path = "../../brevo/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod brevo;
+#[path = "../../mandrill/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod mandrill;
+#[path = "../../amazon-ses/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod amazon_ses;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
