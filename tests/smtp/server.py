@@ -48,6 +48,9 @@ class Rules:
 
     def __init__(self, args, password, throttle=False, pipelining=False):
         self.user = args.user.encode()
+        # Providers whose plugin wants an address-shaped login (Brevo) log in
+        # with one of these; same password, same allowed senders.
+        self.other_users = {u.strip().encode() for u in args.also_user if u.strip()}
         self.password = password.encode()
         self.allowed_from = {a.strip().lower() for a in args.allowed_from.split(",") if a.strip()}
         self.spool = args.spool
@@ -113,7 +116,7 @@ class Rules:
     def authenticator(self, server, session, envelope, mechanism, auth_data):
         ok = (
             isinstance(auth_data, LoginPassword)
-            and auth_data.login == self.user
+            and (auth_data.login == self.user or auth_data.login in self.other_users)
             and auth_data.password == self.password
         )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
@@ -164,6 +167,7 @@ async def main():
     parser.add_argument("--key", required=True)
     parser.add_argument("--spool", required=True)
     parser.add_argument("--user", default="tester")
+    parser.add_argument("--also-user", action="append", default=[])
     parser.add_argument("--allowed-from", default="sender@example.test")
     parser.add_argument("--hostname", default="mx.test.invalid")
     args = parser.parse_args()

@@ -10,39 +10,39 @@
 //! `bench-native MILLIS ID=BODY[=HEADERS_JSON]...` times each request for
 //! about MILLIS ms and prints `ID NANOS_PER_CALL EVENTS` per line.
 
+#[path = "../../amazon-ses/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod amazon_ses;
+#[path = "../../brevo/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod brevo;
 #[path = "../../custom-smtp/src/lib.rs"]
 #[allow(dead_code, reason = "only parse-webhook is timed")]
 mod custom_smtp;
-#[path = "../../sendgrid/src/lib.rs"]
-#[allow(dead_code, reason = "only parse-webhook is timed")]
-mod sendgrid;
-#[path = "../../postmark/src/lib.rs"]
-#[allow(dead_code, reason = "only parse-webhook is timed")]
-mod postmark;
-#[path = "../../resend/src/lib.rs"]
-#[allow(dead_code, reason = "only parse-webhook is timed")]
-mod resend;
 #[path = "../../mailgun/src/lib.rs"]
 #[allow(dead_code, reason = "only parse-webhook is timed")]
 mod mailgun;
 #[path = "../../mailjet/src/lib.rs"]
 #[allow(dead_code, reason = "only parse-webhook is timed")]
 mod mailjet;
-#[path = "../../postal/src/lib.rs"]
-#[allow(dead_code, reason = "only parse-webhook is timed")]
-mod postal;
-#[path = "../../sparkpost/src/lib.rs"]
-#[allow(dead_code, reason = "only parse-webhook is timed")]
-mod sparkpost;
-#[path = "../../brevo/src/lib.rs"]
-#[allow(dead_code, reason = "only parse-webhook is timed")]
-mod brevo;
 #[path = "../../mandrill/src/lib.rs"]
 #[allow(dead_code, reason = "only parse-webhook is timed")]
 mod mandrill;
-#[path = "../../amazon-ses/src/lib.rs"]
+#[path = "../../postal/src/lib.rs"]
 #[allow(dead_code, reason = "only parse-webhook is timed")]
-mod amazon_ses;
+mod postal;
+#[path = "../../postmark/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod postmark;
+#[path = "../../resend/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod resend;
+#[path = "../../sendgrid/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod sendgrid;
+#[path = "../../sparkpost/src/lib.rs"]
+#[allow(dead_code, reason = "only parse-webhook is timed")]
+mod sparkpost;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

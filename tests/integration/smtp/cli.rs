@@ -308,11 +308,17 @@ fn a_providers_extra_headers_arrive_on_the_test_email() {
             "{ region: us-east-1, configuration_set: events }",
             &["X-SES-CONFIGURATION-SET: events"],
         ),
+        ("brevo", "{ tag: receipts }", &["X-Mailin-Tag: receipts"]),
     ];
     for (provider, options, want) in cases {
         let dir = tempfile::tempdir().unwrap();
+        let user = if *provider == "brevo" {
+            super::harness::ADDRESS_USER
+        } else {
+            super::harness::USER
+        };
         let yaml = format!(
-            "api_version: mailplug/v1\nkind: Connection\nname: conn\nprovider: {provider}\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  username: tester\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {options}\nfrom:\n  email: sender@example.test\n",
+            "api_version: mailplug/v1\nkind: Connection\nname: conn\nprovider: {provider}\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  username: {user}\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {options}\nfrom:\n  email: sender@example.test\n",
             port = s.submission,
             ca = s.ca_file.display()
         );

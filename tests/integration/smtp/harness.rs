@@ -12,6 +12,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 
 /// The test login and its password (searched for in every output).
 pub const USER: &str = "tester";
+/// A second login with the same password, shaped like an address (Brevo's
+/// plugin accepts only such SMTP logins).
+pub const ADDRESS_USER: &str = "tester@smtp-relay.example.test";
 pub const PASSWORD: &str = "Pw-9f3a-NEVER-LOG-ME";
 /// The only MAIL FROM the test login may use.
 pub const ALLOWED_FROM: &str = "sender@example.test";
@@ -90,7 +93,8 @@ fn start() -> Server {
         .arg(&key)
         .arg("--spool")
         .arg(&spool)
-        .args(["--user", USER, "--allowed-from", ALLOWED_FROM])
+        .args(["--user", USER, "--also-user", ADDRESS_USER])
+        .args(["--allowed-from", ALLOWED_FROM])
         .env("SMTP_TEST_PASSWORD", PASSWORD)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
