@@ -88,11 +88,7 @@ impl SnsHost {
     /// The URL actually opened for `url` (already checked against the SNS pattern).
     fn target(&self, url: &str) -> String {
         match &self.test_origin {
-            Some(origin) => {
-                let rest = url.strip_prefix("https://").unwrap_or(url);
-                let path = rest.find('/').map_or("/", |i| &rest[i..]);
-                format!("{origin}{path}")
-            }
+            Some(origin) => format!("{origin}{}", sns::sns_path(url).unwrap_or("/")),
             None => url.to_owned(),
         }
     }

@@ -42,23 +42,21 @@ fn is_region(region: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The host of an `https://` URL on the SNS pattern and the rest after it,
-/// or why not.
-fn split_sns_url(url: &str) -> Result<(&str, &str), String> {
+/// What follows the host of an `https://` URL on the SNS pattern (path and
+/// query), or why the URL is not on it.
+pub(crate) fn sns_path(url: &str) -> Result<&str, String> {
     let rest = url
         .strip_prefix("https://")
         .ok_or_else(|| format!("{url:?} is not an https URL"))?;
     let (host, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let region = host
-        .strip_prefix("sns.")
+    host.strip_prefix("sns.")
         .and_then(|h| {
             h.strip_suffix(".amazonaws.com")
                 .or_else(|| h.strip_suffix(".amazonaws.com.cn"))
         })
         .filter(|r| is_region(r))
         .ok_or_else(|| format!("host {host:?} is not sns.<region>.amazonaws.com"))?;
-    let _ = region;
-    Ok((host, tail))
+    Ok(tail)
 }
 
 /// Whether the host may fetch `url` as a signing certificate:
@@ -68,7 +66,7 @@ pub fn check_certificate_url(url: &str) -> Result<(), String> {
     if url.len() > 512 {
         return Err("SigningCertURL is longer than 512 bytes".into());
     }
-    let (_, path) = split_sns_url(url)?;
+    let path = sns_path(url)?;
     let plain = path
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
@@ -86,7 +84,7 @@ pub fn check_subscribe_url(url: &str) -> Result<(), String> {
     if url.len() > 2048 {
         return Err("SubscribeURL is longer than 2048 bytes".into());
     }
-    let (_, tail) = split_sns_url(url)?;
+    let tail = sns_path(url)?;
     let query = tail
         .strip_prefix("/?")
         .ok_or_else(|| format!("SubscribeURL path {tail:?} is not /?Action=ConfirmSubscription"))?;
