@@ -21,6 +21,7 @@ use crate::state::AppState;
 mod events;
 mod forwarding;
 mod handlers;
+mod messages;
 mod smtp;
 
 /// Both routers over one shared state (what `daemon::run` serves).
@@ -61,6 +62,27 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
             "/v1/suppressions/{workspace}/{address}",
             delete(events::remove_suppression),
         )
+        .route(
+            "/v1/messages",
+            post(messages::send)
+                .get(messages::list)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state
+                        .compose_limits
+                        .max_message_bytes
+                        .saturating_mul(2)
+                        .max(1 << 20),
+                )),
+        )
+        .route(
+            "/v1/messages:batch",
+            post(messages::send_batch).layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
+        )
+        .route(
+            "/v1/messages/{id}",
+            get(messages::get).delete(messages::cancel),
+        )
+        .route("/v1/queue", get(messages::queue))
         .route("/v1/forwarders", get(forwarding::list_forwarders))
         .route("/v1/outbox", get(forwarding::list_outbox))
         .route("/v1/outbox/{id}/retry", post(forwarding::retry_outbox))

@@ -58,6 +58,10 @@ pub struct Settings {
     pub http: HttpLimits,
     /// The event store.
     pub store: StoreSettings,
+    /// The sending queue's workers.
+    pub send: crate::send::SendSettings,
+    /// Size limits of submitted messages.
+    pub compose: crate::send::ComposeLimits,
 }
 
 /// Where and how events are stored (flags of `mailplug serve`).
@@ -295,6 +299,7 @@ pub async fn run(
     });
 
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(16);
+    let sending = Arc::new(crate::send::Sending::new(settings.send));
     let state = Arc::new(AppState {
         snapshot: snapshot.clone(),
         metrics: metrics.clone(),
@@ -308,6 +313,8 @@ pub async fn run(
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         ),
         sns: Arc::new(crate::sns::SnsHost::from_env()),
+        sending: sending.clone(),
+        compose_limits: settings.compose,
     });
 
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
@@ -347,6 +354,20 @@ pub async fn run(
         crate::forward::WorkerSettings::default(),
         stop.clone(),
     );
+
+    // Deliveries a stopped process left in flight go back first; then one
+    // lane per connection. Stops with `stop`; awaited before the store closes.
+    let send_workers = crate::send::Workers::start(
+        sending,
+        store.clone(),
+        snapshot.clone(),
+        metrics.clone(),
+        stop.clone(),
+    )
+    .await;
+    if settings.send.hold {
+        tracing::warn!("--hold-queue: messages are accepted and queued, nothing is sent");
+    }
 
     let routers = routes(state.clone());
     let admin_server = serve(
@@ -391,6 +412,7 @@ pub async fn run(
     // Forwarding attempts in flight finish (within a short bound) and
     // their outcomes are recorded while the store is still open.
     forwarding.finished().await;
+    send_workers.finished().await;
     // Every write queued before now is committed; later ones were refused.
     store.close().await;
     // A reload in progress finishes (it only reads files); nothing is left half-applied.
@@ -763,6 +785,8 @@ mod tests {
             shutdown_timeout: Duration::from_secs(1),
             http: HttpLimits::default(),
             store: StoreSettings::default(),
+            send: crate::send::SendSettings::default(),
+            compose: crate::send::ComposeLimits::default(),
         }
     }
 

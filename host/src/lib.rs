@@ -18,6 +18,7 @@ pub mod mail;
 pub mod metrics;
 pub mod providers;
 pub mod runtime;
+pub mod send;
 pub mod smtp_status;
 pub mod sns;
 pub mod state;

@@ -13,7 +13,7 @@
 mod classify;
 mod from_config;
 mod hint;
-mod message;
+pub(crate) mod message;
 mod net;
 mod pool;
 mod probe;

@@ -77,6 +77,20 @@ pub struct Metrics {
     pub outbox_pending: Family<Labels, Gauge>,
     /// Dead letters, by forwarder (set when scraped).
     pub outbox_dead: Family<Labels, Gauge>,
+    /// Send attempts by connection, outcome and class.
+    pub queue_sends: Family<Labels, Counter>,
+    /// Deliveries found in flight at start (possibly sent twice).
+    pub queue_recovered: Counter,
+    /// Pending deliveries by connection (set when scraped).
+    pub queue_pending: Family<Labels, Gauge>,
+    /// Age of the oldest pending delivery by connection (set when scraped).
+    pub queue_oldest_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Effective messages per second by connection; -1 when unlimited.
+    pub queue_rate: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// 1 while a connection's adaptive rate is below its ceiling.
+    pub queue_throttled: Family<Labels, Gauge>,
+    /// 1 while a connection's circuit is open or half-open.
+    pub queue_circuit_open: Family<Labels, Gauge>,
 }
 
 fn forward_histogram() -> Histogram {
@@ -216,8 +230,57 @@ impl Metrics {
             "Dead letters (gave up after max_age) by forwarder",
             outbox_dead.clone(),
         );
+        let queue_sends = Family::<Labels, Counter>::default();
+        registry.register(
+            "queue_sends",
+            "Send attempts by connection, outcome (sent, deferred, failed, suppressed, moved) and class",
+            queue_sends.clone(),
+        );
+        let queue_recovered = Counter::default();
+        registry.register(
+            "queue_recovered_in_flight",
+            "Deliveries found in flight at start and sent again (the server may have accepted them before the stop)",
+            queue_recovered.clone(),
+        );
+        let queue_pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "queue_pending",
+            "Deliveries not sent yet (queued, sending, deferred) by connection",
+            queue_pending.clone(),
+        );
+        let queue_oldest_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest pending delivery by connection",
+            queue_oldest_seconds.clone(),
+        );
+        let queue_rate = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "queue_rate_per_second",
+            "Messages per second a connection may start now (adaptive); -1 when unlimited",
+            queue_rate.clone(),
+        );
+        let queue_throttled = Family::<Labels, Gauge>::default();
+        registry.register(
+            "queue_throttled",
+            "1 while the connection's adaptive rate is below its configured ceiling",
+            queue_throttled.clone(),
+        );
+        let queue_circuit_open = Family::<Labels, Gauge>::default();
+        registry.register(
+            "queue_circuit_open",
+            "1 while the connection's circuit breaker is open or half-open (paused)",
+            queue_circuit_open.clone(),
+        );
         Self {
             registry,
+            queue_sends,
+            queue_recovered,
+            queue_pending,
+            queue_oldest_seconds,
+            queue_rate,
+            queue_throttled,
+            queue_circuit_open,
             forward_deliveries,
             forward_seconds,
             outbox_pending,

@@ -156,6 +156,10 @@ pub struct AppState {
     pub plugin_slots: tokio::sync::Semaphore,
     /// Amazon SNS certificates and subscription confirmations.
     pub sns: Arc<crate::sns::SnsHost>,
+    /// The send lanes (rate, throttling, circuit per connection).
+    pub sending: Arc<crate::send::Sending>,
+    /// Size limits of `POST /v1/messages`.
+    pub compose_limits: crate::send::ComposeLimits,
 }
 
 impl AppState {

@@ -29,9 +29,11 @@ use tokio::sync::oneshot;
 use crate::event::{BounceClass, DeliveryEvent, EventKind, NormalizedEvent, PluginStamp};
 
 pub mod outbox;
+pub mod queue;
 pub mod sqlite;
 
 pub use outbox::Outbox;
+pub use queue::Queue;
 
 /// Most requests applied in one group-commit transaction.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -177,6 +179,11 @@ pub enum Write {
         /// Operator's note.
         note: Option<String>,
     },
+    /// Queue messages (one request; a batch is all or nothing).
+    Enqueue {
+        /// The messages, each with its recipients.
+        messages: Vec<queue::NewMessage>,
+    },
     /// Remove a suppression.
     Unsuppress {
         /// Workspace.
@@ -229,6 +236,8 @@ pub enum Applied {
     Suppressed(bool),
     /// Whether a suppression was removed.
     Unsuppressed(bool),
+    /// The messages' ids, in input order.
+    Enqueued(Vec<queue::Enqueued>),
 }
 
 /// Order of an event listing (by id, i.e. commit order).
@@ -322,7 +331,7 @@ impl Default for SoftBouncePolicy {
 
 /// A storage backend. Calls block; [`Store`] runs them on its writer thread
 /// (writes) or the blocking pool (reads and outbox calls).
-pub trait Backend: Outbox + Send + Sync + 'static {
+pub trait Backend: Outbox + Queue + Send + Sync + 'static {
     /// Which backend (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
     /// Applies every write, in order, in one transaction; all or nothing.

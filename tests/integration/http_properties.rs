@@ -59,6 +59,8 @@ fn state(
         store: store.clone(),
         plugin_slots: tokio::sync::Semaphore::new(2),
         sns: Arc::default(),
+        sending: Arc::new(mailplug::send::Sending::new(Default::default())),
+        compose_limits: Default::default(),
     });
     (state, requests)
 }

@@ -38,6 +38,7 @@ import json
 import os
 import ssl
 import sys
+import time
 import uuid
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
@@ -93,6 +94,7 @@ class Rules:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         record = {
             "queue_id": queue_id,
+            "received_at": time.time(),
             "login": session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None,
             "tls": session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None,
             "mail_from": envelope.mail_from,

@@ -186,6 +186,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .connections
         .set(snapshot.connections.len() as i64);
     super::forwarding::refresh_metrics(&state).await;
+    let _ = super::messages::queue_summary(&state).await;
     (
         [(
             header::CONTENT_TYPE,

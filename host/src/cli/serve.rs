@@ -84,6 +84,29 @@ pub struct Args {
     /// Window of `--soft-bounce-threshold`, by the events' `occurred_at`.
     #[arg(long, env = "MAILPLUG_SOFT_BOUNCE_WINDOW", default_value = "7days", value_parser = humantime::parse_duration)]
     pub soft_bounce_window: Duration,
+    /// Accept and queue messages but send nothing (maintenance; the queue
+    /// drains once the daemon runs without it).
+    #[arg(long, env = "MAILPLUG_HOLD_QUEUE")]
+    pub hold_queue: bool,
+    /// Wait before the first retry of a temporary send failure; doubled per
+    /// attempt (with jitter) up to --send-retry-max.
+    #[arg(long, env = "MAILPLUG_SEND_RETRY_INITIAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub send_retry_initial: Duration,
+    /// Longest wait between two attempts of one recipient.
+    #[arg(long, env = "MAILPLUG_SEND_RETRY_MAX", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub send_retry_max: Duration,
+    /// A recipient still failing temporarily this long after it was queued fails for good.
+    #[arg(long, env = "MAILPLUG_SEND_MAX_AGE", default_value = "3days", value_parser = humantime::parse_duration)]
+    pub send_max_age: Duration,
+    /// Consecutive connection-level failures that open a connection's circuit.
+    #[arg(long, env = "MAILPLUG_CIRCUIT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_failures: u32,
+    /// First pause of an open circuit (doubled after each failed probe, up to 10 minutes or this pause if longer).
+    #[arg(long, env = "MAILPLUG_CIRCUIT_PAUSE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub circuit_pause: Duration,
+    /// Largest message accepted by POST /v1/messages (attachments included).
+    #[arg(long, env = "MAILPLUG_MAX_MESSAGE_SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub max_message_size: u64,
 }
 
 /// `512KiB`, `10MiB`, `2GiB` or plain bytes.
@@ -105,9 +128,41 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn send_settings(args: &Args) -> crate::send::SendSettings {
+    use crate::send::breaker::BreakerSettings;
+    use crate::send::retry::RetryPolicy;
+    crate::send::SendSettings {
+        retry: RetryPolicy {
+            initial_delay_ms: ms(args.send_retry_initial).max(1),
+            max_delay_ms: ms(args.send_retry_max)
+                .max(ms(args.send_retry_initial))
+                .max(1),
+            max_age_ms: ms(args.send_max_age).max(1),
+        },
+        breaker: BreakerSettings {
+            failures_to_open: args.circuit_failures,
+            initial_pause_ms: ms(args.circuit_pause).max(1),
+            max_pause_ms: ms(args.circuit_pause).max(600_000),
+        },
+        hold: args.hold_queue,
+        ..crate::send::SendSettings::default()
+    }
+}
+
+fn mailplug_compose(max: u64) -> crate::send::ComposeLimits {
+    crate::send::ComposeLimits {
+        max_message_bytes: usize::try_from(max).unwrap_or(usize::MAX),
+    }
+}
+
 /// Runs `mailplug serve`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
     logging::init(args.log_format);
+    let send = send_settings(&args);
     let settings = Settings {
         config_dir: args.config,
         listen_admin: args.listen_admin,
@@ -135,6 +190,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 window: args.soft_bounce_window,
             },
         },
+        send,
+        compose: mailplug_compose(args.max_message_size),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -197,6 +254,8 @@ mod tests {
             shutdown_timeout: Duration::from_secs(5),
             http: HttpLimits::default(),
             store: StoreSettings::default(),
+            send: crate::send::SendSettings::default(),
+            compose: crate::send::ComposeLimits::default(),
         }
     }
 

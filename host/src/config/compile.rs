@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::catalog::ProviderCatalog;
 use super::check::{self, Ctx};
 use super::connection::{
-    CUSTOM_SMTP, Connection, DEFAULT_WEBHOOK_MAX_BODY, Limits, PluginLimits, PluginRegistration,
-    Webhook,
+    CUSTOM_SMTP, Connection, DEFAULT_PRIORITY, DEFAULT_WEBHOOK_MAX_BODY, Limits, PluginLimits,
+    PluginRegistration, Webhook,
 };
 use super::diagnostic::{Diagnostic, did_you_mean, excerpt};
 use super::model::{
@@ -42,6 +42,7 @@ pub(super) struct Sections {
     pub options: Option<BTreeMap<String, Value>>,
     pub webhook: Option<WebhookSpec>,
     pub limits: Option<LimitsSpec>,
+    pub priority: Option<Option<u32>>,
 }
 
 fn section<'a, T: Deserialize<'a>>(value: &'a Value, key: &str) -> Option<Option<T>> {
@@ -68,6 +69,7 @@ impl Sections {
             options: with_default(value, "options"),
             webhook: with_default(value, "webhook"),
             limits: with_default(value, "limits"),
+            priority: section(value, "priority"),
         }
     }
 }
@@ -297,8 +299,12 @@ fn compile_connection(
         limits: Limits {
             max_connections: limits.max_connections.max(1),
             per_second: limits.per_second,
+            per_minute: limits.per_minute,
+            per_hour: limits.per_hour,
+            per_day: limits.per_day,
             timeout: std::time::Duration::from_secs(u64::from(limits.timeout_seconds.max(1))),
         },
+        priority: s.priority.flatten().unwrap_or(DEFAULT_PRIORITY),
         source,
     })
 }

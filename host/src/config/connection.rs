@@ -194,6 +194,9 @@ pub struct Webhook {
     pub sns: Option<std::sync::Arc<crate::runtime::sns::SnsSettings>>,
 }
 
+/// Default of `priority`.
+pub const DEFAULT_PRIORITY: u32 = 100;
+
 /// Default of `webhook.max_body_bytes`: 1 MiB.
 pub const DEFAULT_WEBHOOK_MAX_BODY: usize = 1 << 20;
 
@@ -202,9 +205,14 @@ pub const DEFAULT_WEBHOOK_MAX_BODY: usize = 1 << 20;
 pub struct Limits {
     /// Size of the session pool (at least 1).
     pub max_connections: u32,
-    /// Messages per second, validated and reserved for the sending queue
-    /// (not enforced by this build).
+    /// Messages per second the queue starts with (evenly spaced).
     pub per_second: Option<u32>,
+    /// Quota per sliding minute.
+    pub per_minute: Option<u32>,
+    /// Quota per sliding hour.
+    pub per_hour: Option<u32>,
+    /// Quota per sliding 24 hours.
+    pub per_day: Option<u32>,
     /// Bound on DNS + connect and on each SMTP reply.
     #[serde(rename = "timeout_seconds", serialize_with = "seconds")]
     pub timeout: Duration,
@@ -235,6 +243,8 @@ pub struct Connection {
     pub webhook: Webhook,
     /// Concurrency, rate and timeout limits.
     pub limits: Limits,
+    /// Sending order within a workspace (lower first).
+    pub priority: u32,
     /// Where it was defined.
     pub source: SourceLocation,
 }

@@ -64,6 +64,12 @@ pub struct ConnectionSpec {
     /// Concurrency, rate and timeout limits for this connection.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Order among a workspace's connections when sending: lower first,
+    /// ties by name; later ones take over when earlier ones fail at the
+    /// connection level. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub priority: Option<u32>,
 }
 
 /// Marker for `kind: Connection`.
@@ -238,11 +244,24 @@ pub struct LimitsSpec {
     #[serde(default = "default_max_connections")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_connections: u32,
-    /// Maximum messages per second. Validated but not enforced yet: it is
-    /// reserved for the sending queue, which this build does not have.
+    /// Most messages per second the sending queue starts on this connection,
+    /// evenly spaced (no bursts). Unset: as fast as the pool allows. The
+    /// queue lowers it on throttling replies and raises it back (AIMD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub per_second: Option<u32>,
+    /// Most messages in any 60 seconds (a provider quota; sliding window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub per_minute: Option<u32>,
+    /// Most messages in any hour (sliding window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub per_hour: Option<u32>,
+    /// Most messages in any 24 hours (sliding window; survives restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub per_day: Option<u32>,
     /// Timeout in seconds for connecting and for each SMTP command.
     #[serde(default = "default_timeout_seconds")]
     #[schemars(range(min = 1, max = 600))]
@@ -254,6 +273,9 @@ impl Default for LimitsSpec {
         Self {
             max_connections: default_max_connections(),
             per_second: None,
+            per_minute: None,
+            per_hour: None,
+            per_day: None,
             timeout_seconds: default_timeout_seconds(),
         }
     }

@@ -113,7 +113,10 @@ pub fn test_message(target: &SmtpTarget, to: &str) -> Result<OutgoingMessage, Me
 /// may repeat (Mailgun takes one `X-Mailgun-Tag` per tag), which lettre's
 /// header map cannot hold, so each is formatted (encoded and folded by
 /// lettre) on its own and the lines are spliced into the header block.
-fn with_extra_headers(extra: &[(String, String)], raw: Vec<u8>) -> Result<Vec<u8>, MessageError> {
+pub(crate) fn with_extra_headers(
+    extra: &[(String, String)],
+    raw: Vec<u8>,
+) -> Result<Vec<u8>, MessageError> {
     if extra.is_empty() {
         return Ok(raw);
     }

@@ -28,10 +28,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0002_event_sequence.sql"),
     include_str!("sqlite/0003_outbox.sql"),
     include_str!("sqlite/0004_replay_tokens.sql"),
+    include_str!("sqlite/0005_queue.sql"),
 ];
 
 mod events;
 mod outbox;
+mod queue;
 mod replay;
 
 use events::{EVENT_COLUMNS, SEQ_COLUMN, event_listing, insert_events, row_event, suppress};
@@ -235,6 +237,9 @@ impl Backend for Sqlite {
                     now_ms(),
                 )
                 .map(Applied::Suppressed),
+                Write::Enqueue { messages } => {
+                    queue::enqueue(&tx, messages, now_ms(), next_id).map(Applied::Enqueued)
+                }
                 Write::Unsuppress { workspace, address } => tx
                     .execute(
                         "DELETE FROM suppressions WHERE workspace = ?1 AND address_key = ?2",

@@ -192,6 +192,7 @@ pub(super) fn insert_events(
             workspace.execute(params![w, seq])?;
         }
         apply_suppressions(tx, new, &id, policy)?;
+        super::queue::correlate(tx, e, &id, new.occurred_at)?;
         outbox::enqueue(tx, &id, new, next_id)?;
         stored.push(id);
     }
@@ -275,5 +276,8 @@ pub(super) fn suppress(
             note,
             at_ms
         ])?;
+    if n > 0 {
+        super::queue::suppressed(tx, workspace, &address_key(address), reason.as_str(), at_ms)?;
+    }
     Ok(n > 0)
 }

@@ -42,7 +42,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Sqlite {
-    fn with_writer<T>(
+    pub(super) fn with_writer<T>(
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {

@@ -1,0 +1,863 @@
+//! The send workers: one lane per live connection that claims its due
+//! deliveries, paces them through the connection's [`Limiter`] and pool
+//! (`limits.max_connections` sessions), attempts each one and hands the
+//! outcome to one settler task that records outcomes in batches.
+//!
+//! A lane whose circuit is open sends nothing: it moves its due deliveries
+//! to the next connection of their workspace (when there is one), and once
+//! the pause is over it runs the staged probe before sending again.
+//!
+//! At shutdown a lane stops claiming, releases what it claimed but did not
+//! start, and gives attempts in flight a bound to finish; an attempt still
+//! running after that keeps its lease, and the delivery is attempted again
+//! after a restart (the duplicate window of docs/sending.md).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::breaker::{Admit, Breaker, BreakerSettings, BreakerState};
+use super::limit::{Limiter, RateSettings, RateState};
+use super::retry::{Next, RetryPolicy, next_attempt};
+use super::route;
+use crate::config::Connection;
+use crate::mail::{self, Class, Classification, Mailer, OutgoingMessage, Stage};
+use crate::metrics::Metrics;
+use crate::state::Snapshot;
+use crate::store::queue::{ClaimedDelivery, DeliveryOutcome, DeliverySettlement};
+use crate::store::{Store, now_ms};
+
+/// How the workers behave.
+#[derive(Debug, Clone, Copy)]
+pub struct SendSettings {
+    /// Retry schedule of temporary failures.
+    pub retry: RetryPolicy,
+    /// When a connection's circuit opens and how long it pauses.
+    pub breaker: BreakerSettings,
+    /// How often a lane looks for due retries when nothing wakes it.
+    pub poll: Duration,
+    /// How long attempts in flight at shutdown get to finish.
+    pub drain: Duration,
+    /// Accept and queue, send nothing (`--hold-queue`).
+    pub hold: bool,
+}
+
+impl Default for SendSettings {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            breaker: BreakerSettings::default(),
+            poll: Duration::from_millis(250),
+            drain: Duration::from_secs(10),
+            hold: false,
+        }
+    }
+}
+
+/// The sending state of one connection, shared by its lane, the API and
+/// the metrics.
+#[derive(Debug)]
+pub struct Lane {
+    /// Connection name.
+    pub name: String,
+    limiter: Limiter,
+    breaker: Mutex<Breaker>,
+    wake: Notify,
+    /// Attempts running now.
+    in_flight: AtomicU64,
+}
+
+/// What the admin API shows of a lane.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LaneState {
+    /// Connection name.
+    pub connection: String,
+    /// Attempts running now.
+    pub in_flight: u64,
+    /// Rate and quota state (adaptive throttling).
+    pub rate: RateState,
+    /// Circuit breaker.
+    pub breaker: BreakerState,
+}
+
+impl Lane {
+    fn settings(conn: &Connection) -> RateSettings {
+        RateSettings {
+            per_second: conn.limits.per_second,
+            per_minute: conn.limits.per_minute,
+            per_hour: conn.limits.per_hour,
+            per_day: conn.limits.per_day,
+        }
+    }
+
+    /// Whether the lane takes new mail now (its circuit is not open).
+    pub fn available(&self, now: i64) -> bool {
+        self.breaker
+            .lock()
+            .map(|b| !matches!(b.snapshot(now).state, super::breaker::BreakerPhase::Open))
+            .unwrap_or(true)
+    }
+
+    /// The lane's state for the API.
+    pub fn state(&self, now: i64) -> LaneState {
+        LaneState {
+            connection: self.name.clone(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            rate: self.limiter.snapshot(now),
+            breaker: self
+                .breaker
+                .lock()
+                .map(|b| b.snapshot(now))
+                .unwrap_or_else(|p| p.into_inner().snapshot(now)),
+        }
+    }
+}
+
+/// The senders' shared state: one lane per connection that has had one.
+#[derive(Debug)]
+pub struct Sending {
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    settings: SendSettings,
+    /// Quota history loaded at start, handed to each lane as it is created.
+    history: Mutex<HashMap<String, Vec<i64>>>,
+    /// Deliveries found in flight at start (the duplicate window).
+    pub recovered_in_flight: AtomicU64,
+}
+
+impl Sending {
+    /// Empty state; lanes appear as the supervisor starts them.
+    pub fn new(settings: SendSettings) -> Self {
+        Self {
+            lanes: Mutex::new(HashMap::new()),
+            settings,
+            history: Mutex::new(HashMap::new()),
+            recovered_in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether sending is held (`--hold-queue`).
+    pub fn held(&self) -> bool {
+        self.settings.hold
+    }
+
+    fn lane(&self, conn: &Connection) -> Arc<Lane> {
+        let mut lanes = self
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(lane) = lanes.get(&conn.name) {
+            lane.limiter.update(Lane::settings(conn), now_ms());
+            return lane.clone();
+        }
+        let history = self
+            .history
+            .lock()
+            .ok()
+            .and_then(|mut h| h.remove(&conn.name))
+            .unwrap_or_default();
+        let lane = Arc::new(Lane {
+            name: conn.name.clone(),
+            limiter: Limiter::new(Lane::settings(conn), &history, now_ms()),
+            breaker: Mutex::new(Breaker::new(self.settings.breaker)),
+            wake: Notify::new(),
+            in_flight: AtomicU64::new(0),
+        });
+        lanes.insert(conn.name.clone(), lane.clone());
+        lane
+    }
+
+    /// A lane by connection name, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Lane>> {
+        self.lanes.lock().ok()?.get(name).cloned()
+    }
+
+    /// Every lane's state, by name.
+    pub fn states(&self) -> Vec<LaneState> {
+        let now = now_ms();
+        let mut lanes: Vec<Arc<Lane>> = self
+            .lanes
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default();
+        lanes.sort_by(|a, b| a.name.cmp(&b.name));
+        lanes.iter().map(|l| l.state(now)).collect()
+    }
+
+    /// Whether a connection takes new mail now (no lane yet: yes).
+    pub fn available(&self, name: &str) -> bool {
+        self.get(name).is_none_or(|l| l.available(now_ms()))
+    }
+
+    /// Wakes a connection's lane (new deliveries are due).
+    pub fn wake(&self, name: &str) {
+        if let Some(lane) = self.get(name) {
+            lane.wake.notify_one();
+        }
+    }
+}
+
+/// A finished attempt on its way to the settler.
+struct Done {
+    settlement: DeliverySettlement,
+    class: &'static str,
+}
+
+/// The running workers.
+#[derive(Debug)]
+pub struct Workers {
+    task: JoinHandle<()>,
+}
+
+impl Workers {
+    /// Recovers what a previous process left in flight, then starts one lane
+    /// per live connection (following reloads) and the settler.
+    pub async fn start(
+        sending: Arc<Sending>,
+        store: Arc<Store>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let now = now_ms();
+        match store.read(move |b| b.recover_in_flight(now)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                sending.recovered_in_flight.store(n, Ordering::Relaxed);
+                metrics.queue_recovered.inc_by(n);
+                tracing::warn!(
+                    deliveries = n,
+                    "deliveries were in flight when the last process stopped; they are sent again (the server may have accepted some already)"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "recovering in-flight deliveries failed"),
+        }
+        let since = now.saturating_sub(24 * 3600 * 1000);
+        match store.read(move |b| b.sent_since(since)).await {
+            Ok(rows) => {
+                if let Ok(mut h) = sending.history.lock() {
+                    for (conn, at) in rows {
+                        h.entry(conn).or_default().push(at);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "loading the quota history failed"),
+        }
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let settler = tokio::spawn(settle_loop(
+            store.clone(),
+            sending.clone(),
+            metrics.clone(),
+            done_rx,
+        ));
+        let task = tokio::spawn(supervise(sending, store, snapshot, stop, done_tx, settler));
+        Self { task }
+    }
+
+    /// Waits until every lane stopped and its outcomes are recorded.
+    pub async fn finished(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the send workers ended abnormally");
+        }
+    }
+}
+
+/// Keeps one lane task per live connection.
+async fn supervise(
+    sending: Arc<Sending>,
+    store: Arc<Store>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::UnboundedSender<Done>,
+    settler: JoinHandle<()>,
+) {
+    let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if !sending.settings.hold {
+            let snap = snapshot.load_full();
+            running.retain(|name, task| !task.is_finished() || snap.connections.contains_key(name));
+            for conn in snap.connections.values() {
+                let lane = sending.lane(conn);
+                if running.get(&conn.name).is_some_and(|t| !t.is_finished()) {
+                    continue;
+                }
+                let worker = LaneWorker {
+                    lane,
+                    sending: sending.clone(),
+                    store: store.clone(),
+                    snapshot: snapshot.clone(),
+                    done: done.clone(),
+                    mailer: None,
+                    permits: Arc::new(Semaphore::new(conn.limits.max_connections as usize)),
+                    pool_size: conn.limits.max_connections,
+                };
+                running.insert(conn.name.clone(), tokio::spawn(worker.run(stop.clone())));
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    for (_, task) in running {
+        let _ = task.await;
+    }
+    drop(done);
+    let _ = settler.await;
+}
+
+struct LaneWorker {
+    lane: Arc<Lane>,
+    sending: Arc<Sending>,
+    store: Arc<Store>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    done: mpsc::UnboundedSender<Done>,
+    /// The pool for the connection as it was when built.
+    mailer: Option<(Arc<Connection>, Mailer)>,
+    permits: Arc<Semaphore>,
+    pool_size: u32,
+}
+
+impl LaneWorker {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let name = self.lane.name.clone();
+        let mut inflight = tokio::task::JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            while inflight.try_join_next().is_some() {}
+            let snap = self.snapshot.load_full();
+            let Some(conn) = snap.connections.get(&name).cloned() else {
+                break;
+            };
+            if conn.limits.max_connections != self.pool_size {
+                // A reload changed the pool size: the supervisor starts a
+                // fresh lane task with the new permits.
+                if inflight.is_empty() {
+                    break;
+                }
+            }
+            let now = now_ms();
+            let admit = self
+                .lane
+                .breaker
+                .lock()
+                .map(|mut b| b.admit(now))
+                .unwrap_or(Admit::Send);
+            let wait = match admit {
+                Admit::Paused { until_ms } => {
+                    self.move_away(&snap, &conn).await;
+                    Duration::from_millis(u64::try_from(until_ms - now).unwrap_or(0))
+                        .min(Duration::from_secs(1))
+                }
+                Admit::Probe => {
+                    self.probe(&conn).await;
+                    Duration::ZERO
+                }
+                Admit::Send => {
+                    let sent = self.send_due(&snap, &conn, &mut inflight, &mut stop).await;
+                    if sent {
+                        Duration::ZERO
+                    } else {
+                        self.sending.settings.poll
+                    }
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                () = self.lane.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Attempts in flight get a bound to finish.
+        let drain = self.sending.settings.drain;
+        if tokio::time::timeout(drain, async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(connection = %name, "attempts still running at the shutdown bound; they are sent again after a restart");
+            inflight.abort_all();
+        }
+        if let Some((_, mailer)) = self.mailer.take() {
+            mailer.close().await;
+        }
+    }
+
+    /// The connection's pool, rebuilt when its settings changed.
+    async fn mailer(&mut self, conn: &Arc<Connection>) -> Result<Mailer, Classification> {
+        if let Some((built, mailer)) = &self.mailer
+            && **built == **conn
+        {
+            return Ok(mailer.clone());
+        }
+        let c = conn.clone();
+        let target = tokio::task::spawn_blocking(move || mail::target_for(&c))
+            .await
+            .map_err(|e| config_error(e.to_string()))?
+            .map_err(|e| config_error(e.to_string()))?;
+        let mailer = Mailer::new(target).map_err(|e| config_error(e.to_string()))?;
+        if let Some((_, old)) = self.mailer.replace((conn.clone(), mailer.clone())) {
+            tokio::spawn(async move { old.close().await });
+        }
+        Ok(mailer)
+    }
+
+    /// Claims due deliveries and starts their attempts, paced; false when
+    /// nothing was due.
+    async fn send_due(
+        &mut self,
+        snap: &Arc<Snapshot>,
+        conn: &Arc<Connection>,
+        inflight: &mut tokio::task::JoinSet<()>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let free = self.permits.available_permits();
+        if free == 0 {
+            // Every session is busy: wait for one to finish.
+            let _ = inflight.join_next().await;
+            return true;
+        }
+        let rate = self.lane.limiter.snapshot(now_ms()).effective_per_second;
+        let want = match rate {
+            Some(r) => free.min(r.ceil() as usize + 1),
+            None => free * 2,
+        }
+        .clamp(1, 256);
+        let claimed = self.claim(conn, want).await;
+        if claimed.is_empty() {
+            return false;
+        }
+        let mailer = self.mailer(conn).await;
+        let mut rest = claimed.into_iter();
+        while let Some(d) = rest.next() {
+            // Pacing: wait for a slot of the rate and quotas.
+            loop {
+                let now = now_ms();
+                match self.lane.limiter.try_acquire(now) {
+                    Ok(()) => break,
+                    Err(wait) => {
+                        let ms = u64::try_from(wait.until_ms - now).unwrap_or(0).max(1);
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => {
+                                self.release(std::iter::once(d).chain(rest), now_ms());
+                                return true;
+                            }
+                            () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                        }
+                    }
+                }
+            }
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => {
+                    self.release(std::iter::once(d).chain(rest), now_ms());
+                    return true;
+                }
+            };
+            let open = self
+                .lane
+                .breaker
+                .lock()
+                .map(|b| {
+                    !matches!(
+                        b.snapshot(now_ms()).state,
+                        super::breaker::BreakerPhase::Closed
+                    )
+                })
+                .unwrap_or(false);
+            if open {
+                // Failures while this batch waited opened the circuit.
+                drop(permit);
+                self.release(std::iter::once(d).chain(rest), now_ms());
+                return true;
+            }
+            let attempt = Attempt {
+                lane: self.lane.clone(),
+                snapshot: snap.clone(),
+                conn: conn.clone(),
+                mailer: mailer.clone(),
+                retry: self.sending.settings.retry,
+                sending: self.sending.clone(),
+                done: self.done.clone(),
+            };
+            self.lane.in_flight.fetch_add(1, Ordering::Relaxed);
+            inflight.spawn(async move {
+                attempt.run(d).await;
+                drop(permit);
+            });
+        }
+        true
+    }
+
+    async fn claim(&self, conn: &Arc<Connection>, want: usize) -> Vec<ClaimedDelivery> {
+        let name = conn.name.clone();
+        let scope = conn.workspaces.clone();
+        // A lease outlives any attempt: connect plus every command at the
+        // connection's timeout, with room to spare.
+        let lease = (conn.limits.timeout * 12).max(Duration::from_secs(600));
+        match self
+            .store
+            .read(move |b| b.claim_deliveries(&name, &scope, now_ms(), lease, want))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(connection = %conn.name, error = %e, "claiming deliveries failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn release(&self, rows: impl Iterator<Item = ClaimedDelivery>, at: i64) {
+        for d in rows {
+            let _ = self.done.send(Done {
+                settlement: DeliverySettlement {
+                    id: d.id,
+                    lease: d.lease,
+                    connection: self.lane.name.clone(),
+                    at_ms: at,
+                    outcome: DeliveryOutcome::Released {
+                        next_attempt_at_ms: at,
+                    },
+                },
+                class: "released",
+            });
+        }
+    }
+
+    /// The circuit is open: due deliveries that can go elsewhere move now.
+    async fn move_away(&self, snap: &Arc<Snapshot>, conn: &Arc<Connection>) {
+        let usable = |n: &str| n != conn.name && self.sending.available(n);
+        let any_other = conn.workspaces.iter().any(|w| {
+            route::workspace_connections(snap, w)
+                .iter()
+                .any(|c| usable(&c.name))
+        });
+        if !any_other {
+            return;
+        }
+        let claimed = self.claim(conn, 256).await;
+        let now = now_ms();
+        for d in claimed {
+            let to = route::failover(
+                snap,
+                &d.workspace,
+                d.pinned_connection.is_some(),
+                &conn.name,
+                &d.from_email,
+                &usable,
+            );
+            let outcome = match &to {
+                Some(to) => DeliveryOutcome::Moved {
+                    to: to.clone(),
+                    result: None,
+                },
+                None => DeliveryOutcome::Released {
+                    next_attempt_at_ms: now + 1000,
+                },
+            };
+            let _ = self.done.send(Done {
+                settlement: DeliverySettlement {
+                    id: d.id,
+                    lease: d.lease,
+                    connection: conn.name.clone(),
+                    at_ms: now,
+                    outcome,
+                },
+                class: if to.is_some() { "moved" } else { "released" },
+            });
+        }
+    }
+
+    /// Half-open: the staged probe decides whether the circuit closes.
+    async fn probe(&mut self, conn: &Arc<Connection>) {
+        let report = match self.mailer(conn).await {
+            Ok(mailer) => {
+                mail::probe(mailer.target(), mail::ProbeOptions { rcpt: None })
+                    .await
+                    .classification
+            }
+            Err(c) => c,
+        };
+        let now = now_ms();
+        if let Ok(mut b) = self.lane.breaker.lock() {
+            if report.is_success() {
+                b.on_success(now);
+            } else {
+                b.on_failure(now, report.class.as_str());
+            }
+        }
+        tracing::info!(connection = %conn.name, outcome = %report.class, "circuit probe");
+    }
+}
+
+fn config_error(detail: String) -> Classification {
+    Classification::local(
+        Class::ConfigError,
+        Stage::Connect,
+        detail,
+        "fix the connection's settings (see `mailplug check`)".into(),
+    )
+}
+
+/// Whether a failure is the connection's (fail over, count for the
+/// circuit) rather than the recipient's or the message's.
+pub fn connection_level(c: &Classification) -> bool {
+    match c.class {
+        Class::ConfigError
+        | Class::DnsFailure
+        | Class::ConnectionRefused
+        | Class::Timeout
+        | Class::NetworkError
+        | Class::TlsMismatch
+        | Class::CertificateInvalid
+        | Class::TlsFailed
+        | Class::StarttlsUnavailable
+        | Class::AuthFailed
+        | Class::AuthUnavailable
+        | Class::AuthRequired
+        | Class::ProtocolError
+        | Class::SenderNotAllowed => true,
+        Class::Deferred | Class::PermanentFailure => {
+            matches!(
+                c.stage,
+                Stage::Dns
+                    | Stage::Connect
+                    | Stage::Banner
+                    | Stage::Ehlo
+                    | Stage::Tls
+                    | Stage::Auth
+            )
+        }
+        _ => false,
+    }
+}
+
+struct Attempt {
+    lane: Arc<Lane>,
+    snapshot: Arc<Snapshot>,
+    conn: Arc<Connection>,
+    mailer: Result<Mailer, Classification>,
+    retry: RetryPolicy,
+    sending: Arc<Sending>,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+impl Attempt {
+    async fn run(self, d: ClaimedDelivery) {
+        let started = now_ms();
+        let result = match &self.mailer {
+            Ok(mailer) => match self.message(mailer, &d) {
+                Ok(message) => mailer
+                    .send(&message)
+                    .await
+                    .map(|ok| (ok.queue_id, ok.classification)),
+                Err(c) => Err(c),
+            },
+            Err(c) => Err(c.clone()),
+        };
+        let now = now_ms();
+        let (outcome, class) = match result {
+            Ok((queue_id, classification)) => {
+                self.lane.limiter.on_sent(now);
+                self.breaker(|b| b.on_success(now));
+                (
+                    DeliveryOutcome::Sent {
+                        queue_id,
+                        result: json(&classification),
+                    },
+                    "accepted",
+                )
+            }
+            Err(c) => (self.failed(&d, &c, now), c.class.as_str()),
+        };
+        self.lane.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.done.send(Done {
+            settlement: DeliverySettlement {
+                id: d.id,
+                lease: d.lease,
+                connection: self.conn.name.clone(),
+                at_ms: started,
+                outcome,
+            },
+            class,
+        });
+    }
+
+    fn breaker(&self, f: impl FnOnce(&mut Breaker)) {
+        if let Ok(mut b) = self.lane.breaker.lock() {
+            f(&mut b);
+        }
+    }
+
+    fn message(
+        &self,
+        mailer: &Mailer,
+        d: &ClaimedDelivery,
+    ) -> Result<OutgoingMessage, Classification> {
+        let bad = |what: String| {
+            Classification::local(
+                Class::MessageRejected,
+                Stage::Data,
+                what,
+                "the stored message cannot be sent; it was checked when accepted, so this is a bug"
+                    .into(),
+            )
+        };
+        let from = crate::address::parse(&d.from_email).map_err(|e| bad(e.to_string()))?;
+        let to = crate::address::parse(&d.recipient).map_err(|e| bad(e.to_string()))?;
+        let envelope =
+            lettre::address::Envelope::new(Some(from), vec![to]).map_err(|e| bad(e.to_string()))?;
+        let raw = crate::mail::message::with_extra_headers(
+            &mailer.target().extra_headers,
+            d.raw.as_ref().clone(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(OutgoingMessage {
+            envelope,
+            raw,
+            message_id: format!("<{}>", d.message_id_header),
+        })
+    }
+
+    /// What a failed attempt leads to.
+    fn failed(&self, d: &ClaimedDelivery, c: &Classification, now: i64) -> DeliveryOutcome {
+        let result = json(c);
+        let usable = |n: &str| n != self.conn.name && self.sending.available(n);
+        let failover = || {
+            route::failover(
+                &self.snapshot,
+                &d.workspace,
+                d.pinned_connection.is_some(),
+                &self.conn.name,
+                &d.from_email,
+                &usable,
+            )
+        };
+        let attempts = d.attempts.saturating_add(1);
+        let retry =
+            |jitter: f64| match next_attempt(&self.retry, attempts, d.queued_at_ms, now, jitter) {
+                Next::RetryAt(at) => DeliveryOutcome::Deferred {
+                    next_attempt_at_ms: at,
+                    result: result.clone(),
+                },
+                Next::GiveUp => DeliveryOutcome::Failed {
+                    result: result.clone(),
+                },
+            };
+        if c.class == Class::Throttled {
+            self.lane.limiter.on_throttled(now);
+            if self.lane.limiter.at_floor() {
+                self.breaker(|b| b.on_failure(now, "throttled"));
+                if let Some(to) = failover() {
+                    return DeliveryOutcome::Moved {
+                        to,
+                        result: Some(result),
+                    };
+                }
+            }
+            // The limiter paces the retry; it is due again shortly.
+            return match next_attempt(&self.retry, 1, d.queued_at_ms, now, 0.0) {
+                Next::GiveUp => DeliveryOutcome::Failed { result },
+                Next::RetryAt(_) => DeliveryOutcome::Deferred {
+                    next_attempt_at_ms: now + 1000,
+                    result,
+                },
+            };
+        }
+        if connection_level(c) {
+            self.breaker(|b| b.on_failure(now, c.class.as_str()));
+            if let Some(to) = failover() {
+                return DeliveryOutcome::Moved {
+                    to,
+                    result: Some(result),
+                };
+            }
+            // The connection's fault, not the recipient's: retried (on the
+            // schedule) even when the reply was permanent, until max age.
+            return retry(fastrand::f64());
+        }
+        // The server answered about this recipient or message.
+        self.lane.limiter.on_sent(now);
+        self.breaker(|b| b.on_success(now));
+        if c.temporary {
+            retry(fastrand::f64())
+        } else {
+            DeliveryOutcome::Failed { result }
+        }
+    }
+}
+
+fn json(c: &Classification) -> serde_json::Value {
+    serde_json::to_value(c).unwrap_or(serde_json::Value::Null)
+}
+
+/// Records finished attempts in batches: each round takes every outcome
+/// waiting, so under load one transaction records many.
+async fn settle_loop(
+    store: Arc<Store>,
+    sending: Arc<Sending>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        for d in &batch {
+            let outcome = match &d.settlement.outcome {
+                DeliveryOutcome::Released { .. } => continue,
+                o => match o {
+                    DeliveryOutcome::Moved { .. } => "moved",
+                    o => o.state(),
+                },
+            };
+            metrics
+                .queue_sends
+                .get_or_create(&vec![
+                    ("connection", d.settlement.connection.clone()),
+                    ("outcome", outcome.to_owned()),
+                    ("class", d.class.to_owned()),
+                ])
+                .inc();
+        }
+        let settlements: Vec<DeliverySettlement> =
+            batch.into_iter().map(|d| d.settlement).collect();
+        let mut moved: Vec<String> = settlements
+            .iter()
+            .filter_map(|s| match &s.outcome {
+                DeliveryOutcome::Moved { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .collect();
+        moved.sort();
+        moved.dedup();
+        let n = settlements.len();
+        if let Err(e) = store.read(move |b| b.settle_deliveries(&settlements)).await {
+            // The leases lapse and the deliveries are attempted again:
+            // nothing is lost (an accepted one may be sent twice).
+            tracing::error!(error = %e, attempts = n, "recording send outcomes failed");
+        }
+        // Deliveries moved by a failover are due on their new connection now.
+        for to in moved {
+            sending.wake(&to);
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The sending queue end to end: `POST /v1/messages` on the real daemon,
+//! delivered to the real test SMTP server, followed per recipient through
+//! `GET /v1/messages/{id}`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::smtp::harness::{closed_port, server, spooled_for};
+
+/// A unique recipient local part per test run.
+fn rcpt(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{tag}-{}-{n}@example.org", std::process::id())
+}
+
+/// Connection files: (name, port, priority, extra YAML lines).
+fn config(conns: &[(&str, u16, u32, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, port, priority, extra) in conns {
+        let yaml = format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: {name}\nsmtp:\n  host: 127.0.0.1\n  port: {port}\n  security: none\n  helo_name: queue.mailplug.test\nfrom:\n  name: Queue Tests\n  email: sender@example.test\nworkspaces: [acme]\npriority: {priority}\n{extra}"
+        );
+        std::fs::write(dir.path().join(format!("{name}.yaml")), yaml).unwrap();
+    }
+    dir
+}
+
+const FAST: &[&str] = &[
+    "--send-retry-initial",
+    "200ms",
+    "--send-retry-max",
+    "400ms",
+    "--circuit-failures",
+    "2",
+    "--circuit-pause",
+    "500ms",
+];
+
+fn send(d: &Daemon, body: &Value) -> (u16, Value) {
+    d.post_body("/v1/messages", &body.to_string())
+}
+
+/// Polls a message until `pred` holds on it (bounded).
+fn wait_message(d: &Daemon, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, m) = d.get_json(&format!("/v1/messages/{id}"));
+        if status == 200 && pred(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_of<'a>(m: &'a Value, address: &str) -> &'a Value {
+    m["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap_or_else(|| panic!("{address} not in {m}"))
+}
+
+fn spooled_eml(rcpt: &str) -> (Value, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = spooled_for(rcpt).into_iter().next() {
+            let eml = std::fs::read_to_string(
+                server()
+                    .spool
+                    .join(format!("{}.eml", v["queue_id"].as_str().unwrap())),
+            )
+            .unwrap();
+            return (v, eml);
+        }
+        assert!(Instant::now() < deadline, "{rcpt} never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_message_is_delivered_per_recipient_with_its_headers_and_status() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let (to, cc, bcc) = (rcpt("to"), rcpt("cc"), rcpt("bcc"));
+    let (status, body) = send(
+        &d,
+        &json!({
+            "workspace": "acme",
+            "to": [to], "cc": [cc], "bcc": [bcc],
+            "reply_to": "replies@example.test",
+            "subject": "Quarterly report",
+            "text": "plain body", "html": "<p>html body</p>",
+            "headers": { "X-Campaign": "q3" },
+            "attachments": [{ "filename": "r.txt", "content_type": "text/plain", "content": "aGVsbG8=" }],
+        }),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["duplicate"], false);
+    let m = wait_message(&d, &id, "all sent", |m| m["status"] == "sent");
+    for addr in [&to, &cc, &bcc] {
+        let r = status_of(&m, addr);
+        assert_eq!(r["status"], "sent", "{m}");
+        assert_eq!(r["connection"], "main");
+        assert_eq!(r["attempts_history"][0]["outcome"], "sent");
+        let (spooled, eml) = spooled_eml(addr);
+        // One SMTP transaction per recipient, so each is tracked alone.
+        assert_eq!(spooled["rcpt_tos"], json!([addr]), "{spooled}");
+        assert_eq!(r["queue_id"], spooled["queue_id"]);
+        assert_eq!(spooled["message_id"], m["message_id"], "{spooled}");
+        assert!(eml.contains("X-Campaign: q3"), "{eml}");
+        assert!(eml.contains("Reply-To: replies@example.test"), "{eml}");
+        assert!(eml.contains("r.txt"), "{eml}");
+        // Bcc recipients are in no header.
+        assert!(!eml.contains(&bcc), "bcc leaked into the message: {eml}");
+    }
+    assert!(
+        d.metric(
+            "mailplug_queue_sends_total{connection=\"main\",outcome=\"sent\",class=\"accepted\"}"
+        ) >= 3.0
+    );
+    let (_, list) = d.get_json("/v1/messages?workspace=acme&status=sent");
+    assert!(
+        list["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id.as_str()),
+        "{list}"
+    );
+}
+
+#[test]
+fn permanent_failures_end_with_their_class_and_temporary_ones_are_retried() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let (status, body) = send(
+        &d,
+        &json!({
+            "workspace": "acme",
+            "to": ["unknown@example.org", "busy@example.org"],
+            "subject": "s", "text": "t",
+        }),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let m = wait_message(&d, id, "a failure and retries", |m| {
+        m["recipients"][0]["status"] == "failed"
+            && m["recipients"][1]["attempts"].as_u64() >= Some(2)
+    });
+    let failed = status_of(&m, "unknown@example.org");
+    assert_eq!(failed["last_result"]["class"], "recipient_rejected", "{m}");
+    assert_eq!(failed["last_result"]["enhanced_status"], "5.1.1");
+    assert_eq!(failed["attempts"], 1);
+    let busy = status_of(&m, "busy@example.org");
+    assert!(
+        matches!(
+            busy["status"].as_str(),
+            Some("deferred" | "sending" | "queued")
+        ),
+        "{m}"
+    );
+    assert_eq!(busy["last_result"]["reply_code"], 450, "{m}");
+    assert_eq!(busy["last_result"]["temporary"], true);
+    assert_eq!(m["status"], "pending");
+    // Cancelling stops the retries of what is left.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .delete(format!("{}/v1/messages/{id}", d.admin))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(
+        body["cancelled"].as_u64().unwrap() + body["in_flight"].as_u64().unwrap() >= 1,
+        "{body}"
+    );
+    let m = wait_message(&d, id, "cancelled", |m| {
+        status_of(m, "busy@example.org")["status"] == "cancelled"
+    });
+    assert_eq!(m["status"], "failed", "{m}");
+}
+
+#[test]
+fn a_refusing_first_connection_fails_over_to_the_next_by_priority() {
+    let s = server();
+    let dir = config(&[("first", s.refuse, 10, ""), ("second", s.plain, 20, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let to = rcpt("failover");
+    let (status, body) = send(
+        &d,
+        &json!({ "workspace": "acme", "to": [to], "subject": "s", "text": "t" }),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let m = wait_message(&d, id, "sent through second", |m| m["status"] == "sent");
+    let r = status_of(&m, &to);
+    assert_eq!(r["connection"], "second", "{m}");
+    let history = r["attempts_history"].as_array().unwrap();
+    assert_eq!(history[0]["connection"], "first", "{m}");
+    assert_eq!(history[0]["outcome"], "moved", "{m}");
+    assert_eq!(history.last().unwrap()["outcome"], "sent");
+    spooled_eml(&to);
+    // Recipient-level failures never fail over.
+    let (_, body) = send(
+        &d,
+        &json!({ "connection": "second", "to": ["unknown@example.org"], "subject": "s", "text": "t" }),
+    );
+    let m = wait_message(&d, body["id"].as_str().unwrap(), "failed", |m| {
+        m["status"] == "failed"
+    });
+    assert_eq!(
+        m["recipients"][0]["attempts_history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_connection_that_keeps_failing_opens_its_circuit_and_is_probed() {
+    let dir = config(&[("down", closed_port(), 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    for _ in 0..3 {
+        let (status, _) = send(
+            &d,
+            &json!({ "workspace": "acme", "to": [rcpt("down")], "subject": "s", "text": "t" }),
+        );
+        assert_eq!(status, 202);
+    }
+    let q = d.wait_for("/v1/queue", "the circuit to open", |_, q| {
+        q["connections"][0]["circuit"]["opened_total"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        q["connections"][0]["circuit"]["last_failure"], "connection_refused",
+        "{q}"
+    );
+    // The pause is 500 ms: a probe runs, fails, and the pause doubles.
+    let q = d.wait_for("/v1/queue", "a failed probe", |_, q| {
+        q["connections"][0]["circuit"]["opened_total"].as_u64() >= Some(2)
+    });
+    assert!(q["connections"][0]["pending"].as_u64() >= Some(3), "{q}");
+    assert!(
+        q["connections"][0]["circuit"]["pause_ms"].as_i64() >= Some(1000),
+        "{q}"
+    );
+}
+
+#[test]
+fn idempotency_keys_return_the_first_message_and_queue_nothing_more() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let to = rcpt("idem");
+    let body = json!({ "workspace": "acme", "to": [to], "subject": "s", "text": "t", "idempotency_key": "order-42" });
+    let (_, first) = send(&d, &body);
+    let (status, again) = send(&d, &body);
+    assert_eq!(status, 202);
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["duplicate"], true);
+    // In one batch too.
+    let (status, batch) = d.post_body(
+        "/v1/messages:batch",
+        &json!({ "messages": [body, body] }).to_string(),
+    );
+    assert_eq!(status, 202, "{batch}");
+    assert_eq!(batch["ids"], json!([first["id"], first["id"]]));
+    wait_message(&d, first["id"].as_str().unwrap(), "sent", |m| {
+        m["status"] == "sent"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(spooled_for(&to).len(), 1);
+}
+
+#[test]
+fn suppressed_recipients_are_not_sent_to() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let to = rcpt("suppressed");
+    let (status, body) = d.post_body(
+        "/v1/suppressions",
+        &json!({ "workspace": "acme", "address": to }).to_string(),
+    );
+    assert!(status == 200 || status == 201, "{body}");
+    let (_, body) = send(
+        &d,
+        &json!({ "workspace": "acme", "to": [to], "subject": "s", "text": "t" }),
+    );
+    let m = wait_message(&d, body["id"].as_str().unwrap(), "suppressed", |m| {
+        m["recipients"][0]["status"] == "suppressed"
+    });
+    assert_eq!(m["status"], "failed", "{m}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(spooled_for(&to).is_empty());
+}
+
+#[test]
+fn bad_messages_get_field_errors_and_queue_nothing() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), &["--max-message-size", "1KiB", "--hold-queue"]);
+    let ok = json!({ "workspace": "acme", "to": ["a@example.org"], "subject": "s", "text": "t" });
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (with("workspace", json!("nope")), "/workspace"),
+        (with("from", json!("boss@elsewhere.test")), "/from"),
+        (with("to", json!(["not an address"])), "/to/0"),
+        (
+            with("to", json!(["a@example.org\r\nBcc: x@evil.test"])),
+            "/to/0",
+        ),
+        (with("subject", json!("hi\r\nBcc: x@evil.test")), "/subject"),
+        (
+            with("headers", json!({ "X-Ok": "a\r\nBcc: x@evil.test" })),
+            "/headers/X-Ok",
+        ),
+        (
+            with("headers", json!({ "From": "x@evil.test" })),
+            "/headers/From",
+        ),
+        (with("connection", json!("missing")), "/connection"),
+        (
+            with(
+                "attachments",
+                json!([{ "filename": "big.bin", "content": "A".repeat(4000) }]),
+            ),
+            "/attachments",
+        ),
+        (
+            with(
+                "attachments",
+                json!([{ "filename": "x", "content": "***" }]),
+            ),
+            "/attachments/0/content",
+        ),
+    ];
+    for (body, field) in &cases {
+        let (status, answer) = send(&d, body);
+        assert_eq!(status, 422, "{body} -> {answer}");
+        assert!(
+            answer["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == *field),
+            "{field} not in {answer}"
+        );
+    }
+    let (status, answer) = d.post_body("/v1/messages", "{not json");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = send(&d, &with("surprise", json!(1)));
+    assert_eq!(status, 400, "{answer}");
+    // A batch with one bad message queues none of it.
+    let (status, answer) = d.post_body(
+        "/v1/messages:batch",
+        &json!({ "messages": [ok, with("workspace", json!("nope"))] }).to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["errors"][0]["index"], 1, "{answer}");
+    let (_, list) = d.get_json("/v1/messages");
+    assert_eq!(list["messages"], json!([]), "{list}");
+    let (_, q) = d.get_json("/v1/queue");
+    assert_eq!(q["total_pending"], 0, "{q}");
+    // Held: accepted and queued, not sent.
+    let (status, _) = send(&d, &ok);
+    assert_eq!(status, 202);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, q) = d.get_json("/v1/queue");
+    assert_eq!(q["total_pending"], 1, "{q}");
+    assert_eq!(q["held"], true);
+}
+
+#[test]
+fn per_second_limits_space_the_arrivals_at_the_server() {
+    let s = server();
+    let dir = config(&[(
+        "paced",
+        s.plain,
+        100,
+        "limits: { per_second: 5, max_connections: 4 }\n",
+    )]);
+    let d = Daemon::start(dir.path(), FAST);
+    let tag = rcpt("paced");
+    let recipients: Vec<String> = (0..30).map(|i| format!("n{i}-{tag}")).collect();
+    let messages: Vec<Value> = recipients
+        .iter()
+        .map(|r| json!({ "workspace": "acme", "to": [r], "subject": "s", "text": "t" }))
+        .collect();
+    let (status, body) = d.post_body(
+        "/v1/messages:batch",
+        &json!({ "messages": messages }).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut times: Vec<f64> = Vec::new();
+    while Instant::now() < deadline {
+        times = recipients
+            .iter()
+            .filter_map(|r| {
+                spooled_for(r)
+                    .first()
+                    .and_then(|v| v["received_at"].as_f64())
+            })
+            .collect();
+        if times.len() == recipients.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(times.len(), recipients.len(), "not every message arrived");
+    times.sort_by(f64::total_cmp);
+    let span = times.last().unwrap() - times[0];
+    // 30 evenly spaced at 5/s: 29 gaps of 0.2 s = 5.8 s; within 10 %.
+    assert!(span >= 5.8 * 0.9, "arrivals spanned {span:.2} s");
+    assert!(span <= 5.8 * 1.1 + 0.5, "arrivals spanned {span:.2} s");
+    for w in times.windows(7) {
+        assert!(w[6] - w[0] >= 1.0, "7 arrivals within one second: {w:?}");
+    }
+}
