@@ -91,16 +91,20 @@ async fn enqueue(state: &AppState, messages: Vec<NewMessage>) -> Result<Vec<Valu
     }
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+fn body_json(body: &Bytes) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}"),
+        ))
+    })
 }
 
 /// `POST /v1/messages`.
 pub(super) async fn send(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let value = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let message = match prepare(&state, value) {
         Ok(m) => m,
@@ -119,7 +123,7 @@ pub(super) async fn send(State(state): State<Arc<AppState>>, body: Bytes) -> Res
 pub(super) async fn send_batch(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let value = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let batch: Batch = match serde_json::from_value(value) {
         Ok(b) => b,
@@ -173,24 +177,24 @@ pub(super) async fn send_batch(State(state): State<Arc<AppState>>, body: Bytes) 
     }
 }
 
-fn check_id(id: &str) -> Result<(), Response> {
+fn check_id(id: &str) -> Result<(), Box<Response>> {
     if id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::NOT_FOUND,
             format!(
                 "no message with id `{}`",
                 crate::config::diagnostic::excerpt(id)
             ),
-        ))
+        )))
     }
 }
 
 /// `GET /v1/messages/{id}`.
 pub(super) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let lookup = id.clone();
     match state.store.read(move |b| b.message(&lookup)).await {
@@ -203,7 +207,7 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, Path(id): Path<Strin
 /// `DELETE /v1/messages/{id}`: cancels what has not been sent.
 pub(super) async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let target = id.clone();
     match state.store.read(move |b| b.cancel(&target, now_ms())).await {

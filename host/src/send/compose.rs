@@ -328,7 +328,7 @@ pub fn compose(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let message_id = crate::mail::new_message_id(&from.email.to_string());
+    let message_id = crate::mail::new_message_id(from.email.as_ref());
     let header_id = message_id
         .trim_start_matches('<')
         .trim_end_matches('>')

@@ -163,6 +163,9 @@ pub(super) fn correlate(
     Ok(())
 }
 
+/// What a claim needs of a message: pinned connection, From, Message-ID, bytes.
+type MessageRow = (Option<String>, String, String, Arc<Vec<u8>>);
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -257,8 +260,7 @@ impl Queue for Sqlite {
             let mut message = tx.prepare_cached(
                 "SELECT pinned_connection, from_email, message_id_header, raw FROM messages WHERE id = ?1",
             )?;
-            let mut raws: HashMap<String, (Option<String>, String, String, Arc<Vec<u8>>)> =
-                HashMap::new();
+            let mut raws: HashMap<String, MessageRow> = HashMap::new();
             let mut touched = BTreeSet::new();
             let mut out = Vec::with_capacity(chosen.len());
             for (id, key, ws) in chosen {
