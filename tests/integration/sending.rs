@@ -437,3 +437,120 @@ fn per_second_limits_space_the_arrivals_at_the_server() {
         assert!(w[6] - w[0] >= 1.0, "7 arrivals within one second: {w:?}");
     }
 }
+
+#[test]
+fn sigkill_mid_load_loses_nothing_and_duplicates_only_what_was_in_flight() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "limits: { max_connections: 4 }\n")]);
+    let tag = rcpt("crash");
+    let recipients: Vec<String> = (0..300).map(|i| format!("k{i}-{tag}")).collect();
+    let d = Daemon::start(dir.path(), FAST);
+    for chunk in recipients.chunks(100) {
+        let messages: Vec<Value> = chunk
+            .iter()
+            .map(|r| json!({ "workspace": "acme", "to": [r], "subject": "s", "text": "t" }))
+            .collect();
+        let (status, body) = d.post_body(
+            "/v1/messages:batch",
+            &json!({ "messages": messages }).to_string(),
+        );
+        // 202: committed, so every one of these must arrive.
+        assert_eq!(status, 202, "{body}");
+    }
+    // Kill it once part of the load is out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while recipients
+        .iter()
+        .filter(|r| !spooled_for(r).is_empty())
+        .count()
+        < 30
+    {
+        assert!(Instant::now() < deadline, "nothing was sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.signal("KILL");
+    drop(d);
+    let d = Daemon::start(dir.path(), FAST);
+    let q = d.wait_for("/v1/queue", "the queue to drain", |_, q| {
+        q["total_pending"] == 0
+    });
+    let recovered = q["recovered_in_flight"].as_u64().unwrap();
+    let mut duplicates = 0;
+    for r in &recipients {
+        let n = spooled_for(r).len();
+        assert!(n >= 1, "{r} was accepted but never delivered");
+        duplicates += n - 1;
+    }
+    // Only a delivery in flight at the kill (accepted by the server, not yet
+    // recorded) can arrive twice.
+    assert!(
+        duplicates as u64 <= recovered,
+        "{duplicates} duplicates but only {recovered} deliveries were in flight"
+    );
+    assert_eq!(
+        d.metric("mailplug_queue_recovered_in_flight_total"),
+        recovered as f64
+    );
+}
+
+#[test]
+fn throttling_replies_lower_the_rate_which_then_recovers() {
+    let s = server();
+    let dir = config(&[("slowdown", s.throttle, 100, "limits: { per_second: 10 }\n")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let (status, body) = send(
+        &d,
+        &json!({ "workspace": "acme", "to": [rcpt("throttled")], "subject": "s", "text": "t" }),
+    );
+    assert_eq!(status, 202, "{body}");
+    let q = d.wait_for("/v1/queue", "throttling", |_, q| {
+        q["connections"][0]["rate"]["throttle_events"].as_u64() >= Some(1)
+    });
+    let rate = &q["connections"][0]["rate"];
+    assert_eq!(rate["throttled"], true, "{q}");
+    let lowered = rate["effective_per_second"].as_f64().unwrap();
+    assert!(lowered <= 5.0, "{q}");
+    let m = d
+        .get_json(&format!("/v1/messages/{}", body["id"].as_str().unwrap()))
+        .1;
+    assert_eq!(
+        m["recipients"][0]["last_result"]["class"], "throttled",
+        "{m}"
+    );
+    assert_eq!(
+        d.metric("mailplug_queue_throttled{connection=\"slowdown\"}"),
+        1.0
+    );
+    // Without more throttling replies the rate climbs back.
+    let (_, _) = d.get_json("/v1/queue");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .delete(format!(
+            "{}/v1/messages/{}",
+            d.admin,
+            body["id"].as_str().unwrap()
+        ))
+        .call()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, q) = d.get_json("/v1/queue");
+        let now = q["connections"][0]["rate"]["effective_per_second"]
+            .as_f64()
+            .unwrap();
+        let events = q["connections"][0]["rate"]["throttle_events"]
+            .as_u64()
+            .unwrap();
+        if now > lowered + 0.9 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rate never recovered: {q} ({events} throttles)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
