@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod check;
 pub mod plugin;
 pub mod schema;
+pub mod send;
 pub mod serve;
 pub mod store;
 pub mod test_send;
@@ -68,6 +69,8 @@ enum Command {
     Events(store::EventsArgs),
     /// List, add or remove suppressed addresses of a running daemon.
     Suppressions(store::SuppressionsArgs),
+    /// Queue a message on a running daemon (`POST /v1/messages`).
+    Send(send::Args),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(args) => plugin::run(args),
         Command::Events(args) => store::run_events(args),
         Command::Suppressions(args) => store::run_suppressions(args),
+        Command::Send(args) => send::run(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),

@@ -554,3 +554,59 @@ fn throttling_replies_lower_the_rate_which_then_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn mailplug_send_queues_through_the_daemon_and_waits_for_the_outcome() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let to = rcpt("cli");
+    let out = crate::support::mailplug()
+        .args([
+            "send",
+            "--admin-url",
+            &d.admin,
+            "--workspace",
+            "acme",
+            "--to",
+            &to,
+        ])
+        .args([
+            "--subject",
+            "from the CLI",
+            "--text",
+            "hi",
+            "--header",
+            "X-Via: cli",
+            "--wait",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("{to} sent via main")), "{stdout}");
+    let (_, eml) = spooled_eml(&to);
+    assert!(eml.contains("X-Via: cli"), "{eml}");
+    let out = crate::support::mailplug()
+        .args([
+            "send",
+            "--admin-url",
+            &d.admin,
+            "--workspace",
+            "nope",
+            "--to",
+            &to,
+        ])
+        .args(["--subject", "s", "--text", "t"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/workspace"), "{stderr}");
+}

@@ -20,13 +20,13 @@ pub struct Admin {
         env = "MAILPLUG_ADMIN_URL",
         default_value = "http://127.0.0.1:8025"
     )]
-    admin_url: String,
+    pub(super) admin_url: String,
     /// Bearer token, when the daemon requires one.
     #[arg(long, env = "MAILPLUG_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    pub(super) admin_token: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    pub(super) format: Format,
 }
 
 /// Filters shared by `events list` and `events tail`.
@@ -133,14 +133,14 @@ enum SuppressionsCommand {
     },
 }
 
-struct Client {
+pub(super) struct Client {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
 }
 
 impl Client {
-    fn new(admin: &Admin) -> Self {
+    pub(super) fn new(admin: &Admin) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -161,7 +161,12 @@ impl Client {
     }
 
     /// `(status, JSON body)`; a connection failure names the URL.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+    pub(super) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let response = match (method, body) {
             ("GET", _) => self.auth(self.agent.get(&url)).call(),
@@ -206,7 +211,7 @@ fn segment(s: &str) -> String {
 }
 
 /// Prints the daemon's error and maps its status to an exit code.
-fn failed(command: &str, status: u16, body: &Value) -> u8 {
+pub(super) fn failed(command: &str, status: u16, body: &Value) -> u8 {
     let message = body["error"].as_str().unwrap_or("unexpected answer");
     eprintln!("mailplug {command}: {} ({status})", Escaped(message));
     match status {
@@ -255,7 +260,10 @@ fn print_event(e: &Value, format: Format) {
 }
 
 /// An unreachable daemon is a temporary failure (exit 75), not a bug.
-fn unreachable_is_tempfail(command: &str, result: anyhow::Result<u8>) -> anyhow::Result<u8> {
+pub(super) fn unreachable_is_tempfail(
+    command: &str,
+    result: anyhow::Result<u8>,
+) -> anyhow::Result<u8> {
     result.or_else(|e| {
         eprintln!("mailplug {command}: {e:#}");
         Ok(exit::TEMPFAIL)
