@@ -182,8 +182,10 @@ pub fn compose(
         (None, Some(c)) => Some(Mailbox::new(c.from.name.clone(), c.from.email.clone())),
         (None, None) => None,
     };
-    // Recipients.
-    let mut recipients = Vec::new();
+    // Recipients; an address listed twice (to and cc) gets one copy, under
+    // its first field.
+    let mut recipients: Vec<(Mailbox, Field)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (list, field, name) in [
         (&request.to, Field::To, "to"),
         (&request.cc, Field::Cc, "cc"),
@@ -191,7 +193,11 @@ pub fn compose(
     ] {
         for (i, r) in list.iter().enumerate() {
             match r.trim().parse::<Mailbox>() {
-                Ok(m) if !has_line_break(r) => recipients.push((m, field)),
+                Ok(m) if !has_line_break(r) => {
+                    if seen.insert(crate::store::address_key(m.email.as_ref())) {
+                        recipients.push((m, field));
+                    }
+                }
                 Ok(_) => errors.push(err(format!("/{name}/{i}"), "must not contain line breaks")),
                 Err(e) => errors.push(err(
                     format!("/{name}/{i}"),

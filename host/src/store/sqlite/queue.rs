@@ -688,3 +688,6 @@ impl Queue for Sqlite {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+use std::time::Duration;
+
+use super::super::{Sqlite, SqliteOptions};
+use crate::event::{EventKind, NormalizedEvent, PluginStamp};
+use crate::store::queue::{
+    Cancel, DeliveryOutcome, DeliverySettlement, Field, MessageQuery, NewMessage, Queue,
+};
+use crate::store::{Applied, Backend, NewEvent, SoftBouncePolicy, Write, dedupe_key};
+
+fn open(dir: &std::path::Path) -> Sqlite {
+    Sqlite::open(&SqliteOptions {
+        path: dir.join("store.db"),
+        max_size: None,
+        soft_bounces: SoftBouncePolicy::default(),
+    })
+    .unwrap()
+}
+
+fn message(workspace: &str, key: Option<&str>, to: &[&str]) -> NewMessage {
+    NewMessage {
+        workspace: workspace.into(),
+        pinned_connection: None,
+        connection: "c".into(),
+        idempotency_key: key.map(Into::into),
+        from_email: "s@example.test".into(),
+        subject: "s".into(),
+        message_id_header: format!("m{}@example.test", ulid::Ulid::new()),
+        raw: b"Subject: s\r\n\r\nbody\r\n".to_vec(),
+        recipients: to.iter().map(|a| ((*a).to_owned(), Field::To)).collect(),
+    }
+}
+
+fn enqueue(db: &Sqlite, messages: Vec<NewMessage>) -> Vec<(String, bool)> {
+    let mut ids = ulid::Generator::new();
+    let mut next = || ids.generate().unwrap().to_string();
+    match db
+        .apply(&[Write::Enqueue { messages }], &mut next)
+        .unwrap()
+        .remove(0)
+    {
+        Applied::Enqueued(e) => e.into_iter().map(|e| (e.id, e.duplicate)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_repeated_idempotency_key_in_one_commit_queues_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let got = enqueue(
+        &db,
+        vec![
+            message("w", Some("k"), &["a@x.test"]),
+            message("w", Some("k"), &["a@x.test"]),
+            message("other", Some("k"), &["a@x.test"]),
+        ],
+    );
+    assert_eq!(got[0].0, got[1].0);
+    assert_eq!((got[0].1, got[1].1, got[2].1), (false, true, false));
+    assert_ne!(got[0].0, got[2].0);
+    assert_eq!(db.queue_totals().unwrap()[0].pending, 2);
+}
+
+#[test]
+fn claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let many: Vec<String> = (0..5).map(|i| format!("big{i}@x.test")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    enqueue(
+        &db,
+        vec![
+            message("big", None, &many),
+            message("small", None, &["s@x.test"]),
+        ],
+    );
+    let now = crate::store::now_ms();
+    let claimed = db.claim_deliveries("c", &[], now, LEASE, 2).unwrap();
+    let workspaces: Vec<&str> = claimed.iter().map(|d| d.workspace.as_str()).collect();
+    assert_eq!(workspaces, ["big", "small"]);
+    let d = &claimed[1];
+    let settle = |lease: &str| DeliverySettlement {
+        id: d.id,
+        lease: lease.into(),
+        connection: "c".into(),
+        at_ms: now,
+        outcome: DeliveryOutcome::Sent {
+            queue_id: Some("Q1".into()),
+            result: serde_json::json!({"class": "accepted"}),
+        },
+    };
+    db.settle_deliveries(&[settle("not-the-lease")]).unwrap();
+    let m = db.message(&d.message).unwrap().unwrap();
+    assert_eq!(m.recipients[0].status, "sending");
+    db.settle_deliveries(&[settle(&d.lease)]).unwrap();
+    let m = db.message(&d.message).unwrap().unwrap();
+    assert_eq!(
+        (m.status.as_str(), m.recipients[0].status.as_str()),
+        ("sent", "sent")
+    );
+    assert_eq!(m.recipients[0].queue_id.as_deref(), Some("Q1"));
+    assert_eq!(m.recipients[0].attempts_history.len(), 1);
+}
+
+#[test]
+fn in_flight_deliveries_are_recovered_and_cancel_spares_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let id = enqueue(&db, vec![message("w", None, &["a@x.test", "b@x.test"])])[0]
+        .0
+        .clone();
+    let now = crate::store::now_ms();
+    let claimed = db.claim_deliveries("c", &[], now, LEASE, 1).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        db.cancel(&id, now).unwrap(),
+        Cancel::Cancelled {
+            cancelled: 1,
+            in_flight: 1
+        }
+    );
+    assert_eq!(db.recover_in_flight(now).unwrap(), 1);
+    assert_eq!(db.recover_in_flight(now).unwrap(), 0);
+    let again = db.claim_deliveries("c", &[], now, LEASE, 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, claimed[0].id);
+    assert_eq!(
+        db.cancel("01J0000000000000000000000Z", now).unwrap(),
+        Cancel::Missing
+    );
+}
+
+#[test]
+fn a_hard_bounce_suppresses_pending_deliveries_and_correlates_sent_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut m = message("w", None, &["gone@x.test", "later@x.test"]);
+    m.message_id_header = "abc@example.test".into();
+    let id = enqueue(&db, vec![m])[0].0.clone();
+    let now = crate::store::now_ms();
+    let first = db
+        .claim_deliveries("c", &[], now, LEASE, 1)
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.recipient, "gone@x.test");
+    db.settle_deliveries(&[DeliverySettlement {
+        id: first.id,
+        lease: first.lease.clone(),
+        connection: "c".into(),
+        at_ms: now,
+        outcome: DeliveryOutcome::Sent {
+            queue_id: None,
+            result: serde_json::json!({}),
+        },
+    }])
+    .unwrap();
+    let bounce = |recipient: &str, pid: &str| {
+        let event = NormalizedEvent {
+            kind: EventKind::Bounced,
+            bounce_class: Some(crate::event::BounceClass::Hard),
+            recipient: recipient.into(),
+            occurred_at: "2026-01-01T12:00:00Z".into(),
+            provider: "sendgrid".into(),
+            provider_event_id: Some(pid.into()),
+            provider_message_id: None,
+            message_id: Some("<abc@example.test>".into()),
+            smtp_status: None,
+            enhanced_status: None,
+            diagnostic: None,
+        };
+        NewEvent {
+            connection: "c".into(),
+            workspaces: vec!["w".into()],
+            plugin: PluginStamp {
+                id: "sendgrid".into(),
+                version: "1".into(),
+                sha256: "00".into(),
+            },
+            received_at_ms: now,
+            occurred_at: 1_767_268_800,
+            dedupe_key: dedupe_key("c", &event),
+            event,
+            forward_to: Vec::new(),
+            soft_bounce_rules: Vec::new(),
+        }
+    };
+    let mut ids = ulid::Generator::new();
+    let mut next = || ids.generate().unwrap().to_string();
+    db.apply(
+        &[Write::events(vec![
+            bounce(&first.recipient, "e1"),
+            bounce("later@x.test", "e2"),
+        ])],
+        &mut next,
+    )
+    .unwrap();
+    let status = db.message(&id).unwrap().unwrap();
+    let by = |a: &str| status.recipients.iter().find(|r| r.address == a).unwrap();
+    assert_eq!(by(&first.recipient).status, "bounced");
+    assert_eq!(by(&first.recipient).event.as_ref().unwrap().kind, "bounced");
+    // The still-queued recipient's suppression ended it at once.
+    assert_eq!(by("later@x.test").status, "suppressed");
+    assert_eq!(status.status, "partial");
+    let listed = db
+        .messages(&MessageQuery {
+            status: Some("partial".into()),
+            limit: 10,
+            ..MessageQuery::default()
+        })
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
