@@ -610,3 +610,46 @@ fn mailplug_send_queues_through_the_daemon_and_waits_for_the_outcome() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/workspace"), "{stderr}");
 }
+
+#[test]
+fn the_providers_extra_headers_are_on_every_queued_message() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "api_version: mailplug/v1\nkind: Connection\nname: pm\nprovider: postmark\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  username: {user}\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {{ message_stream: broadcast }}\nfrom:\n  email: sender@example.test\nworkspaces: [acme]\n",
+        port = s.submission,
+        user = crate::smtp::harness::USER,
+        ca = s.ca_file.display()
+    );
+    std::fs::write(dir.path().join("pm.yaml"), yaml).unwrap();
+    let d = Daemon::start_env(
+        dir.path(),
+        FAST,
+        &[("SMTP_TEST_PW", crate::smtp::harness::PASSWORD)],
+    );
+    let to = rcpt("stream");
+    let (status, body) = send(
+        &d,
+        &json!({ "workspace": "acme", "to": [to], "subject": "s", "text": "t" }),
+    );
+    assert_eq!(status, 202, "{body}");
+    // A header the plugin owns cannot be set by the request.
+    let (status, refused) = send(
+        &d,
+        &json!({ "workspace": "acme", "to": [to], "subject": "s", "text": "t",
+                 "headers": { "X-PM-Message-Stream": "outbound" } }),
+    );
+    assert_eq!(status, 422, "{refused}");
+    let m = wait_message(&d, body["id"].as_str().unwrap(), "sent", |m| {
+        m["status"] == "sent"
+    });
+    let (spooled, eml) = spooled_eml(&to);
+    assert_eq!(spooled["tls"], true, "{spooled}");
+    assert_eq!(spooled["login"], crate::smtp::harness::USER);
+    let head = eml.split("\r\n\r\n").next().unwrap_or("");
+    assert!(
+        head.lines().any(|l| l == "X-PM-Message-Stream: broadcast"),
+        "{head}"
+    );
+    assert_eq!(status_of(&m, &to)["queue_id"], spooled["queue_id"]);
+}
