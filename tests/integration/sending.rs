@@ -144,20 +144,33 @@ fn permanent_failures_end_with_their_class_and_temporary_ones_are_retried() {
     let s = server();
     let dir = config(&[("main", s.plain, 100, "")]);
     let d = Daemon::start(dir.path(), FAST);
+    // The server refuses a "tempfail" address once (451 4.3.0), then takes it.
+    let tempfail = rcpt("tempfail");
     let (status, body) = send(
         &d,
         &json!({
             "workspace": "acme",
-            "to": ["unknown@example.org", "busy@example.org"],
+            "to": ["unknown@example.org", "busy@example.org", tempfail],
             "subject": "s", "text": "t",
         }),
     );
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap();
     let m = wait_message(&d, id, "a failure and retries", |m| {
-        m["recipients"][0]["status"] == "failed"
-            && m["recipients"][1]["attempts"].as_u64() >= Some(2)
+        status_of(m, "unknown@example.org")["status"] == "failed"
+            && status_of(m, "busy@example.org")["attempts"].as_u64() >= Some(2)
+            && status_of(m, &tempfail)["status"] == "sent"
     });
+    // 4xx then success: sent on the second attempt, the first one's 451 in
+    // the history.
+    let retried = status_of(&m, &tempfail);
+    assert_eq!(retried["attempts"], 2, "{m}");
+    assert_eq!(spooled_for(&tempfail).len(), 1);
+    let history = retried["attempts_history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{m}");
+    assert_eq!(history[0]["result"]["reply_code"], 451, "{m}");
+    assert_eq!(history[0]["result"]["temporary"], true, "{m}");
+    assert_eq!(history[1]["outcome"], "sent", "{m}");
     let failed = status_of(&m, "unknown@example.org");
     assert_eq!(failed["last_result"]["class"], "recipient_rejected", "{m}");
     assert_eq!(failed["last_result"]["enhanced_status"], "5.1.1");
@@ -191,7 +204,8 @@ fn permanent_failures_end_with_their_class_and_temporary_ones_are_retried() {
     let m = wait_message(&d, id, "cancelled", |m| {
         status_of(m, "busy@example.org")["status"] == "cancelled"
     });
-    assert_eq!(m["status"], "failed", "{m}");
+    // One recipient sent, the others failed or cancelled.
+    assert_eq!(m["status"], "partial", "{m}");
 }
 
 #[test]
@@ -553,6 +567,61 @@ fn throttling_replies_lower_the_rate_which_then_recovers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_server_rate_limit_below_the_configured_rate_is_found_and_everything_delivered() {
+    // The `ratelimited` port takes at most 5 MAIL FROM per sliding second and
+    // answers the rest 451 4.7.1; the connection is configured for 20/s.
+    let s = server();
+    let dir = config(&[(
+        "quota",
+        s.ratelimited,
+        100,
+        "limits: { per_second: 20, max_connections: 2 }\n",
+    )]);
+    let d = Daemon::start(dir.path(), FAST);
+    let tag = rcpt("adaptive");
+    let recipients: Vec<String> = (0..40).map(|i| format!("a{i}-{tag}")).collect();
+    let messages: Vec<Value> = recipients
+        .iter()
+        .map(|r| json!({ "workspace": "acme", "to": [r], "subject": "s", "text": "t" }))
+        .collect();
+    let (status, body) = d.post_body(
+        "/v1/messages:batch",
+        &json!({ "messages": messages }).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lowest = f64::MAX;
+    let q = loop {
+        let (_, q) = d.get_json("/v1/queue");
+        if let Some(r) = q["connections"][0]["rate"]["effective_per_second"].as_f64() {
+            lowest = lowest.min(r);
+        }
+        if q["total_pending"] == 0 {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "the queue never drained: {q}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Throttled, the rate went down to what the server takes (or below)...
+    let rate = &q["connections"][0]["rate"];
+    assert!(rate["throttle_events"].as_u64() >= Some(2), "{q}");
+    assert!(
+        lowest <= 5.0,
+        "the rate never came down to 5/s: lowest {lowest}, {q}"
+    );
+    // ...and every message arrived exactly once.
+    for r in &recipients {
+        assert_eq!(spooled_for(r).len(), 1, "{r}");
+    }
+    assert_eq!(
+        d.metric(
+            "mailplug_queue_sends_total{connection=\"quota\",outcome=\"sent\",class=\"accepted\"}"
+        ),
+        40.0
+    );
 }
 
 #[test]

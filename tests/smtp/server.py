@@ -15,14 +15,26 @@ line on stdout once every listener is bound:
               535 5.7.8 with an echo of what the client sent, raw (base64)
               and decoded: a server leaking credentials into its reply
   echo_login  like echo, but only AUTH LOGIN offered
+  ratelimited no TLS, AUTH optional, PIPELINING; at most --rate-limit (5) MAIL
+              FROM accepted in any sliding 1.0 s window, counted over all of
+              this port's sessions and no other port's; the rest get 451 4.7.1
+  slow        no TLS, AUTH optional, PIPELINING; the reply to the end of DATA
+              comes --slow-ms (300) after the message is spooled, so a client
+              killed meanwhile leaves a message the server has but the client
+              never saw accepted (what a crash test needs in flight)
 
 Rules shared by every port:
   * an authenticated session may only use a MAIL FROM listed in
     --allowed-from; any other sender gets 553 5.7.1
   * RCPT local part "unknown" gets 550 5.1.1, "busy" gets 450 4.2.1
   * RCPT local part "rejectdata" makes the end of DATA answer 554 5.6.0
+  * RCPT local part starting with "tempfail" (tempfail-7f3a@example.test): the
+    first RCPT of that address (case-insensitive) on any port during the
+    server's lifetime gets 451 4.3.0, every later one is accepted (a retry
+    succeeds)
 Accepted messages are written to --spool as <queue id>.json (envelope plus the
-parsed From, To, Subject, Date, Message-ID and MIME structure) and as .eml.
+parsed From, To, Subject, Date, Message-ID and MIME structure, and received_at:
+Unix seconds, float, when the end of DATA arrived) and as .eml.
 
 The password comes from the environment (SMTP_TEST_PASSWORD) so it never
 shows up in a process listing. The server exits when its stdin closes, so a
@@ -32,6 +44,7 @@ test that dies never leaves it running.
 import argparse
 import asyncio
 import base64
+import collections
 import email
 import email.policy
 import json
@@ -47,7 +60,12 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 class Rules:
     """Handler hooks implementing the per-port policies above."""
 
-    def __init__(self, args, password, throttle=False, pipelining=False):
+    # Lowercased "tempfail*" addresses already answered 451 once. A class
+    # attribute, so every port (each has its own Rules) sees the same set:
+    # a client retrying through another port must not be refused again.
+    tempfailed = set()
+
+    def __init__(self, args, password, throttle=False, pipelining=False, rate_limit=None, slow_ms=0):
         self.user = args.user.encode()
         # Providers whose plugin wants an address-shaped login (Brevo) log in
         # with one of these; same password, same allowed senders.
@@ -57,6 +75,12 @@ class Rules:
         self.spool = args.spool
         self.throttle = throttle
         self.pipelining = pipelining
+        # MAIL FROM accepted per sliding second (None: no limit), and the
+        # monotonic times of those accepted in the last second. Per instance,
+        # so only the sessions of the port holding this instance count.
+        self.rate_limit = rate_limit
+        self.accepted_mail = collections.deque()
+        self.slow_s = slow_ms / 1000
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -73,6 +97,13 @@ class Rules:
             return "451 4.7.1 Rate limit exceeded for this client, try again later"
         if session.authenticated and address.lower() not in self.allowed_from:
             return f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {self.user.decode()}"
+        if self.rate_limit is not None:
+            now = time.monotonic()
+            while self.accepted_mail and now - self.accepted_mail[0] >= 1.0:
+                self.accepted_mail.popleft()
+            if len(self.accepted_mail) >= self.rate_limit:
+                return "451 4.7.1 Rate limit exceeded, slow down"
+            self.accepted_mail.append(now)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
@@ -83,10 +114,20 @@ class Rules:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table"
         if local == "busy":
             return "450 4.2.1 Mailbox busy, try again later"
+        if local.startswith("tempfail") and address.lower() not in Rules.tempfailed:
+            Rules.tempfailed.add(address.lower())
+            return "451 4.3.0 Temporary local problem, try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
+        reply = self.spool_message(server, session, envelope)
+        if self.slow_s > 0:
+            await asyncio.sleep(self.slow_s)
+        return reply
+
+    def spool_message(self, server, session, envelope):
+        """Writes an accepted message to the spool; returns the DATA reply."""
         if any(r.split("@", 1)[0].lower() == "rejectdata" for r in envelope.rcpt_tos):
             return "554 5.6.0 Message content rejected by policy"
         queue_id = uuid.uuid4().hex[:12].upper()
@@ -172,7 +213,13 @@ async def main():
     parser.add_argument("--also-user", action="append", default=[])
     parser.add_argument("--allowed-from", default="sender@example.test")
     parser.add_argument("--hostname", default="mx.test.invalid")
+    parser.add_argument("--rate-limit", type=int, default=5,
+                        help="MAIL FROM accepted per sliding second on the ratelimited port")
+    parser.add_argument("--slow-ms", type=int, default=300,
+                        help="delay of the end-of-DATA reply on the slow port")
     args = parser.parse_args()
+    if args.rate_limit < 1 or args.slow_ms < 0:
+        sys.exit("--rate-limit must be at least 1 and --slow-ms at least 0")
     password = os.environ.get("SMTP_TEST_PASSWORD")
     if not password:
         sys.exit("SMTP_TEST_PASSWORD is not set")
@@ -184,6 +231,8 @@ async def main():
     piped = Rules(args, password, pipelining=True)
     throttle = Rules(args, password, throttle=True)
     echo = Echo(args, password)
+    ratelimited = Rules(args, password, pipelining=True, rate_limit=args.rate_limit)
+    slow = Rules(args, password, pipelining=True, slow_ms=args.slow_ms)
 
     def smtp(handler, timeout=60, **kw):
         return lambda: SMTP(handler, hostname=args.hostname, authenticator=handler.authenticator,
@@ -204,6 +253,9 @@ async def main():
         "echo_login": await loop.create_server(
             smtp(echo, tls_context=tls, require_starttls=True, auth_exclude_mechanism=["PLAIN"]),
             "127.0.0.1", 0),
+        "ratelimited": await loop.create_server(
+            smtp(ratelimited, auth_require_tls=False), "127.0.0.1", 0),
+        "slow": await loop.create_server(smtp(slow, auth_require_tls=False), "127.0.0.1", 0),
     }
     async def refuse(reader, writer):
         writer.write(b"554 5.3.2 mx.test.invalid Service not available, closing channel\r\n")

@@ -126,31 +126,46 @@ impl Breaker {
         }
     }
 
-    /// A send or probe reached the server without a connection-level failure.
+    /// A send reached the server without a connection-level failure. Only a
+    /// closed circuit counts it: a send that was already in flight when the
+    /// circuit opened says nothing about the connection now, so only the
+    /// probe closes an open circuit.
     pub fn on_success(&mut self, _now_ms: i64) {
-        if self.phase != BreakerPhase::Closed {
-            self.pause_ms = self.settings.initial_pause_ms.max(1);
+        if self.phase == BreakerPhase::Closed {
+            self.failures = 0;
         }
-        self.phase = BreakerPhase::Closed;
-        self.failures = 0;
     }
 
-    /// A connection-level failure.
+    /// A connection-level failure of a send. An open or half-open circuit
+    /// records it but only the probe's outcome moves it.
     pub fn on_failure(&mut self, now_ms: i64, reason: &str) {
         self.last_failure = Some((reason.to_owned(), now_ms));
         self.failures = self.failures.saturating_add(1);
-        match self.phase {
-            BreakerPhase::Closed if self.failures >= self.settings.failures_to_open.max(1) => {
-                self.open(now_ms);
+        if self.phase == BreakerPhase::Closed
+            && self.failures >= self.settings.failures_to_open.max(1)
+        {
+            self.open(now_ms);
+        }
+    }
+
+    /// The probe's outcome: `None` closes the circuit, a failure class opens
+    /// it again for twice as long (up to the cap).
+    pub fn on_probe(&mut self, now_ms: i64, failure: Option<&str>) {
+        match failure {
+            None => {
+                self.phase = BreakerPhase::Closed;
+                self.failures = 0;
+                self.pause_ms = self.settings.initial_pause_ms.max(1);
             }
-            BreakerPhase::HalfOpen => {
+            Some(reason) => {
+                self.last_failure = Some((reason.to_owned(), now_ms));
+                self.failures = self.failures.saturating_add(1);
                 self.pause_ms = self
                     .pause_ms
                     .saturating_mul(2)
                     .min(self.settings.max_pause_ms.max(1));
                 self.open(now_ms);
             }
-            _ => {}
         }
     }
 
@@ -212,13 +227,13 @@ mod tests {
         }
         assert_eq!(b.admit(100), Admit::Probe);
         assert!(matches!(b.admit(101), Admit::Paused { .. }));
-        b.on_failure(110, "timeout");
+        b.on_probe(110, Some("timeout"));
         assert_eq!(b.admit(111), Admit::Paused { until_ms: 310 });
         assert_eq!(b.admit(310), Admit::Probe);
-        b.on_failure(310, "timeout");
+        b.on_probe(310, Some("timeout"));
         assert_eq!(b.snapshot(310).pause_ms, Some(350));
         assert_eq!(b.admit(660), Admit::Probe);
-        b.on_success(661);
+        b.on_probe(661, None);
         assert_eq!(b.admit(662), Admit::Send);
         assert_eq!(b.snapshot(662).opened_total, 3);
     }
@@ -232,5 +247,25 @@ mod tests {
         assert_eq!(b.admit(100), Admit::Probe);
         assert!(matches!(b.admit(150), Admit::Paused { .. }));
         assert_eq!(b.admit(200), Admit::Probe);
+    }
+
+    #[test]
+    fn sends_in_flight_when_it_opened_neither_close_nor_reopen_it() {
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.on_failure(0, "timeout");
+        }
+        // A send that was already on its way succeeds: still open.
+        b.on_success(10);
+        assert_eq!(b.admit(20), Admit::Paused { until_ms: 100 });
+        assert_eq!(b.admit(100), Admit::Probe);
+        // Another late send fails while the probe runs: the pause is not
+        // doubled and the circuit stays half-open for the probe.
+        b.on_failure(101, "timeout");
+        assert_eq!(b.snapshot(101).state, BreakerPhase::HalfOpen);
+        assert_eq!(b.snapshot(101).pause_ms, Some(100));
+        b.on_probe(102, None);
+        assert_eq!(b.admit(103), Admit::Send);
+        assert_eq!(b.snapshot(103).consecutive_failures, 0);
     }
 }

@@ -148,6 +148,20 @@ impl State {
         while self.times.front().is_some_and(|t| *t <= now - keep) {
             self.times.pop_front();
         }
+        // More than the largest quota never changes a wait (the history of a
+        // quota lowered on reload, say): keep the buffer bounded by it.
+        let most = [
+            self.settings.per_minute,
+            self.settings.per_hour,
+            self.settings.per_day,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .map_or(0, |n| n as usize);
+        while self.times.len() > most {
+            self.times.pop_front();
+        }
         while self.recent.front().is_some_and(|t| *t <= now - 2_000) {
             self.recent.pop_front();
         }
@@ -199,9 +213,10 @@ impl State {
             let limit = limit as usize;
             let inside = self.count_since(now - span);
             if inside >= limit {
-                // The send that must leave the window first.
+                // The send that must leave the window first: a send at t is
+                // outside the window from t + span on.
                 let idx = self.times.len() - limit;
-                let until = self.times.get(idx).map_or(now + 1, |t| t + span + 1);
+                let until = self.times.get(idx).map_or(now + 1, |t| t + span);
                 return Some(Wait {
                     until_ms: until.max(now + 1),
                     reason,
@@ -215,7 +230,9 @@ impl State {
 impl Limiter {
     /// A limiter with `history` (send times of the last day) counted.
     pub fn new(settings: RateSettings, history: &[i64], now_ms: i64) -> Self {
-        let mut times: Vec<i64> = history.to_vec();
+        // A send recorded "in the future" (the store's clock ahead of ours)
+        // counts as sent now, so it leaves the window on time.
+        let mut times: Vec<i64> = history.iter().map(|t| (*t).min(now_ms)).collect();
         times.sort_unstable();
         let mut state = State {
             settings,
@@ -251,13 +268,24 @@ impl Limiter {
                 return;
             }
             let now = s.now(now_ms);
+            let old_top = ceiling(&s.settings).or(s.recover_to);
             s.settings = settings;
-            s.rate = match (ceiling(&settings), s.rate) {
-                (Some(c), Some(r)) => Some(r.min(c)),
-                (Some(c), None) => Some(c),
-                (None, r) if s.last_throttle.is_some() => r,
-                (None, _) => None,
-            };
+            match (ceiling(&settings), s.rate) {
+                (Some(c), Some(r)) => s.rate = Some(r.min(c)),
+                (Some(c), None) => s.rate = Some(c),
+                // Unlimited now: a throttled rate keeps recovering, up to
+                // where it stood before the throttling, then is unlimited.
+                (None, Some(r)) if old_top.is_some_and(|top| r < top) => {
+                    s.recover_to = old_top;
+                }
+                (None, _) => {
+                    s.rate = None;
+                    s.recover_to = None;
+                }
+            }
+            if ceiling(&settings).is_some() {
+                s.recover_to = None;
+            }
             s.trim(now);
         });
     }
@@ -411,11 +439,12 @@ mod tests {
         }
         let w = l.try_acquire(100).unwrap_err();
         assert_eq!(w.reason, WaitReason::Minute);
-        assert_eq!(w.until_ms, 60_001);
-        // By then the sends at 0 and 1 ms have both left the window.
+        assert_eq!(w.until_ms, 60_000);
+        // Then the send at 0 ms has left the window, the one at 1 ms not yet.
+        assert!(l.try_acquire(59_999).is_err());
+        assert!(l.try_acquire(60_000).is_ok());
+        assert!(l.try_acquire(60_000).is_err());
         assert!(l.try_acquire(60_001).is_ok());
-        assert!(l.try_acquire(60_001).is_ok());
-        assert!(l.try_acquire(60_001).is_err());
     }
 
     #[test]
@@ -483,5 +512,41 @@ mod tests {
         assert!(l.try_acquire(1_000_000).is_ok());
         assert!(l.try_acquire(5).is_err());
         assert!(l.try_acquire(1_000_100).is_ok());
+    }
+
+    #[test]
+    fn removing_the_ceiling_after_a_throttle_recovers_then_unlimits() {
+        let l = Limiter::new(per_second(20), &[], 0);
+        l.on_throttled(0);
+        l.update(RateSettings::default(), 100);
+        let s = l.snapshot(100);
+        assert_eq!(s.effective_per_second, Some(10.0));
+        assert!(s.throttled);
+        assert_eq!(l.snapshot(60_000).effective_per_second, None);
+        // Without a throttle the ceiling's removal is immediate.
+        let l = Limiter::new(per_second(20), &[], 0);
+        l.update(RateSettings::default(), 100);
+        assert_eq!(l.snapshot(100).effective_per_second, None);
+    }
+
+    #[test]
+    fn history_from_the_future_counts_as_now_and_the_buffer_stays_bounded() {
+        let settings = RateSettings {
+            per_minute: Some(2),
+            ..RateSettings::default()
+        };
+        let now = 10 * DAY;
+        let future = now + HOUR;
+        let history: Vec<i64> = (0..1000)
+            .map(|i| now - 30_000 + i)
+            .chain([future])
+            .collect();
+        let l = Limiter::new(settings, &history, now);
+        let w = l.try_acquire(now).unwrap_err();
+        assert_eq!(w.reason, WaitReason::Minute);
+        // The two newest count: the one from "the future" (now) and now - 29_001.
+        assert_eq!(w.until_ms, now - 30_000 + 999 + MINUTE);
+        assert_eq!(l.snapshot(now).sent_last_minute, 2);
+        assert!(l.try_acquire(now + MINUTE).is_ok());
     }
 }

@@ -594,11 +594,7 @@ impl LaneWorker {
         };
         let now = now_ms();
         if let Ok(mut b) = self.lane.breaker.lock() {
-            if report.is_success() {
-                b.on_success(now);
-            } else {
-                b.on_failure(now, report.class.as_str());
-            }
+            b.on_probe(now, (!report.is_success()).then(|| report.class.as_str()));
         }
         tracing::info!(connection = %conn.name, outcome = %report.class, "circuit probe");
     }

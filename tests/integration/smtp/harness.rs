@@ -32,6 +32,11 @@ pub struct Server {
     pub echo: u16,
     /// Like `echo`, offering only AUTH LOGIN.
     pub echo_login: u16,
+    /// Accepts at most `RATE_LIMIT` MAIL FROM per sliding second (all its
+    /// sessions together), the rest get 451 4.7.1.
+    pub ratelimited: u16,
+    /// Answers the end of DATA 300 ms after spooling the message.
+    pub slow: u16,
     pub spool: PathBuf,
     pub ca_file: PathBuf,
     /// Held so the server lives as long as the test process: it exits when
@@ -137,6 +142,8 @@ fn start() -> Server {
         refuse: port("refuse"),
         echo: port("echo"),
         echo_login: port("echo_login"),
+        ratelimited: port("ratelimited"),
+        slow: port("slow"),
         spool,
         ca_file,
         _stdin: Mutex::new(stdin),
