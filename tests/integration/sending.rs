@@ -455,11 +455,15 @@ fn per_second_limits_space_the_arrivals_at_the_server() {
 #[test]
 fn sigkill_mid_load_loses_nothing_and_duplicates_only_what_was_in_flight() {
     let s = server();
-    let dir = config(&[("main", s.plain, 100, "limits: { max_connections: 4 }\n")]);
+    // The slow port answers the end of DATA 300 ms after it has spooled the
+    // message, so the kill lands while deliveries are accepted by the server
+    // but not yet recorded: the duplicate window is exercised, not just
+    // bounded.
+    let dir = config(&[("main", s.slow, 100, "limits: { max_connections: 8 }\n")]);
     let tag = rcpt("crash");
-    let recipients: Vec<String> = (0..300).map(|i| format!("k{i}-{tag}")).collect();
+    let recipients: Vec<String> = (0..120).map(|i| format!("k{i}-{tag}")).collect();
     let d = Daemon::start(dir.path(), FAST);
-    for chunk in recipients.chunks(100) {
+    for chunk in recipients.chunks(40) {
         let messages: Vec<Value> = chunk
             .iter()
             .map(|r| json!({ "workspace": "acme", "to": [r], "subject": "s", "text": "t" }))
@@ -477,7 +481,7 @@ fn sigkill_mid_load_loses_nothing_and_duplicates_only_what_was_in_flight() {
         .iter()
         .filter(|r| !spooled_for(r).is_empty())
         .count()
-        < 30
+        < 20
     {
         assert!(Instant::now() < deadline, "nothing was sent");
         std::thread::sleep(Duration::from_millis(20));
@@ -489,6 +493,8 @@ fn sigkill_mid_load_loses_nothing_and_duplicates_only_what_was_in_flight() {
         q["total_pending"] == 0
     });
     let recovered = q["recovered_in_flight"].as_u64().unwrap();
+    // Eight sessions each hold a delivery for 300 ms of every ~300 ms.
+    assert!(recovered >= 1, "no delivery was in flight at the kill: {q}");
     let mut duplicates = 0;
     for r in &recipients {
         let n = spooled_for(r).len();

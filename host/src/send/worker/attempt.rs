@@ -1,0 +1,278 @@
+//! One attempt of a claimed delivery (compose, send, classify into the next
+//! state: sent, deferred, failed or moved to another connection) and the
+//! settler that records finished attempts in batches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use super::{Done, Lane, Sending};
+use crate::config::Connection;
+use crate::mail::{Class, Classification, Mailer, OutgoingMessage, Stage};
+use crate::metrics::Metrics;
+use crate::send::breaker::Breaker;
+use crate::send::retry::{Next, RetryPolicy, next_attempt};
+use crate::send::route;
+use crate::state::Snapshot;
+use crate::store::queue::{ClaimedDelivery, DeliveryOutcome, DeliverySettlement};
+use crate::store::{Store, now_ms};
+
+pub(super) fn config_error(detail: String) -> Classification {
+    Classification::local(
+        Class::ConfigError,
+        Stage::Connect,
+        detail,
+        "fix the connection's settings (see `mailplug check`)".into(),
+    )
+}
+
+/// Whether a failure is the connection's (fail over, count for the
+/// circuit) rather than the recipient's or the message's.
+pub fn connection_level(c: &Classification) -> bool {
+    match c.class {
+        Class::ConfigError
+        | Class::DnsFailure
+        | Class::ConnectionRefused
+        | Class::Timeout
+        | Class::NetworkError
+        | Class::TlsMismatch
+        | Class::CertificateInvalid
+        | Class::TlsFailed
+        | Class::StarttlsUnavailable
+        | Class::AuthFailed
+        | Class::AuthUnavailable
+        | Class::AuthRequired
+        | Class::ProtocolError
+        | Class::SenderNotAllowed => true,
+        Class::Deferred | Class::PermanentFailure => {
+            matches!(
+                c.stage,
+                Stage::Dns
+                    | Stage::Connect
+                    | Stage::Banner
+                    | Stage::Ehlo
+                    | Stage::Tls
+                    | Stage::Auth
+            )
+        }
+        _ => false,
+    }
+}
+
+/// One delivery attempt on a lane; its outcome goes to the settler.
+pub(super) struct Attempt {
+    pub(super) lane: Arc<Lane>,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) conn: Arc<Connection>,
+    pub(super) mailer: Result<Mailer, Classification>,
+    pub(super) retry: RetryPolicy,
+    pub(super) sending: Arc<Sending>,
+    pub(super) done: mpsc::UnboundedSender<Done>,
+}
+
+impl Attempt {
+    pub(super) async fn run(self, d: ClaimedDelivery) {
+        let started = now_ms();
+        let result = match &self.mailer {
+            Ok(mailer) => match self.message(mailer, &d) {
+                Ok(message) => mailer
+                    .send(&message)
+                    .await
+                    .map(|ok| (ok.queue_id, ok.classification)),
+                Err(c) => Err(c),
+            },
+            Err(c) => Err(c.clone()),
+        };
+        let now = now_ms();
+        let (outcome, class) = match result {
+            Ok((queue_id, classification)) => {
+                self.lane.limiter.on_sent(now);
+                self.breaker(|b| b.on_success(now));
+                (
+                    DeliveryOutcome::Sent {
+                        queue_id,
+                        result: json(&classification),
+                    },
+                    "accepted",
+                )
+            }
+            Err(c) => (self.failed(&d, &c, now), c.class.as_str()),
+        };
+        self.lane.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.done.send(Done {
+            settlement: DeliverySettlement {
+                id: d.id,
+                lease: d.lease,
+                connection: self.conn.name.clone(),
+                at_ms: started,
+                outcome,
+            },
+            class,
+        });
+    }
+
+    fn breaker(&self, f: impl FnOnce(&mut Breaker)) {
+        if let Ok(mut b) = self.lane.breaker.lock() {
+            f(&mut b);
+        }
+    }
+
+    fn message(
+        &self,
+        mailer: &Mailer,
+        d: &ClaimedDelivery,
+    ) -> Result<OutgoingMessage, Classification> {
+        let bad = |what: String| {
+            Classification::local(
+                Class::MessageRejected,
+                Stage::Data,
+                what,
+                "the stored message cannot be sent; it was checked when accepted, so this is a bug"
+                    .into(),
+            )
+        };
+        let from = crate::address::parse(&d.from_email).map_err(|e| bad(e.to_string()))?;
+        let to = crate::address::parse(&d.recipient).map_err(|e| bad(e.to_string()))?;
+        let envelope =
+            lettre::address::Envelope::new(Some(from), vec![to]).map_err(|e| bad(e.to_string()))?;
+        let raw = crate::mail::message::with_extra_headers(
+            &mailer.target().extra_headers,
+            d.raw.as_ref().clone(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(OutgoingMessage {
+            envelope,
+            raw,
+            message_id: format!("<{}>", d.message_id_header),
+        })
+    }
+
+    /// What a failed attempt leads to.
+    fn failed(&self, d: &ClaimedDelivery, c: &Classification, now: i64) -> DeliveryOutcome {
+        let result = json(c);
+        let usable = |n: &str| n != self.conn.name && self.sending.available(n);
+        let failover = || {
+            route::failover(
+                &self.snapshot,
+                &d.workspace,
+                d.pinned_connection.is_some(),
+                &self.conn.name,
+                &d.from_email,
+                &usable,
+            )
+        };
+        let attempts = d.attempts.saturating_add(1);
+        let retry =
+            |jitter: f64| match next_attempt(&self.retry, attempts, d.queued_at_ms, now, jitter) {
+                Next::RetryAt(at) => DeliveryOutcome::Deferred {
+                    next_attempt_at_ms: at,
+                    result: result.clone(),
+                },
+                Next::GiveUp => DeliveryOutcome::Failed {
+                    result: result.clone(),
+                },
+            };
+        if c.class == Class::Throttled {
+            self.lane.limiter.on_throttled(now);
+            if self.lane.limiter.at_floor() {
+                self.breaker(|b| b.on_failure(now, "throttled"));
+                if let Some(to) = failover() {
+                    return DeliveryOutcome::Moved {
+                        to,
+                        result: Some(result),
+                    };
+                }
+            }
+            // The limiter paces the retry; it is due again shortly.
+            return match next_attempt(&self.retry, 1, d.queued_at_ms, now, 0.0) {
+                Next::GiveUp => DeliveryOutcome::Failed { result },
+                Next::RetryAt(_) => DeliveryOutcome::Deferred {
+                    next_attempt_at_ms: now + 1000,
+                    result,
+                },
+            };
+        }
+        if connection_level(c) {
+            self.breaker(|b| b.on_failure(now, c.class.as_str()));
+            if let Some(to) = failover() {
+                return DeliveryOutcome::Moved {
+                    to,
+                    result: Some(result),
+                };
+            }
+            // The connection's fault, not the recipient's: retried (on the
+            // schedule) even when the reply was permanent, until max age.
+            return retry(fastrand::f64());
+        }
+        // The server answered about this recipient or message.
+        self.lane.limiter.on_sent(now);
+        self.breaker(|b| b.on_success(now));
+        if c.temporary {
+            retry(fastrand::f64())
+        } else {
+            DeliveryOutcome::Failed { result }
+        }
+    }
+}
+
+fn json(c: &Classification) -> serde_json::Value {
+    serde_json::to_value(c).unwrap_or(serde_json::Value::Null)
+}
+
+/// Records finished attempts in batches: each round takes every outcome
+/// waiting, so under load one transaction records many.
+pub(super) async fn settle_loop(
+    store: Arc<Store>,
+    sending: Arc<Sending>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        for d in &batch {
+            let outcome = match &d.settlement.outcome {
+                DeliveryOutcome::Released { .. } => continue,
+                o => match o {
+                    DeliveryOutcome::Moved { .. } => "moved",
+                    o => o.state(),
+                },
+            };
+            metrics
+                .queue_sends
+                .get_or_create(&vec![
+                    ("connection", d.settlement.connection.clone()),
+                    ("outcome", outcome.to_owned()),
+                    ("class", d.class.to_owned()),
+                ])
+                .inc();
+        }
+        let settlements: Vec<DeliverySettlement> =
+            batch.into_iter().map(|d| d.settlement).collect();
+        let mut moved: Vec<String> = settlements
+            .iter()
+            .filter_map(|s| match &s.outcome {
+                DeliveryOutcome::Moved { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .collect();
+        moved.sort();
+        moved.dedup();
+        let n = settlements.len();
+        if let Err(e) = store.read(move |b| b.settle_deliveries(&settlements)).await {
+            // The leases lapse and the deliveries are attempted again:
+            // nothing is lost (an accepted one may be sent twice).
+            tracing::error!(error = %e, attempts = n, "recording send outcomes failed");
+        }
+        // Deliveries moved by a failover are due on their new connection now.
+        for to in moved {
+            sending.wake(&to);
+        }
+    }
+}
