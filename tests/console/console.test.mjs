@@ -89,6 +89,8 @@ test("asks for the admin token once, refuses a wrong one, then lists every conne
   assert.deepEqual(await good.locator(".workspaces .chip").allTextContents(), ["marketing", "product"]);
   assert.equal(await good.locator(".source").textContent(), `${join(CONFIG, "good.yaml")}:3`);
   assert.equal(await good.locator(".live-status").textContent(), "not checked yet");
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the list scrolls sideways by ${overflow}px at 1280 px`);
 
   // A reload keeps the token: it is asked once per tab.
   await page.reload();
