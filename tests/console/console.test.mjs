@@ -280,7 +280,9 @@ test("the new-connection form reports a bad port and produces YAML that mailplug
   const yaml = await page.textContent("#yaml-out");
   await page.click("#copy-yaml");
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), yaml);
-  assert.equal(await page.getAttribute("#download-yaml", "download"), "console-made.yaml");
+  const [download] = await Promise.all([page.waitForEvent("download", WAIT), page.click("#download-yaml")]);
+  assert.equal(download.suggestedFilename(), "console-made.yaml");
+  assert.equal(readFileSync(await download.path(), "utf8"), yaml);
   // What the user commits is what `mailplug validate` accepts.
   const dir = join(TMP, "made");
   mkdirSync(dir, { recursive: true });
