@@ -99,6 +99,33 @@ test("asks for the admin token once, refuses a wrong one, then lists every conne
   await shot("desktop-connections");
 });
 
+test("the page and its files are served without the token, with their types; the console's API is not", async () => {
+  for (const [path, type] of [["/", "text/html"], ["/console/app.js", "text/javascript"], ["/console/style.css", "text/css"]]) {
+    const r = await fetch(`${URL_}${path}`);
+    assert.equal(r.status, 200, path);
+    assert.ok(r.headers.get("content-type").startsWith(type), `${path}: ${r.headers.get("content-type")}`);
+    assert.match(r.headers.get("content-security-policy"), /default-src 'self'/);
+  }
+  for (const path of ["/v1/console/state", "/v1/connections"]) {
+    assert.equal((await fetch(`${URL_}${path}`)).status, 401, path);
+    assert.equal((await fetch(`${URL_}${path}`, { headers: { Authorization: "Bearer wrong" } })).status, 401, path);
+  }
+  const auth = { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" };
+  // The validator reads only the posted text: a kind: Plugin document (which
+  // names a file to read) is refused, and nothing is written.
+  const plugin = await fetch(`${URL_}/v1/console/validate`, {
+    method: "POST", headers: auth,
+    body: JSON.stringify({ path: "x.yaml", text: "api_version: mailplug/v1\nkind: Plugin\nid: x\npath: /etc/passwd\nsha256: '00'\n" }),
+  });
+  assert.equal(plugin.status, 422);
+  assert.match((await plugin.json()).error, /kind: Connection/);
+  // A foreign Origin may not use it either.
+  const foreign = await fetch(`${URL_}/v1/console/validate`, {
+    method: "POST", headers: { ...auth, Origin: "https://evil.example" }, body: JSON.stringify({ path: "x.yaml", text: "" }),
+  });
+  assert.equal(foreign.status, 403);
+});
+
 test("Send Test Email is accepted for the good connection, with a queue id, and the row shows it live", async () => {
   await row("good").locator('[data-action="test"]').click();
   await page.fill("#test-to", "someone@example.test");
