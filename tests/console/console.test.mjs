@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac, randomUUID } from "node:crypto";
 import { execFileSync, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -78,7 +78,18 @@ test("asks for the admin token once, refuses a wrong one, then lists every conne
 
   // Every connection file of the config is one row, with its fields.
   const names = await page.locator("tr[data-connection]").evaluateAll((rows) => rows.map((r) => r.dataset.connection));
-  assert.deepEqual(names.sort(), ["good", "wrong-password"]);
+  const expected = readdirSync(CONFIG, { recursive: true })
+    .filter((f) => String(f).endsWith(".yaml"))
+    .map((f) => readFileSync(join(CONFIG, String(f)), "utf8"))
+    .filter((text) => /^kind: Connection$/m.test(text))
+    .map((text) => text.match(/^name: (\S+)$/m)[1]);
+  assert.ok(expected.length >= 4, `the examples are in the config: ${expected}`);
+  assert.deepEqual(names.sort(), expected.sort());
+  const corp = row("corp-relay");
+  assert.equal(await corp.locator(".display").textContent(), "Corporate SMTP Relay");
+  assert.equal(await corp.locator(".server").textContent(), "smtp.example.com:587");
+  assert.match(await corp.locator(".source").textContent(), /examples\/corp-relay\.yaml:\d+$/);
+  assert.match(await row("sendgrid-marketing").locator(".provider").textContent(), /^sendgrid \d+\.\d+\.\d+/);
   const good = row("good");
   assert.equal(await good.locator(".display").textContent(), "Good Relay");
   assert.match(await good.locator(".provider").textContent(), /^custom-smtp \d+\.\d+\.\d+/);
@@ -325,7 +336,7 @@ test("keyboard-only navigation reaches every action, opens a dialog and returns 
   await page.locator("tr[data-connection]").first().waitFor(WAIT);
   await page.evaluate(() => document.activeElement?.blur());
   const reached = new Set();
-  for (let i = 0; i < 60; i++) {
+  for (let i = 0; i < 80; i++) {
     await page.keyboard.press("Tab");
     const id = await page.evaluate(() => {
       const el = document.activeElement;
@@ -333,7 +344,9 @@ test("keyboard-only navigation reaches every action, opens a dialog and returns 
     });
     reached.add(id);
   }
-  for (const name of ["good", "wrong-password"]) {
+  const rows = await page.locator("tr[data-connection]").evaluateAll((all) => all.map((r) => r.dataset.connection));
+  assert.ok(rows.length >= 6);
+  for (const name of rows) {
     for (const action of ["test", "check", "webhooks", "events"]) {
       assert.ok(reached.has(`act-${action}-${name}`), `${action}-${name} not reachable by Tab: ${[...reached].join(", ")}`);
     }
@@ -360,7 +373,8 @@ test("the Workspaces view lists each workspace's connections in priority order w
   await page.click('nav a[data-view="workspaces"]');
   const marketing = page.locator('#workspaces [data-workspace="marketing"]');
   await marketing.waitFor(WAIT);
-  assert.deepEqual(await marketing.locator(".priority li code").allTextContents(), ["good", "wrong-password"]);
+  // Priority 100 (the default) before 200, ties by name.
+  assert.deepEqual(await marketing.locator(".priority li code").allTextContents(), ["corp-relay", "good", "sendgrid-marketing", "wrong-password"]);
   // The hard bounce posted earlier suppressed its address in good's workspaces.
   await marketing.locator(".supp-count", { hasText: /^\d+\+?$/ }).waitFor(WAIT);
   assert.ok(Number(await marketing.locator(".supp-count").textContent()) >= 1);

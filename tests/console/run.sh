@@ -72,7 +72,8 @@ exec 3>"$TMP/smtp.stdin"
 PORTS=$(wait_for "$TMP/smtp.ports" '^\{' 30)
 SUBMISSION=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["submission"])' "$PORTS")
 
-# The configuration: one good connection, one with a wrong password.
+# The configuration: one good connection, one with a wrong password, and
+# the examples.
 CONF="$TMP/config"
 mkdir -p "$CONF"
 cp "$TMP/ca.pem" "$CONF/ca.pem"
@@ -112,6 +113,13 @@ from:
 workspaces: [marketing]
 priority: 200
 YAML
+
+# The example connections too (not the forwarder example: it would send
+# events off this machine), so the list is checked on the shipped examples.
+mkdir -p "$CONF/examples"
+for f in "$ROOT"/examples/*.yaml; do
+  if grep -q '^kind: Connection' "$f"; then cp "$f" "$CONF/examples/"; fi
+done
 
 WEBHOOK_SECRET='whsec_b6o9cjOxW7gNB+wD3OHJIK6jrmph6jGr4ZMmyKZmoWA='
 ADMIN_TOKEN='console-test-token-7f2b'
