@@ -23,3 +23,16 @@ cargo test --manifest-path plugins/Cargo.toml --locked \
   -p mailplug-sdk -p custom-smtp -p sendgrid -p example-provider \
   -p postmark -p resend -p mailgun -p mailjet -p postal \
   -p sparkpost -p brevo -p mandrill -p amazon-ses
+
+# The web console in a real browser: Debian's chromium driven by
+# playwright-core (which never downloads a browser of its own), against the
+# daemon binary and the test SMTP server (tests/console/run.sh).
+if [[ ! -x /usr/bin/chromium ]] || ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium nodejs npm
+fi
+(cd tests/console && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+cargo build -p mailplug --bin mailplug --locked
+bash tests/console/run.sh

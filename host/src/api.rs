@@ -18,6 +18,7 @@ use axum::routing::{delete, get, post};
 use crate::daemon::Routers;
 use crate::state::AppState;
 
+mod console;
 mod events;
 mod forwarding;
 mod handlers;
@@ -91,6 +92,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
+        .merge(console::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), count_admin))
         .fallback(not_found_admin)
         .layer(middleware::from_fn_with_state(guard, guard_admin))
@@ -272,10 +274,12 @@ async fn guard_admin(State(guard): State<Guard>, request: Request, next: Next) -
 /// one, only requests addressed to a loopback name, so a web page whose
 /// host name was re-pointed at 127.0.0.1 cannot. State changes must come
 /// with a JSON body (or none) and from no foreign web origin, which a
-/// cross-site form or `fetch` without CORS cannot satisfy.
+/// cross-site form or `fetch` without CORS cannot satisfy. The console's
+/// static files need no token (they hold no data; the page asks for it).
 fn admit(token: Option<&str>, request: &Request) -> Result<(), Denial> {
     let headers = request.headers();
     match token {
+        Some(_) if console::is_asset_request(request.method(), request.uri().path()) => {}
         Some(expected) => {
             if !bearer_matches(headers, expected) {
                 return Err(Denial::Token);
@@ -295,7 +299,9 @@ fn admit(token: Option<&str>, request: &Request) -> Result<(), Denial> {
         return Ok(());
     }
     if let Some(origin) = headers.get(header::ORIGIN)
-        && !origin.to_str().is_ok_and(is_loopback_origin)
+        && !origin
+            .to_str()
+            .is_ok_and(|o| is_loopback_origin(o) || is_same_origin(o, headers))
     {
         return Err(Denial::Origin);
     }
@@ -343,6 +349,20 @@ fn is_loopback_origin(origin: &str) -> bool {
         && uri
             .authority()
             .is_some_and(|a| is_loopback_authority(a.as_str()))
+}
+
+/// An `Origin` naming the authority the request was sent to: the console's
+/// own page when the admin listener is bound beyond loopback (with a token).
+fn is_same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Ok(uri) = origin.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri
+            .authority()
+            .zip(host)
+            .is_some_and(|(a, h)| a.as_str().eq_ignore_ascii_case(h))
 }
 
 /// `Content-Type: application/json` (any parameters), or no body at all

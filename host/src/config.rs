@@ -188,7 +188,9 @@ pub fn load_file(path: &Path, opts: &LoadOptions, catalog: &dyn ProviderCatalog)
     }
 }
 
-fn check_text(
+/// Checks the text of one file as if read from `path` (the web console's
+/// validator uses it on text that is not on disk; cross-file checks need [`load`]).
+pub fn check_text(
     path: &Path,
     text: &str,
     opts: &LoadOptions,
