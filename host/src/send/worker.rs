@@ -429,16 +429,15 @@ impl LaneWorker {
         inflight: &mut tokio::task::JoinSet<()>,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let free = self.permits.available_permits();
-        if free == 0 {
-            // Every session is busy: wait for one to finish.
-            let _ = inflight.join_next().await;
-            return true;
-        }
+        // Claim ahead of the sessions (a claim is one store commit): up to
+        // eight deliveries per session, or one second's worth at the
+        // current rate when that is less. Claimed deliveries wait for a
+        // session below; their leases outlast that wait by far.
+        let pool = self.pool_size.max(1) as usize;
         let rate = self.lane.limiter.snapshot(now_ms()).effective_per_second;
         let want = match rate {
-            Some(r) => free.min(r.ceil() as usize + 1),
-            None => free * 2,
+            Some(r) => pool.saturating_mul(8).min(r.ceil() as usize + 1),
+            None => pool.saturating_mul(8),
         }
         .clamp(1, 256);
         let claimed = self.claim(conn, want).await;
@@ -465,12 +464,15 @@ impl LaneWorker {
                     }
                 }
             }
-            let permit = match self.permits.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => {
-                    self.release(std::iter::once(d).chain(rest), now_ms());
-                    return true;
-                }
+            let permit = tokio::select! {
+                _ = stop.wait_for(|s| *s) => None,
+                p = self.permits.clone().acquire_owned() => p.ok(),
+            };
+            let Some(permit) = permit else {
+                // Shutting down (or the pool is gone): what waited for a
+                // session goes back to the queue unsent.
+                self.release(std::iter::once(d).chain(rest), now_ms());
+                return true;
             };
             let open = self
                 .lane
