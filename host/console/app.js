@@ -413,7 +413,10 @@ function boot() {
   document.querySelector("#action-dialog [data-close]").addEventListener("click", () => $("action-dialog").close());
   window.addEventListener("hashchange", () => show(location.hash.slice(1)));
   show(location.hash.slice(1));
-  mountForm($("new-form"), { validate: (body) => authed(() => api("/v1/console/validate", { method: "POST", body })) });
+  mountForm($("new-form"), {
+    validate: (body) => authed(() => api("/v1/console/validate", { method: "POST", body })),
+    providers: () => authed(() => api("/v1/console/providers")),
+  });
   setInterval(() => refreshAges(), 1000);
   poll();
 }

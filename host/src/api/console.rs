@@ -81,6 +81,7 @@ pub(super) fn is_asset_request(method: &Method, path: &str) -> bool {
 pub(super) fn routes() -> Router<Arc<AppState>> {
     let mut router = Router::new()
         .route("/v1/console/state", get(console_state))
+        .route("/v1/console/providers", get(console_providers))
         .route("/v1/console/validate", post(validate));
     for asset in ASSETS {
         router = router.route(asset.path, get(move || async move { serve(asset) }));
@@ -195,6 +196,33 @@ async fn console_state(State(state): State<Arc<AppState>>) -> Json<Value> {
         "connections": connections,
         "workspaces": workspaces,
     }))
+}
+
+/// `GET /v1/console/providers`: every installed provider plugin (first-party
+/// ones and `kind: Plugin` registrations), with what the new-connection form
+/// builds its fields from: id, display name, version and the options JSON
+/// Schema exactly as the plugin's `describe` returned it (the schema the
+/// validator checks `options` against). Read once when the form opens.
+async fn console_providers(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let snapshot = state.snapshot.load_full();
+    let mut providers: Vec<Value> = snapshot
+        .catalog
+        .runtime()
+        .plugins()
+        .map(|p| {
+            let info = p.info();
+            json!({
+                "id": info.id,
+                "display_name": info.display_name,
+                "version": info.version,
+                "options_schema": info.options_schema,
+                "capabilities": info.capabilities,
+            })
+        })
+        .collect();
+    providers.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    providers.dedup_by(|a, b| a["id"] == b["id"]);
+    Json(json!({ "providers": providers }))
 }
 
 /// Body of `POST /v1/console/validate`.
@@ -378,6 +406,7 @@ mod tests {
         for (method, path) in [
             ("GET", "/v1/console/state"),
             ("POST", "/v1/console/validate"),
+            ("GET", "/v1/console/providers"),
             ("GET", "/v1/connections"),
             ("POST", "/"),
             ("GET", "/console/other.js"),
