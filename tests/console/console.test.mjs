@@ -330,6 +330,80 @@ test("the new-connection form reports a bad port and produces YAML that mailplug
   await shot("desktop-new-valid");
 });
 
+test("the new-connection form builds a provider connection from the plugin's options schema", async () => {
+  await page.click('nav a[data-view="new"]');
+  await page.locator('#f-provider[data-loaded="true"]').waitFor({ state: "attached", ...WAIT });
+  // Every installed plugin is offered, with the daemon's own list.
+  const listed = await fetch(`${URL_}/v1/console/providers`, { headers: { Authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+  const ids = listed.providers.map((p) => p.id);
+  for (const id of ["postmark", "mailgun", "sendgrid", "amazon-ses"]) assert.ok(ids.includes(id), ids.join(","));
+  const offered = await page.locator("#f-provider option").evaluateAll((os) => os.map((o) => o.value));
+  assert.deepEqual(offered.slice(1).sort(), ids.filter((id) => id !== "custom-smtp").sort());
+  assert.equal(offered[0], "custom-smtp");
+
+  await page.selectOption("#f-provider", "postmark");
+  // The option fields come from the schema: message_stream, labelled, with its description.
+  const stream = page.locator("#f-opt-message_stream");
+  await stream.waitFor(WAIT);
+  assert.equal(await page.locator('label[for="f-opt-message_stream"]').textContent(), "message_stream");
+  assert.match(await page.textContent("#opt-message_stream-hint"), /X-PM-Message-Stream/);
+  assert.ok(await page.locator("#f-host").isHidden());
+  await page.fill("#f-name", "console-postmark");
+  await page.fill("#f-username", "server-token-0000");
+  await page.fill("#f-password_ref", "POSTMARK_TOKEN");
+  // A value against the schema's pattern is reported at that field.
+  await stream.fill("has spaces");
+  await page.locator("#opt-message_stream-error", { hasText: "error" }).waitFor(WAIT);
+  assert.equal(await stream.getAttribute("aria-invalid"), "true");
+  await page.locator('#validation [data-valid="false"]').waitFor(WAIT);
+  assert.match(await page.textContent("#validation .validate-lines"), /^connections\/console-postmark\.yaml:\d+:\d+: error: \/options\/message_stream/m);
+  await shot("desktop-new-provider-bad-option");
+  await stream.fill("broadcast");
+  await page.locator('#validation [data-valid="true"]').waitFor(WAIT);
+  assert.equal(await page.locator("#opt-message_stream-error").textContent(), "");
+  const yaml = await page.textContent("#yaml-out");
+  assert.match(yaml, /^provider: "postmark"$/m);
+  assert.match(yaml, /^options:\n {2}"message_stream": "broadcast"$/m);
+  assert.doesNotMatch(yaml, /host:/);
+  const dir = join(TMP, "made-provider");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "console-postmark.yaml"), yaml);
+  const out = execFileSync(BIN, ["validate", dir], { encoding: "utf8" });
+  assert.match(out, /1 valid connection, 0 errors/);
+  await shot("desktop-new-provider");
+
+  // An enum option is a select of its values; a list option is comma-separated text.
+  await page.selectOption("#f-provider", "mailgun");
+  const region = page.locator("#f-opt-region");
+  await region.waitFor(WAIT);
+  assert.equal(await region.evaluate((el) => el.tagName), "SELECT");
+  assert.deepEqual(await region.locator("option").evaluateAll((os) => os.map((o) => o.value)), ["", "us", "eu"]);
+  assert.equal(await page.locator("#f-opt-message_stream").count(), 0);
+  await page.fill("#f-name", "console-mailgun");
+  await page.fill("#f-username", "postmaster@mg.example.org");
+  await region.selectOption("eu");
+  await page.fill("#f-opt-tags", "news, weekly");
+  await page.locator('#validation [data-valid="true"]').waitFor(WAIT);
+  const mg = await page.textContent("#yaml-out");
+  assert.match(mg, /^ {2}"region": "eu"$/m);
+  assert.match(mg, /^ {2}"tags": \["news", "weekly"\]$/m);
+  // Too many tags (maxItems 3) is flagged at the tags field.
+  await page.fill("#f-opt-tags", "a, b, c, d");
+  await page.locator("#opt-tags-error", { hasText: "error" }).waitFor(WAIT);
+  await page.fill("#f-opt-tags", "news");
+  await page.locator('#validation [data-valid="true"]').waitFor(WAIT);
+  const mgDir = join(TMP, "made-mailgun");
+  mkdirSync(mgDir, { recursive: true });
+  writeFileSync(join(mgDir, "console-mailgun.yaml"), await page.textContent("#yaml-out"));
+  assert.match(execFileSync(BIN, ["validate", mgDir], { encoding: "utf8" }), /1 valid connection, 0 errors/);
+  await shot("desktop-new-provider-enum");
+
+  // Back to Custom SMTP: its fields return.
+  await page.selectOption("#f-provider", "custom-smtp");
+  await page.locator("#f-host").waitFor(WAIT);
+  assert.ok(await page.locator("#provider-options").isHidden());
+});
+
 test("keyboard-only navigation reaches every action, opens a dialog and returns focus", async () => {
   await page.evaluate(() => { location.hash = "#connections"; });
   await page.reload();
@@ -413,5 +487,12 @@ test("at phone width (390 px) the list is usable: no horizontal scrolling, actio
   const overflowNew = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflowNew <= 0, `new-connection form scrolls sideways by ${overflowNew}px`);
   await shot("phone-new", phone);
+  await phone.locator('#f-provider[data-loaded="true"]').waitFor({ state: "attached", ...WAIT });
+  await phone.selectOption("#f-provider", "amazon-ses");
+  await phone.locator("#f-opt-region").waitFor(WAIT);
+  await phone.locator("#validation [data-valid]").waitFor(WAIT);
+  const overflowProvider = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflowProvider <= 0, `provider form scrolls sideways by ${overflowProvider}px`);
+  await shot("phone-new-provider", phone);
   await phone.close();
 });
