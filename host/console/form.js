@@ -201,7 +201,7 @@ export function mountForm(root, { validate, providers: loadProviders }) {
     });
     optionsBox.replaceChildren(
       h("legend", { text: provider ? `${provider.display_name} options` : "Options" }),
-      rows.length ? rows : h("p", { class: "muted small", text: "This provider has no options." }),
+      ...(rows.length ? rows : [h("p", { class: "muted small", text: "This provider has no options." })]),
       optionsError);
     optionsBox.hidden = !provider;
   };
