@@ -1,7 +1,9 @@
 //! The web console: the page at `/` on the admin listener (hand-written
 //! HTML, CSS and ES modules embedded in the binary, so it works offline and
-//! needs no build step), and the two JSON routes only it needs:
-//! `GET /v1/console/state` (everything the page shows, in one poll) and
+//! needs no build step), and the JSON routes only it needs:
+//! `GET /v1/console/state` (everything the page shows, in one poll),
+//! `GET /v1/console/providers` (the installed provider plugins with their
+//! options schemas, for the new-connection form) and
 //! `POST /v1/console/validate` (posted YAML text through the same validator
 //! as `mailplug validate`). The console never writes configuration.
 
