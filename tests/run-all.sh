@@ -34,5 +34,7 @@ if [[ ! -x /usr/bin/chromium ]] || ! command -v node >/dev/null || ! command -v 
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium nodejs npm
 fi
 (cd tests/console && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
-cargo build -p mailplug --bin mailplug --locked
+# `cargo test --workspace` above built the daemon binary (target/debug/mailplug)
+# with the workspace's features; a `cargo build -p mailplug` here would
+# rebuild wasmtime with another feature set for nothing.
 bash tests/console/run.sh

@@ -504,3 +504,45 @@ fn extra_headers_may_not_replace_the_ones_mailplug_sets() {
     );
     assert!(!run.stdout.contains("./ok.yaml"), "{}", run.stdout);
 }
+
+#[test]
+fn an_amazon_ses_connection_without_sns_topics_gets_a_warning() {
+    let ses = |webhook: &str| {
+        format!(
+            "api_version: mailplug/v1\nkind: Connection\nname: ses\nprovider: amazon-ses\noptions: {{ region: us-east-1 }}\nsmtp:\n  username: AKIAIOSFODNN7EXAMPLE\n  password: {{ env: SES_SMTP_PASSWORD }}\nfrom:\n  email: news@example.com\n{webhook}"
+        )
+    };
+    let without = ses("webhook:\n  sns:\n    auto_confirm: true\n");
+    let dir = tree(&[("ses.yaml", without.as_bytes())]);
+    let run = validate(dir.path(), &[]);
+    assert_eq!(run.code, 0, "a warning alone passes: {}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "./ses.yaml:12:3: warning: /webhook/sns/topics: no SNS topic is listed, so every SES event"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        validate(dir.path(), &["--deny-warnings"]).code,
+        CONFIG_ERROR
+    );
+    // No webhook section at all: the same warning.
+    let dir = tree(&[("ses.yaml", ses("").as_bytes())]);
+    let run = validate(dir.path(), &[]);
+    assert!(
+        run.stdout
+            .contains("warning: /webhook/sns/topics: no SNS topic is listed"),
+        "{}",
+        run.stdout
+    );
+    // A listed topic: nothing to warn about.
+    let listed =
+        ses("webhook:\n  sns:\n    topics: [\"arn:aws:sns:us-east-1:123456789012:ses-events\"]\n");
+    let dir = tree(&[("ses.yaml", listed.as_bytes())]);
+    let run = validate(dir.path(), &["--deny-warnings"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    // Other providers have no SNS.
+    let dir = tree(&[("plain.yaml", connection("plain").as_bytes())]);
+    assert_eq!(validate(dir.path(), &["--deny-warnings"]).code, 0);
+}

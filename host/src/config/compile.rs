@@ -190,6 +190,9 @@ pub(super) fn document(
     }
 }
 
+/// The provider whose events arrive through Amazon SNS.
+const SES_PROVIDER: &str = "amazon-ses";
+
 /// `webhook.sns`: every certificate URL must be one the host would accept
 /// as a `SigningCertURL`; files are resolved against the file's folder.
 fn sns_settings(ctx: &mut Ctx<'_>, spec: &SnsSpec) -> SnsSettings {
@@ -247,6 +250,15 @@ fn compile_connection(
         .as_ref()
         .and_then(|w| w.sns.as_ref())
         .map(|spec| sns_settings(ctx, spec));
+    if provider.as_ref().is_some_and(|p| p.id() == SES_PROVIDER)
+        && sns.as_ref().is_none_or(|sns| sns.topics.is_empty())
+    {
+        ctx.warning(
+            "/webhook/sns/topics",
+            "no SNS topic is listed, so every SES event delivered to this connection's webhook is refused (401)",
+            Some("list the topic of the configuration set's event destination: webhook: { sns: { topics: [\"arn:aws:sns:<region>:<account>:<topic>\"] } }"),
+        );
+    }
     if let Some(w) = &s.workspaces {
         check::workspaces(ctx, w);
     }
