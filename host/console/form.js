@@ -236,6 +236,7 @@ export function mountForm(root, { validate, providers: loadProviders }) {
 
   let seq = 0;
   let timer;
+  let checkedText = null;
   let mode = CUSTOM;
   const values = () => {
     const v = Object.fromEntries(Object.entries(inputs).map(([k, el]) => [k, el.value.trim()]));
@@ -275,6 +276,12 @@ export function mountForm(root, { validate, providers: loadProviders }) {
     fileName.textContent = path;
     download.setAttribute("href", `data:application/yaml;charset=utf-8,${encodeURIComponent(text)}`);
     download.setAttribute("download", path.split("/").pop());
+    if (text !== checkedText) {
+      // The verdict shown is of an older text until the new one arrives:
+      // dim it and drop its data-valid mark so nothing reads it as current.
+      verdict.classList.add("stale");
+      for (const el of verdict.querySelectorAll("[data-valid]")) el.removeAttribute("data-valid");
+    }
     clearTimeout(timer);
     timer = setTimeout(() => check(path, text), 250);
   };
@@ -308,9 +315,12 @@ export function mountForm(root, { validate, providers: loadProviders }) {
     const summary = result.valid
       ? h("p", { class: "good", "data-valid": "true", text: `Valid${result.warnings ? ` with ${result.warnings} warning${result.warnings === 1 ? "" : "s"}` : ""}: mailplug validate accepts this file.` })
       : h("p", { class: "bad", "data-valid": "false", text: `${result.errors} error${result.errors === 1 ? "" : "s"}: mailplug validate would refuse this file.` });
-    verdict.replaceChildren(summary,
+    checkedText = text;
+    verdict.classList.remove("stale");
+    // replaceChildren takes nodes, not arrays or nulls.
+    verdict.replaceChildren(...[summary,
       result.lines.length ? h("pre", { class: "validate-lines", text: result.lines.join("\n") }) : null,
-      result.existing.map((x) => h("p", { class: "warning", text: `A live connection is already named ${x.name} (${x.source}): committing this file would be a duplicate name unless it replaces that one.` })));
+      ...result.existing.map((x) => h("p", { class: "warning", text: `A live connection is already named ${x.name} (${x.source}): committing this file would be a duplicate name unless it replaces that one.` }))].filter(Boolean));
   };
   root.addEventListener("input", update);
   root.addEventListener("change", update);
