@@ -114,6 +114,7 @@ fn target(port: u16, pool: usize) -> SmtpTarget {
         port,
         security: Security::None,
         username: None,
+        username_is_secret: false,
         password: None,
         ca_file: None,
         verify_tls: true,

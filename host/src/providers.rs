@@ -122,6 +122,14 @@ fn from_wit(s: runtime::Security) -> config::Security {
     }
 }
 
+fn from_wit_source(source: runtime::PasswordSource) -> PasswordSource {
+    match source {
+        runtime::PasswordSource::None => PasswordSource::None,
+        runtime::PasswordSource::SmtpPassword => PasswordSource::SmtpPassword,
+        runtime::PasswordSource::OptionsField(p) => PasswordSource::OptionsField(p),
+    }
+}
+
 impl ProviderCatalog for Catalog {
     fn is_known(&self, id: &str) -> bool {
         self.runtime.plugin(id).is_some()
@@ -158,7 +166,8 @@ impl ProviderCatalog for Catalog {
             has_password: overrides.has_password,
         };
         let options = serde_json::to_string(options).unwrap_or_else(|_| "{}".to_owned());
-        let settings = match plugin.instance().adapt_connection(&options, &wit) {
+        let mut instance = plugin.instance();
+        let settings = match instance.adapt_connection(&options, &wit) {
             Ok(Ok(settings)) => settings,
             Ok(Err(fields)) => {
                 return Err(AdaptFailure::Fields(
@@ -167,16 +176,17 @@ impl ProviderCatalog for Catalog {
             }
             Err(e) => return Err(AdaptFailure::Failed(e.to_string())),
         };
+        let username_secret = instance
+            .take_requests()
+            .username_secret
+            .map_or(PasswordSource::None, from_wit_source);
         Ok(AdaptedSmtp {
             host: settings.host,
             port: settings.port,
             security: from_wit(settings.security),
             username: settings.username,
-            password: match settings.password {
-                runtime::PasswordSource::None => PasswordSource::None,
-                runtime::PasswordSource::SmtpPassword => PasswordSource::SmtpPassword,
-                runtime::PasswordSource::OptionsField(p) => PasswordSource::OptionsField(p),
-            },
+            username_secret,
+            password: from_wit_source(settings.password),
             extra_headers: settings.extra_headers,
         })
     }

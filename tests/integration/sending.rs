@@ -690,10 +690,11 @@ fn mailplug_send_queues_through_the_daemon_and_waits_for_the_outcome() {
 fn the_providers_extra_headers_are_on_every_queued_message() {
     let s = server();
     let dir = tempfile::tempdir().unwrap();
+    // No `username`: Postmark's user is the server token, read from the
+    // password's secret at login (`credentials.username-secret`).
     let yaml = format!(
-        "api_version: mailplug/v1\nkind: Connection\nname: pm\nprovider: postmark\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  username: {user}\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {{ message_stream: broadcast }}\nfrom:\n  email: sender@example.test\nworkspaces: [acme]\n",
+        "api_version: mailplug/v1\nkind: Connection\nname: pm\nprovider: postmark\nsmtp:\n  host: localhost\n  port: {port}\n  security: starttls\n  password: {{ env: SMTP_TEST_PW }}\n  tls: {{ ca_file: {ca} }}\noptions: {{ message_stream: broadcast }}\nfrom:\n  email: sender@example.test\nworkspaces: [acme]\n",
         port = s.submission,
-        user = crate::smtp::harness::USER,
         ca = s.ca_file.display()
     );
     std::fs::write(dir.path().join("pm.yaml"), yaml).unwrap();
@@ -720,7 +721,19 @@ fn the_providers_extra_headers_are_on_every_queued_message() {
     });
     let (spooled, eml) = spooled_eml(&to);
     assert_eq!(spooled["tls"], true, "{spooled}");
-    assert_eq!(spooled["login"], crate::smtp::harness::USER);
+    assert_eq!(spooled["login"], crate::smtp::harness::PASSWORD);
+    // The API names where the user comes from, never its value.
+    let (_, conn) = d.get_json("/v1/connections/pm");
+    assert_eq!(conn["smtp"]["username"], Value::Null, "{conn}");
+    assert_eq!(conn["smtp"]["username_field"], "/smtp/password", "{conn}");
+    assert_eq!(
+        conn["smtp"]["username_secret"], "<redacted: env:SMTP_TEST_PW>",
+        "{conn}"
+    );
+    assert!(
+        !conn.to_string().contains(crate::smtp::harness::PASSWORD),
+        "{conn}"
+    );
     let head = eml.split("\r\n\r\n").next().unwrap_or("");
     assert!(
         head.lines().any(|l| l == "X-PM-Message-Stream: broadcast"),

@@ -36,7 +36,9 @@ Accepted messages are written to --spool as <queue id>.json (envelope plus the
 parsed From, To, Subject, Date, Message-ID and MIME structure, and received_at:
 Unix seconds, float, when the end of DATA arrived) and as .eml.
 
-The password comes from the environment (SMTP_TEST_PASSWORD) so it never
+A login is --user or an --also-user, or the password itself (a token login,
+as Postmark's server API token is both). The password comes from the
+environment (SMTP_TEST_PASSWORD) so it never
 shows up in a process listing. The server exits when its stdin closes, so a
 test that dies never leaves it running.
 """
@@ -159,7 +161,13 @@ class Rules:
     def authenticator(self, server, session, envelope, mechanism, auth_data):
         ok = (
             isinstance(auth_data, LoginPassword)
-            and (auth_data.login == self.user or auth_data.login in self.other_users)
+            and (
+                auth_data.login == self.user
+                or auth_data.login in self.other_users
+                # A token login: the secret is user and password at once
+                # (Postmark's server API token).
+                or auth_data.login == self.password
+            )
             and auth_data.password == self.password
         )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)

@@ -153,6 +153,7 @@ async fn console_state(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "port": c.smtp.port,
                     "security": c.smtp.security.as_str(),
                     "username": c.smtp.username,
+                    "username_field": c.smtp.username_secret.as_ref().map(|p| p.pointer.clone()),
                 },
                 "from": { "name": c.from.name, "email": c.from.email.to_string() },
                 "workspaces": c.workspaces,

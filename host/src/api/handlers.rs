@@ -41,6 +41,8 @@ fn detail(state: &AppState, c: &Connection) -> Value {
         "port": smtp.port,
         "security": smtp.security.as_str(),
         "username": smtp.username,
+        "username_secret": redacted(smtp.username_secret.as_ref().map(|p| &p.secret)),
+        "username_field": smtp.username_secret.as_ref().map(|p| p.pointer.clone()),
         "password": redacted(smtp.password.as_ref().map(|p| &p.secret)),
         "password_field": smtp.password.as_ref().map(|p| p.pointer.clone()),
         "tls": {

@@ -48,6 +48,9 @@ pub struct AdaptedSmtp {
     pub security: Security,
     /// AUTH user.
     pub username: Option<String>,
+    /// Where the AUTH user is read from when it is a secret
+    /// (`credentials.username-secret`); [`PasswordSource::None`]: `username`.
+    pub username_secret: PasswordSource,
     /// Where the password comes from.
     pub password: PasswordSource,
     /// Headers the provider needs on every message (name, value).

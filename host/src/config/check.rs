@@ -192,7 +192,7 @@ pub(super) fn smtp(
         pointer: "/smtp/password".to_owned(),
     });
     let mut extra_headers = Vec::new();
-    let (host, port, security, username, password) = match provider {
+    let (host, port, security, username, password, username_secret) = match provider {
         Provider::CustomSmtp => {
             // `options.headers` (name → value): the custom-smtp plugin's
             // schema, applied here by the host like a plugin's answer.
@@ -229,6 +229,7 @@ pub(super) fn smtp(
                 security,
                 explicit.username.clone(),
                 smtp_password,
+                None,
             )
         }
         // Field errors in `smtp:` would only be reported twice by the plugin.
@@ -279,20 +280,46 @@ pub(super) fn smtp(
                     return None;
                 }
             };
+            // A user name the plugin takes from a secret: the file's own
+            // `smtp.username` still wins, then the secret, then the
+            // plugin's plain one.
+            let username_secret = match (&explicit.username, adapted.username_secret) {
+                (Some(_), _) | (None, PasswordSource::None) => None,
+                (None, PasswordSource::SmtpPassword) => {
+                    let Some(password) = smtp_password.clone() else {
+                        ctx.error(
+                            "/smtp/password",
+                            format!("provider `{id}` takes the SMTP user name from smtp.password, which is not set"),
+                            Some("add `password: { env: NAME }` to `smtp:`"),
+                        );
+                        return None;
+                    };
+                    Some(password)
+                }
+                (None, PasswordSource::OptionsField(field)) => {
+                    Some(options_secret(ctx, id, options, &field, "user name")?)
+                }
+            };
             let password = match (smtp_password, adapted.password) {
                 (Some(p), _) => Some(p),
                 (None, PasswordSource::None | PasswordSource::SmtpPassword) => None,
                 (None, PasswordSource::OptionsField(field)) => {
-                    Some(options_secret(ctx, id, options, &field)?)
+                    Some(options_secret(ctx, id, options, &field, "password")?)
                 }
+            };
+            let username = if username_secret.is_some() {
+                None
+            } else {
+                explicit.username.clone().or(adapted.username)
             };
             extra_headers = adapted.extra_headers;
             (
                 explicit.host.clone().unwrap_or(adapted.host),
                 explicit.port.unwrap_or(adapted.port),
                 explicit.security.unwrap_or(adapted.security),
-                explicit.username.clone().or(adapted.username),
+                username,
                 password,
+                username_secret,
             )
         }
     };
@@ -314,13 +341,14 @@ pub(super) fn smtp(
     if !custom {
         // A provider may fill in one half of the login; the runtime refuses
         // half a login whoever wrote it.
-        effective_credentials(ctx, explicit, username.is_some(), password.is_some());
+        let has_username = username.is_some() || username_secret.is_some();
+        effective_credentials(ctx, explicit, has_username, password.is_some());
     }
     plaintext_credentials(
         ctx,
         explicit,
         security,
-        username.is_some() || password.is_some(),
+        username.is_some() || username_secret.is_some() || password.is_some(),
     );
     // TLS needs a host the certificate can be checked against, which the
     // runtime refuses otherwise (`mail::tls`): say so at validation time.
@@ -348,6 +376,7 @@ pub(super) fn smtp(
         port,
         security,
         username,
+        username_secret,
         password,
         ca_file: tls
             .ca_file
@@ -365,6 +394,7 @@ fn options_secret(
     id: &str,
     options: &BTreeMap<String, Value>,
     field: &str,
+    what: &str,
 ) -> Option<PasswordRef> {
     let pointer = format!("/options{field}");
     let tree = Value::Object(
@@ -382,7 +412,7 @@ fn options_secret(
         _ => {
             ctx.error(
                 &pointer,
-                format!("provider `{id}` reads the SMTP password from here, but it is not a secret reference"),
+                format!("provider `{id}` reads the SMTP {what} from here, but it is not a secret reference"),
                 Some("write `{ env: NAME }` or `{ file: PATH }`"),
             );
             None

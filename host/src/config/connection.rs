@@ -140,8 +140,12 @@ pub struct Smtp {
     pub port: u16,
     /// Security mode.
     pub security: Security,
-    /// AUTH user; `None` means no authentication.
+    /// AUTH user; `None` (and no `username_secret`) means no authentication.
     pub username: Option<String>,
+    /// AUTH user read from a secret when a session logs in (a provider
+    /// plugin's `credentials.username-secret`, e.g. Postmark's server token,
+    /// which is also the password); when set, `username` is `None`.
+    pub username_secret: Option<PasswordRef>,
     /// AUTH password reference.
     pub password: Option<PasswordRef>,
     /// Extra PEM trust roots, resolved against the connection file's directory.

@@ -2,7 +2,7 @@
 //! one place a password reference is resolved for a session. Every default
 //! was already settled by `config`, provider connections included.
 
-use crate::config::Connection;
+use crate::config::{Connection, PasswordRef, Secret};
 
 use super::target::SmtpTarget;
 
@@ -36,27 +36,38 @@ fn field_name(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
 }
 
-/// Builds the SMTP target of `conn`, resolving its password reference.
+/// Resolves one secret reference of `conn`.
+fn resolve(conn: &Connection, reference: &PasswordRef) -> Result<Secret, ConfigError> {
+    reference
+        .secret
+        .resolve(conn.base_dir())
+        .map_err(|e| ConfigError::Secret {
+            connection: conn.name.clone(),
+            field: field_name(&reference.pointer),
+            reason: e.to_string(),
+        })
+}
+
+/// Builds the SMTP target of `conn`, resolving its password reference (and
+/// the user name's, when a provider takes it from a secret).
 pub fn target_for(conn: &Connection) -> Result<SmtpTarget, ConfigError> {
     let smtp = &conn.smtp;
-    let password = match &smtp.password {
-        Some(p) => Some(
-            p.secret
-                .resolve(conn.base_dir())
-                .map_err(|e| ConfigError::Secret {
-                    connection: conn.name.clone(),
-                    field: field_name(&p.pointer),
-                    reason: e.to_string(),
-                })?,
-        ),
-        None => None,
+    let password = smtp
+        .password
+        .as_ref()
+        .map(|p| resolve(conn, p))
+        .transpose()?;
+    let username = match &smtp.username_secret {
+        Some(reference) => Some(resolve(conn, reference)?.expose().to_owned()),
+        None => smtp.username.clone(),
     };
     Ok(SmtpTarget {
         connection: conn.name.clone(),
         host: smtp.host.clone(),
         port: smtp.port,
         security: smtp.security,
-        username: smtp.username.clone(),
+        username,
+        username_is_secret: smtp.username_secret.is_some(),
         password,
         ca_file: smtp.ca_file.clone(),
         verify_tls: smtp.verify_tls,

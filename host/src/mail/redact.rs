@@ -62,19 +62,12 @@ impl Redactor {
     /// replies, and it is not a secret); its base64 is removed, since AUTH
     /// LOGIN puts it on the wire next to the password's.
     pub fn new(username: Option<&str>, password: Option<&str>) -> Self {
-        let mut forms = Vec::new();
-        if let Some(pass) = password.filter(|p| !p.is_empty()) {
-            forms.extend(password_forms(pass));
-            let user = username.unwrap_or("");
-            let blob = format!("\0{user}\0{pass}");
-            forms.extend(base64_forms(blob.as_bytes()));
-            // Some servers print the decoded blob with the NULs shown.
-            forms.push(format!("\\0{user}\\0{pass}"));
-            forms.push(format!("\\x00{user}\\x00{pass}"));
-        }
-        if let Some(user) = username.filter(|u| !u.is_empty()) {
-            forms.extend(base64_forms(user.as_bytes()));
-        }
+        Redactor::from_forms(credential_forms(username, password), password)
+    }
+
+    /// A redactor removing `forms`; `password` is what is still removed if
+    /// the automaton cannot be built.
+    fn from_forms(mut forms: Vec<String>, password: Option<&str>) -> Self {
         forms.retain(|f| !f.is_empty());
         forms.sort();
         forms.dedup();
@@ -103,12 +96,24 @@ impl Redactor {
         Redactor { patterns }
     }
 
-    /// The redactor for a target's credentials.
+    /// The redactor for a target's credentials; a user name read from a
+    /// secret is removed in every form, like the password.
     pub fn for_target(target: &SmtpTarget) -> Self {
-        Redactor::new(
-            target.username.as_deref(),
-            target.password.as_ref().map(|p| p.expose()),
-        )
+        let password = target.password.as_ref().map(|p| p.expose());
+        let username = target.username.as_deref();
+        match username {
+            Some(user) if target.username_is_secret => {
+                Redactor::with_secret_username(user, password)
+            }
+            _ => Redactor::new(username, password),
+        }
+    }
+
+    /// [`Redactor::new`] for a user name that is itself a secret.
+    fn with_secret_username(username: &str, password: Option<&str>) -> Self {
+        let mut forms = credential_forms(Some(username), password);
+        forms.extend(password_forms(username));
+        Redactor::from_forms(forms, password)
     }
 
     /// `text` with every occurrence of every form replaced by [`MARKER`].
@@ -187,6 +192,24 @@ impl Redactor {
 
 /// The password's own forms: plain, base64 whole and at each alignment
 /// inside a larger blob, percent-encoded.
+/// Every form of the credentials mailplug could have written (module docs).
+fn credential_forms(username: Option<&str>, password: Option<&str>) -> Vec<String> {
+    let mut forms = Vec::new();
+    if let Some(pass) = password.filter(|p| !p.is_empty()) {
+        forms.extend(password_forms(pass));
+        let user = username.unwrap_or("");
+        let blob = format!("\0{user}\0{pass}");
+        forms.extend(base64_forms(blob.as_bytes()));
+        // Some servers print the decoded blob with the NULs shown.
+        forms.push(format!("\\0{user}\\0{pass}"));
+        forms.push(format!("\\x00{user}\\x00{pass}"));
+    }
+    if let Some(user) = username.filter(|u| !u.is_empty()) {
+        forms.extend(base64_forms(user.as_bytes()));
+    }
+    forms
+}
+
 fn password_forms(pass: &str) -> Vec<String> {
     let mut forms = vec![pass.to_owned()];
     forms.extend(base64_forms(pass.as_bytes()));
@@ -305,6 +328,24 @@ mod tests {
             clean.starts_with("5.7.8 you sent PLAIN <redacted>"),
             "{clean}"
         );
+    }
+
+    #[test]
+    fn a_user_name_read_from_a_secret_is_removed_like_the_password() {
+        let mut target = crate::mail::target::tests::sample();
+        target.username = Some("key-id-7Qx2".into());
+        target.password = Some(crate::config::Secret::new(PASS));
+        let text = "535 5.7.8 bad login for key-id-7Qx2";
+        // A plain user name stays: servers name the login in replies.
+        assert_eq!(Redactor::for_target(&target).redact(text), text);
+        target.username_is_secret = true;
+        let r = Redactor::for_target(&target);
+        assert_eq!(r.redact(text), "535 5.7.8 bad login for <redacted>");
+        assert_eq!(r.redact(&format!("p {PASS}")), "p <redacted>");
+        // The same secret as user and password (Postmark's token).
+        target.username = Some(PASS.into());
+        let r = Redactor::for_target(&target);
+        assert_eq!(r.redact(&format!("u {PASS}")), "u <redacted>");
     }
 
     #[test]

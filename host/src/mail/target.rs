@@ -27,6 +27,9 @@ pub struct SmtpTarget {
     pub security: Security,
     /// AUTH user; `None` means no authentication.
     pub username: Option<String>,
+    /// The user name was read from a secret (e.g. Postmark's server token):
+    /// replies and errors are redacted of it like of the password.
+    pub username_is_secret: bool,
     /// AUTH password; required when `username` is set.
     pub password: Option<Secret>,
     /// Extra PEM trust roots (added to the webpki roots), e.g. a private CA.
@@ -174,6 +177,7 @@ pub(crate) mod tests {
             port: 587,
             security: Security::Starttls,
             username: Some("user".into()),
+            username_is_secret: false,
             password: Some(Secret::new("hunter2-secret")),
             ca_file: None,
             verify_tls: true,

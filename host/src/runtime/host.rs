@@ -10,7 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::mailplug::provider::{clock, endpoint, log, replay, types};
+use super::bindings::mailplug::provider::{clock, credentials, endpoint, log, replay, types};
 use super::sns::{SnsTrust, SubscriptionRequest};
 
 /// Guest stdout/stderr kept per store; beyond this the guest's writes fail.
@@ -175,6 +175,9 @@ pub struct CallRequests {
     pub certificate: Option<String>,
     /// `sns.confirm-subscription` (parse calls).
     pub confirmations: Vec<SubscriptionRequest>,
+    /// `credentials.username-secret` (adapt calls): the last source named;
+    /// `None` when never called or withdrawn with `none`.
+    pub username_secret: Option<types::PasswordSource>,
 }
 
 /// A single-use token a plugin named, for the store to remember.
@@ -200,6 +203,23 @@ impl replay::Host for StoreData {
             return;
         }
         self.asked.tokens.push(UsedToken { token, ttl_seconds });
+    }
+}
+
+/// Longest JSON Pointer `credentials.username-secret` may name (as an
+/// `options-field`); longer ones are ignored.
+const MAX_SECRET_POINTER_BYTES: usize = 256;
+
+impl credentials::Host for StoreData {
+    fn username_secret(&mut self, source: types::PasswordSource) {
+        self.asked.username_secret = match source {
+            types::PasswordSource::None => None,
+            types::PasswordSource::OptionsField(p) if p.len() > MAX_SECRET_POINTER_BYTES => {
+                tracing::debug!(plugin = %self.plugin, "credentials.username-secret ignored (pointer too long)");
+                return;
+            }
+            other => Some(other),
+        };
     }
 }
 

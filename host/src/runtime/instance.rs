@@ -249,6 +249,8 @@ impl PluginInstance {
     }
 
     /// Calls `adapt-connection`: SMTP settings, or the plugin's field errors.
+    /// A user name taken from a secret (`credentials.username-secret`) is
+    /// then in [`Self::take_requests`].
     pub fn adapt_connection(
         &mut self,
         options: &str,
@@ -257,6 +259,7 @@ impl PluginInstance {
         let start = Instant::now();
         let result = self
             .invoke(Export::AdaptConnection, |p, s| {
+                s.data_mut().asked = CallRequests::default();
                 p.call_adapt_connection(s, options, overrides)
             })
             .and_then(|r| match r {

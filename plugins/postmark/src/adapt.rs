@@ -1,6 +1,7 @@
 //! `adapt-connection` for Postmark: `smtp.postmarkapp.com` with STARTTLS,
-//! the server API token as password (and as user name, or an SMTP token's
-//! access key), the message stream as the `X-PM-Message-Stream` header.
+//! the server API token as password and, unless `smtp.username` names an
+//! SMTP token's access key, as user name too (read by the host from the
+//! same secret), the message stream as the `X-PM-Message-Stream` header.
 
 use mailplug_sdk::prelude::*;
 use mailplug_sdk::smtp::field_error as error;
@@ -42,17 +43,10 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
     let host = o.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
     let (port, security) = smtp::port_security_defaults(o.port, o.security);
     smtp::relay_transport_errors(&host, port, security, "the server token", &mut errors);
-    // The user name is a plain string in the connection file: the host has
-    // no way yet to take it from a secret reference, so it cannot default
-    // to the (secret) server token.
+    // Without an explicit user (an SMTP token's access key), the user is
+    // the server token itself: the same secret as the password, which the
+    // host reads at login, so the token is written nowhere in plain text.
     let username = o.username.filter(|u| !u.trim().is_empty());
-    if username.is_none() {
-        errors.push(error(
-            "/smtp/username",
-            "set smtp.username: Postmark's SMTP user is the server API token (the value of \
-             smtp.password) or, with an SMTP token, its access key",
-        ));
-    }
     smtp::require_password(
         o.has_password,
         "postmark needs smtp.password: a reference to the server API token (or an SMTP \
@@ -61,6 +55,9 @@ pub fn adapt(options: &str, o: SmtpOverrides) -> Result<SmtpSettings, Vec<FieldE
     );
     if !errors.is_empty() {
         return Err(errors);
+    }
+    if username.is_none() {
+        host::username_secret(PasswordSource::SmtpPassword);
     }
     Ok(SmtpSettings {
         host,

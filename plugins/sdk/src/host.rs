@@ -1,15 +1,18 @@
 //! Thin wrappers over the host imports: logging, the clock, replay tokens,
-//! the registered endpoint URL, Amazon SNS support and crypto.
+//! the registered endpoint URL, SMTP credentials, Amazon SNS support and
+//! crypto.
 
-use crate::bindings::mailplug::provider::{clock, crypto, endpoint, log, replay, sns};
+use crate::bindings::mailplug::provider::{clock, credentials, crypto, endpoint, log, replay, sns};
+use crate::types::PasswordSource;
 
 pub use crypto::{Base64Alphabet, Hash};
 pub use sns::KeyError as SnsKeyError;
 
 /// Off wasm (a plugin's unit tests, the native baseline of the benchmarks)
-/// there is no host: the logging, clock, replay and endpoint wrappers below
-/// then log nothing, read the system clock, answer the default tolerance,
-/// remember no token and know no URL. Crypto and SNS have no stand-in.
+/// there is no host: the logging, clock, replay, endpoint and credentials
+/// wrappers below then log nothing, read the system clock, answer the
+/// default tolerance, remember no token, know no URL and name no secret.
+/// Crypto and SNS have no stand-in.
 const HOSTED: bool = cfg!(target_arch = "wasm32");
 
 /// Logs at debug level into the host log (tagged with the plugin id by the host).
@@ -60,6 +63,17 @@ pub fn signature_tolerance() -> i64 {
 pub fn use_token(token: &str, ttl_seconds: u32) {
     if HOSTED {
         replay::use_token(token, ttl_seconds);
+    }
+}
+
+/// From `adapt-connection`: the SMTP user name is the secret `source` names
+/// (`PasswordSource::SmtpPassword`: the same secret as the password, as
+/// for Postmark's server token), not `SmtpSettings::username`. The host
+/// resolves it at login; the value never enters the plugin. An explicit
+/// `smtp.username` in the connection file still wins.
+pub fn username_secret(source: PasswordSource) {
+    if HOSTED {
+        credentials::username_secret(&source);
     }
 }
 

@@ -65,6 +65,41 @@ fn describe_reports_typed_closed_options_schemas_and_every_capability() {
 }
 
 #[test]
+fn postmark_reads_the_user_from_the_password_secret_unless_one_is_set() {
+    let rt = runtime(FIXTURE_NOW);
+    let mut pm = rt.plugin("postmark").unwrap().instance();
+    // The server token is user and password: the plugin names the
+    // password's secret for the user instead of a plain string.
+    let s = pm
+        .adapt_connection("", &overrides(None, true))
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.username, None);
+    assert_eq!(
+        pm.take_requests().username_secret,
+        Some(PasswordSource::SmtpPassword)
+    );
+    // An SMTP token's access key as explicit user: no secret user. The
+    // first call's request is not taken, so this also shows it is reset.
+    pm.adapt_connection("", &overrides(None, true))
+        .unwrap()
+        .unwrap();
+    let s = pm
+        .adapt_connection("", &overrides(Some("access-key"), true))
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.username.as_deref(), Some("access-key"));
+    assert_eq!(pm.take_requests().username_secret, None);
+    // A plugin without a secret user names none.
+    let mut resend = rt.plugin("resend").unwrap().instance();
+    resend
+        .adapt_connection("", &overrides(None, true))
+        .unwrap()
+        .unwrap();
+    assert_eq!(resend.take_requests().username_secret, None);
+}
+
+#[test]
 fn postmark_uses_its_host_the_token_and_the_message_stream_header() {
     let s = adapt(
         "postmark",
@@ -90,7 +125,7 @@ fn postmark_uses_its_host_the_token_and_the_message_stream_header() {
     .unwrap_err();
     assert_eq!(
         paths(&errors),
-        ["/options/stream", "/smtp/username", "/smtp/password"],
+        ["/options/stream", "/smtp/password"],
         "{errors:?}"
     );
     let errors = adapt(
@@ -101,11 +136,7 @@ fn postmark_uses_its_host_the_token_and_the_message_stream_header() {
     .unwrap_err();
     assert_eq!(
         paths(&errors),
-        [
-            "/options/message_stream",
-            "/smtp/username",
-            "/smtp/password"
-        ],
+        ["/options/message_stream", "/smtp/password"],
         "{errors:?}"
     );
 }

@@ -162,6 +162,7 @@ pub fn target(name: &str, port: u16, security: Security) -> SmtpTarget {
         port,
         security,
         username: Some(USER.to_owned()),
+        username_is_secret: false,
         password: Some(Secret::new(PASSWORD)),
         ca_file: Some(s.ca_file.clone()),
         verify_tls: true,
