@@ -311,6 +311,18 @@ async function rejectedCounts(name) {
   return counts;
 }
 
+function refusalsTable(refusals) {
+  if (!refusals.length) return h("p", { class: "state empty", text: "No refused requests since the daemon started." });
+  return h("table", { class: "refusals" },
+    h("caption", { class: "muted", text: "Newest first; nothing of these was stored." }),
+    h("thead", {}, h("tr", {}, ["Refused", "Status", "Reason", "Error sent to the provider"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, refusals.map((r) => h("tr", { "data-reason": r.reason, "data-status": String(r.status) },
+      h("td", { text: r.at }),
+      h("td", {}, h("code", { text: String(r.status) })),
+      h("td", {}, h("span", { class: r.status >= 500 ? "warning" : "error", text: r.reason })),
+      h("td", { text: r.message })))));
+}
+
 function openWebhooks(name) {
   const c = connection(name);
   const parses = (c.provider.capabilities || []).includes("parses-webhooks");
@@ -330,6 +342,7 @@ function openWebhooks(name) {
   });
   const recent = h("div", { class: "recent" }, h("p", { class: "state loading", text: "Loading the last events…" }));
   const refused = h("p", { class: "muted" });
+  const refusals = h("div", { class: "recent", id: "webhook-refusals" }, h("p", { class: "state loading", text: "Loading the refused requests…" }));
   const steps = PROVIDER_SETUP[c.provider.id] || [`Register the URL at ${c.provider.display_name || c.provider.id}; see docs/plugins.md for the events to enable and the secret.`];
   const load = async () => {
     try {
@@ -341,6 +354,12 @@ function openWebhooks(name) {
     } catch (e) {
       recent.replaceChildren(h("p", { class: "state error", text: `Could not load events: ${e.message}` }));
     }
+    try {
+      const page = await authed(() => api(`/v1/connections/${encodeURIComponent(name)}/refusals`));
+      refusals.replaceChildren(refusalsTable(page.refusals));
+    } catch (e) {
+      refusals.replaceChildren(h("p", { class: "state error", text: `Could not load the refused requests: ${e.message}` }));
+    }
   };
   openDialog(`Webhooks · ${c.display_name}`, h("div", {},
     parses ? null : h("p", { class: "warning", text: `The ${c.provider.id} plugin does not parse webhooks: the endpoint answers 404.` }),
@@ -351,7 +370,9 @@ function openWebhooks(name) {
     h("ol", {}, steps.map((s) => h("li", { text: s }))),
     h("p", {}, "Signing: ", c.provider.signature_scheme ? h("code", { text: c.provider.signature_scheme }) : "none", " · webhook.secret ", c.webhook_secret_configured ? h("strong", { text: "configured" }) : h("strong", { class: "error", text: "not configured" })),
     h("h3", { text: "Last events received (all verified: refused requests store nothing)" }),
-    recent, refused));
+    recent, refused,
+    h("h3", { text: "Last refused requests (signature, auth, malformed, …)" }),
+    refusals));
   load();
   state.dialogTimer = setInterval(load, POLL_MS * 2);
 }

@@ -53,6 +53,10 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/v1/connections/{name}", get(handlers::get_connection))
         .route("/v1/connections/{name}/check", post(smtp::check))
         .route("/v1/connections/{name}/test", post(smtp::test))
+        .route(
+            "/v1/connections/{name}/refusals",
+            get(handlers::connection_refusals),
+        )
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}", get(events::get_event))
         .route(

@@ -308,6 +308,7 @@ pub async fn run(
         public_url,
         ready: false.into(),
         outcomes: Mutex::default(),
+        refusals: crate::state::Refusals::default(),
         store: store.clone(),
         plugin_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get),

@@ -4,7 +4,7 @@
 //! `api/` and `daemon/` depend on this module; neither depends on the other's
 //! internals through it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,6 +131,61 @@ pub struct LastOutcomes {
     pub test: Option<Value>,
 }
 
+/// A webhook request that was refused (nothing stored).
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    /// When it was refused (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// The HTTP status it got.
+    pub status: u16,
+    /// The reason label, as in `mailplug_webhooks_rejected_total`.
+    pub reason: &'static str,
+    /// The error text the provider got (at most [`Refusals::MESSAGE_CHARS`]).
+    pub message: String,
+}
+
+/// The last [`Refusals::KEEP`] refused webhook requests of each connection,
+/// in memory only (a restart starts empty; `/metrics` keeps the counts).
+#[derive(Debug, Default)]
+pub struct Refusals(Mutex<HashMap<String, VecDeque<Refused>>>);
+
+impl Refusals {
+    /// Refusals kept per connection.
+    pub const KEEP: usize = 20;
+    /// Characters of the error text kept per refusal.
+    pub const MESSAGE_CHARS: usize = 300;
+
+    /// Records one refusal of `connection` (a configured name: the caller
+    /// checks, so requests for unknown names cannot grow the map).
+    pub fn record(&self, connection: &str, status: u16, reason: &'static str, message: &str) {
+        let mut kept: String = message.chars().take(Self::MESSAGE_CHARS).collect();
+        if kept.len() < message.len() {
+            kept.push('…');
+        }
+        let entry = Refused {
+            at: crate::store::format_ms(crate::store::now_ms()),
+            status,
+            reason,
+            message: kept,
+        };
+        let Ok(mut all) = self.0.lock() else { return };
+        let list = all.entry(connection.to_owned()).or_default();
+        if list.len() == Self::KEEP {
+            list.pop_back();
+        }
+        list.push_front(entry);
+    }
+
+    /// The refusals of `connection`, newest first.
+    pub fn recent(&self, connection: &str) -> Vec<Refused> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|all| all.get(connection).map(|l| l.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+}
+
 /// Everything a request handler can reach.
 #[derive(Debug)]
 pub struct AppState {
@@ -148,6 +203,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Last check/test outcome per connection name.
     pub outcomes: Mutex<HashMap<String, LastOutcomes>>,
+    /// The last refused webhook requests per configured connection.
+    pub refusals: Refusals,
     /// The durable event and suppression store.
     pub store: Arc<crate::store::Store>,
     /// Webhook plugin calls running at once: one per core. Plugin deadlines
@@ -171,5 +228,33 @@ impl AppState {
     /// The webhook endpoint URL of a connection.
     pub fn webhook_url(&self, name: &str) -> String {
         format!("{}/webhooks/{name}", self.public_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refusals;
+
+    #[test]
+    fn refusals_keep_the_newest_per_connection_and_cut_long_messages() {
+        let refusals = Refusals::default();
+        for i in 0..Refusals::KEEP + 5 {
+            refusals.record("a", 401, "unauthorized", &format!("request {i}"));
+        }
+        refusals.record(
+            "b",
+            400,
+            "malformed",
+            &"é".repeat(Refusals::MESSAGE_CHARS + 1),
+        );
+        let a = refusals.recent("a");
+        assert_eq!(a.len(), Refusals::KEEP);
+        assert_eq!(a[0].message, format!("request {}", Refusals::KEEP + 4));
+        assert_eq!(a[Refusals::KEEP - 1].message, "request 5");
+        let b = refusals.recent("b");
+        assert_eq!((b.len(), b[0].status, b[0].reason), (1, 400, "malformed"));
+        assert_eq!(b[0].message.chars().count(), Refusals::MESSAGE_CHARS + 1);
+        assert!(b[0].message.ends_with("é…"));
+        assert!(refusals.recent("c").is_empty());
     }
 }

@@ -201,6 +201,7 @@ test("the Webhooks dialog shows the connection's endpoint URL and copies it", as
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "https://hooks.example.test/webhooks/good");
   assert.match(await page.textContent("#action-body"), /webhook\.secret configured/);
   assert.match(await page.textContent("#action-body"), /whsec_/);
+  await page.locator("#webhook-refusals .state.empty", { hasText: "No refused requests" }).waitFor(WAIT);
   await shot("desktop-webhooks");
   await closeDialog();
 });
@@ -243,6 +244,35 @@ test("a webhook posted to the daemon appears in the Events view without a reload
   // The Webhooks dialog lists it too, as verified and stored.
   await row("good").locator('[data-action="webhooks"]').click();
   await page.locator("#action-body .recent tr[data-event]", { hasText: recipient }).waitFor(WAIT);
+  await closeDialog();
+});
+
+test("refused webhook requests appear in the Webhooks dialog, newest first, without a reload", async () => {
+  await page.evaluate(() => { window.__noReload = true; });
+  await row("good").locator('[data-action="webhooks"]').click();
+  await page.locator("#webhook-refusals .state.empty").waitFor(WAIT);
+  // A forged signature: 401, nothing stored.
+  const body = JSON.stringify({ kind: "bounced", recipient: "forged@example.org", occurred_at: new Date().toISOString() });
+  const forged = { ...signedWebhook(body), "webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" };
+  assert.equal((await fetch(`${PUBLIC}/webhooks/good`, { method: "POST", headers: forged, body })).status, 401);
+  const unauthorized = page.locator('#webhook-refusals tr[data-reason="unauthorized"]');
+  await unauthorized.waitFor(WAIT);
+  assert.equal(await unauthorized.getAttribute("data-status"), "401");
+  // Correctly signed but not a JSON document: 400 malformed, listed above the 401.
+  const bad = "{not json";
+  assert.equal((await fetch(`${PUBLIC}/webhooks/good`, { method: "POST", headers: signedWebhook(bad), body: bad })).status, 400);
+  await page.locator('#webhook-refusals tr[data-reason="malformed"]').waitFor(WAIT);
+  const reasons = await page.locator("#webhook-refusals tbody tr").evaluateAll((rows) => rows.map((r) => [r.dataset.reason, r.dataset.status]));
+  assert.deepEqual(reasons, [["malformed", "400"], ["unauthorized", "401"]]);
+  const cells = await page.locator('#webhook-refusals tr[data-reason="malformed"] td').allTextContents();
+  assert.match(cells[0], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.match(cells[3], /malformed payload/);
+  assert.match(await page.textContent("#action-body"), /unauthorized: [1-9]/);
+  assert.equal(await page.evaluate(() => window.__noReload), true);
+  // Neither request stored an event.
+  const stored = await (await fetch(`${URL_}/v1/events?connection=good&recipient=forged%40example.org`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+  assert.equal(stored.events.length, 0);
+  await shot("desktop-webhooks-refused");
   await closeDialog();
 });
 

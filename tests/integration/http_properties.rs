@@ -56,6 +56,7 @@ fn state(
         public_url: "http://127.0.0.1:8080".to_owned(),
         ready: AtomicBool::new(true),
         outcomes: std::sync::Mutex::default(),
+        refusals: mailplug::state::Refusals::default(),
         store: store.clone(),
         plugin_slots: tokio::sync::Semaphore::new(2),
         sns: Arc::default(),

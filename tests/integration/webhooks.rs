@@ -384,6 +384,48 @@ fn refused_requests_store_nothing_and_get_the_documented_status() {
     assert!(d.metric("mailplug_webhooks_rejected_total{connection=\"sw\",provider=\"custom-smtp\",reason=\"malformed\"}") >= 4.0);
     assert!(d.metric("mailplug_webhooks_rejected_total{connection=\"\",provider=\"\",reason=\"unknown_connection\"}") >= 1.0);
 
+    // The last refusals of each connection, newest first, with the status and
+    // the error each request got.
+    let (status, page) = d.get_json("/v1/connections/sw/refusals");
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<(u64, &str)> = page["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_u64().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    let mut expected: Vec<(u64, &str)> = cases
+        .iter()
+        .map(|(_, _, _, want)| {
+            let reason = match want {
+                400 => "malformed",
+                401 => "unauthorized",
+                _ => "content_type",
+            };
+            (u64::from(*want), reason)
+        })
+        .chain([(413, "too_large"), (413, "too_large")])
+        .collect();
+    expected.reverse();
+    assert_eq!(listed, expected, "{page}");
+    let newest = &page["refusals"][0];
+    assert!(
+        newest["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit"),
+        "{page}"
+    );
+    assert!(newest["at"].as_str().unwrap().ends_with('Z'), "{page}");
+    let (status, page) = d.get_json("/v1/connections/sg/refusals");
+    assert_eq!(
+        (status, page["refusals"].as_array().map(Vec::len)),
+        (200, Some(3)),
+        "{page}"
+    );
+    let (status, page) = d.get_json("/v1/connections/nobody/refusals");
+    assert_eq!(status, 404, "{page}");
+
     // The same good request is accepted afterwards.
     let (status, _, json) = post_raw(&d.public, "/webhooks/sw", &signed(&good), &good);
     assert_eq!((status, &json["stored"]), (200, &json!(1)), "{json}");

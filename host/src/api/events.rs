@@ -68,6 +68,14 @@ pub(super) async fn webhook(
                 .metrics
                 .observe_rejection(connection, provider, rejection.reason());
             let status = rejection.status();
+            if !connection.is_empty() {
+                state.refusals.record(
+                    connection,
+                    status.as_u16(),
+                    rejection.reason(),
+                    &rejection.to_string(),
+                );
+            }
             if status.is_server_error() {
                 tracing::warn!(connection, reason = rejection.reason(), error = %rejection, "webhook refused; the provider will retry");
             } else {

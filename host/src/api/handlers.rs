@@ -98,6 +98,26 @@ pub(super) async fn get_connection(
     }
 }
 
+/// `GET /v1/connections/{name}/refusals`: the last refused webhook
+/// requests of a connection, newest first (in memory since start).
+pub(super) async fn connection_refusals(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    if !state.snapshot.load().connections.contains_key(&name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no connection named `{name}`"),
+        );
+    }
+    Json(json!({
+        "connection": name,
+        "kept": crate::state::Refusals::KEEP,
+        "refusals": state.refusals.recent(&name),
+    }))
+    .into_response()
+}
+
 /// The status document (also returned by `POST /v1/reload`).
 pub fn status_json(snapshot: &Snapshot) -> Value {
     let invalid = snapshot.files.values().filter(|f| f.errors > 0).count();
