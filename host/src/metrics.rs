@@ -91,6 +91,10 @@ pub struct Metrics {
     pub queue_throttled: Family<Labels, Gauge>,
     /// 1 while a connection's circuit is open or half-open.
     pub queue_circuit_open: Family<Labels, Gauge>,
+    /// 1 while this process holds a rate-limited connection's send lease.
+    pub queue_lease_held: Family<Labels, Gauge>,
+    /// 1 when the store answered its last check (`/readyz`, a scrape).
+    pub store_up: Gauge,
 }
 
 fn forward_histogram() -> Histogram {
@@ -272,8 +276,22 @@ impl Metrics {
             "1 while the connection's circuit breaker is open or half-open (paused)",
             queue_circuit_open.clone(),
         );
+        let queue_lease_held = Family::<Labels, Gauge>::default();
+        registry.register(
+            "queue_lease_held",
+            "1 while this process holds the connection's send lease (it sends through a rate-limited connection), 0 while another process does",
+            queue_lease_held.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 when the store answered the last check (readyz or a scrape), 0 when it did not",
+            store_up.clone(),
+        );
         Self {
             registry,
+            queue_lease_held,
+            store_up,
             queue_sends,
             queue_recovered,
             queue_pending,

@@ -349,6 +349,8 @@ pub trait Backend: Outbox + Queue + Send + Sync + 'static {
     fn suppressions(&self, query: &SuppressionQuery) -> Result<Page<Suppression>, StoreError>;
     /// Row counts.
     fn counts(&self) -> Result<Counts, StoreError>;
+    /// Whether the store answers now (a trivial query; `/readyz`).
+    fn ping(&self) -> Result<(), StoreError>;
     /// Flushes and closes (after the last write).
     fn close(&self) -> Result<(), StoreError>;
 }

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use crate::daemon::Daemon;
 use crate::smtp::harness::{closed_port, server, spooled_for};
 
+mod lease;
+
 /// A unique recipient local part per test run.
 fn rcpt(tag: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -186,11 +186,30 @@ pub(super) async fn reload(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    if !state.is_ready() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
     }
+    match store_check(&state).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
+    }
+}
+
+/// How long `/readyz` and a scrape wait for the store's answer.
+const STORE_CHECK: Duration = Duration::from_secs(2);
+
+/// Asks the store a trivial query and sets `mailplug_store_up`.
+pub(super) async fn store_check(state: &AppState) -> Result<(), String> {
+    let result = match tokio::time::timeout(STORE_CHECK, state.store.read(|b| b.ping())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the store is unreachable: {e}")),
+        Err(_) => Err(format!(
+            "the store did not answer within {} s",
+            STORE_CHECK.as_secs()
+        )),
+    };
+    state.metrics.store_up.set(i64::from(result.is_ok()));
+    result
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -207,6 +226,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .metrics
         .connections
         .set(snapshot.connections.len() as i64);
+    let _ = store_check(&state).await;
     super::forwarding::refresh_metrics(&state).await;
     let _ = super::messages::queue_summary(&state).await;
     (

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::error;
 use super::events::{Params, store_error};
+use crate::send::worker::lease::LeaseState;
 use crate::send::{FieldError, MessageRequest, compose};
 use crate::state::AppState;
 use crate::store::queue::{Cancel, MessageQuery, NewMessage};
@@ -312,6 +313,11 @@ pub(super) async fn queue_summary(state: &AppState) -> Result<Value, Response> {
                     l.breaker.state,
                     crate::send::breaker::BreakerPhase::Closed
                 )));
+            if l.lease != LeaseState::NotNeeded {
+                m.queue_lease_held
+                    .get_or_create(&labels)
+                    .set(i64::from(l.lease == LeaseState::Held));
+            }
         }
         rows.push(json!({
             "connection": name,
@@ -324,6 +330,7 @@ pub(super) async fn queue_summary(state: &AppState) -> Result<Value, Response> {
             "in_flight": lane.map(|l| l.in_flight),
             "rate": lane.map(|l| &l.rate),
             "circuit": lane.map(|l| &l.breaker),
+            "lease": lane.map(|l| l.lease),
         }));
     }
     Ok(json!({

@@ -290,6 +290,34 @@ impl Limiter {
         });
     }
 
+    /// Takes over the connection's send history from the store (its sends
+    /// by any process, as when another process held the connection's send
+    /// lease until now): quotas count them, and the next
+    /// slot of the rate comes no earlier than one interval after the
+    /// latest of them.
+    pub fn adopt(&self, history: &[i64], now_ms: i64) {
+        self.with(|s| {
+            let now = s.now(now_ms);
+            // The store's record replaces this process's own, except for
+            // its sends newer than the store's latest (not recorded yet).
+            let latest = history.iter().copied().max().unwrap_or(i64::MIN);
+            let mut times: Vec<i64> = history
+                .iter()
+                .map(|t| (*t).min(now))
+                .chain(s.times.iter().copied().filter(|t| *t > latest))
+                .collect();
+            times.sort_unstable();
+            s.times = times.into();
+            if let (Some(rate), Some(last)) = (s.rate, history.iter().copied().max()) {
+                #[allow(clippy::cast_precision_loss)]
+                // reason: Unix milliseconds fit f64's 53-bit mantissa exactly.
+                let next = last.min(now) as f64 + 1000.0 / rate.max(FLOOR);
+                s.next_free_ms = s.next_free_ms.max(next);
+            }
+            s.trim(now);
+        });
+    }
+
     /// Takes a send slot if pacing and every quota allow one now.
     pub fn try_acquire(&self, now_ms: i64) -> Result<(), Wait> {
         self.with(|s| {
@@ -548,5 +576,28 @@ mod tests {
         assert_eq!(w.until_ms, now - 30_000 + 999 + MINUTE);
         assert_eq!(l.snapshot(now).sent_last_minute, 2);
         assert!(l.try_acquire(now + MINUTE).is_ok());
+    }
+
+    #[test]
+    fn adopted_history_counts_for_quotas_and_spaces_the_next_send() {
+        let settings = RateSettings {
+            per_second: Some(10),
+            per_minute: Some(3),
+            ..RateSettings::default()
+        };
+        let now = 10 * DAY;
+        let l = Limiter::new(settings, &[], now);
+        // Another process sent at now - 50 and twice before.
+        l.adopt(&[now - 20_000, now - 10_000, now - 50], now);
+        assert_eq!(l.snapshot(now).sent_last_minute, 3);
+        let w = l.try_acquire(now).unwrap_err();
+        assert_eq!(w.reason, WaitReason::Minute);
+        assert_eq!(w.until_ms, now - 20_000 + MINUTE);
+
+        let l = Limiter::new(per_second(10), &[], now);
+        l.adopt(&[now - 50], now);
+        let w = l.try_acquire(now).unwrap_err();
+        assert_eq!((w.reason, w.until_ms), (WaitReason::Rate, now + 50));
+        assert!(l.try_acquire(now + 50).is_ok());
     }
 }

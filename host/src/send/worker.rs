@@ -33,6 +33,7 @@ use crate::store::queue::{ClaimedDelivery, DeliveryOutcome, DeliverySettlement};
 use crate::store::{Store, now_ms};
 
 mod attempt;
+pub mod lease;
 
 pub use attempt::connection_level;
 use attempt::{Attempt, config_error, settle_loop};
@@ -75,6 +76,8 @@ pub struct Lane {
     wake: Notify,
     /// Attempts running now.
     in_flight: AtomicU64,
+    /// Whether this process holds the connection's send lease.
+    lease: lease::LeaseCell,
 }
 
 /// What the admin API shows of a lane.
@@ -88,6 +91,8 @@ pub struct LaneState {
     pub rate: RateState,
     /// Circuit breaker.
     pub breaker: BreakerState,
+    /// Whether this process sends through the connection (its send lease).
+    pub lease: lease::LeaseState,
 }
 
 impl Lane {
@@ -119,6 +124,7 @@ impl Lane {
                 .lock()
                 .map(|b| b.snapshot(now))
                 .unwrap_or_else(|p| p.into_inner().snapshot(now)),
+            lease: self.lease.get(),
         }
     }
 }
@@ -132,6 +138,8 @@ pub struct Sending {
     history: Mutex<HashMap<String, Vec<i64>>>,
     /// Deliveries found in flight at start (the duplicate window).
     pub recovered_in_flight: AtomicU64,
+    /// This process's name on send leases: host, process id and a ULID.
+    pub holder: String,
 }
 
 impl Sending {
@@ -142,6 +150,12 @@ impl Sending {
             settings,
             history: Mutex::new(HashMap::new()),
             recovered_in_flight: AtomicU64::new(0),
+            holder: format!(
+                "{}/{}/{}",
+                mail::machine_hostname(),
+                std::process::id(),
+                ulid::Ulid::new()
+            ),
         }
     }
 
@@ -171,6 +185,7 @@ impl Sending {
             breaker: Mutex::new(Breaker::new(self.settings.breaker)),
             wake: Notify::new(),
             in_flight: AtomicU64::new(0),
+            lease: lease::LeaseCell::default(),
         });
         lanes.insert(conn.name.clone(), lane.clone());
         lane
@@ -302,6 +317,7 @@ async fn supervise(
                     mailer: None,
                     permits: Arc::new(Semaphore::new(conn.limits.max_connections as usize)),
                     pool_size: conn.limits.max_connections,
+                    lease: lease::Lease::default(),
                 };
                 running.insert(conn.name.clone(), tokio::spawn(worker.run(stop.clone())));
             }
@@ -328,6 +344,7 @@ struct LaneWorker {
     mailer: Option<(Arc<Connection>, Mailer)>,
     permits: Arc<Semaphore>,
     pool_size: u32,
+    lease: lease::Lease,
 }
 
 impl LaneWorker {
@@ -349,6 +366,25 @@ impl LaneWorker {
                 if inflight.is_empty() {
                     break;
                 }
+            }
+            let holder = &self.sending.holder;
+            if !self
+                .lease
+                .hold(
+                    &self.store,
+                    holder,
+                    &conn,
+                    &self.lane.limiter,
+                    &self.lane.lease,
+                )
+                .await
+            {
+                // Another process sends through this connection now.
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(lease::STANDBY_POLL) => {}
+                }
+                continue;
             }
             let now = now_ms();
             let admit = self
@@ -399,6 +435,9 @@ impl LaneWorker {
         if let Some((_, mailer)) = self.mailer.take() {
             mailer.close().await;
         }
+        self.lease
+            .release(&self.store, &self.sending.holder, &name)
+            .await;
     }
 
     /// The connection's pool, rebuilt when its settings changed.

@@ -362,7 +362,8 @@ pub trait Queue {
     /// Puts every delivery left `sending` back in the queue, due now; for
     /// a single process at start, when no attempt can be running. Returns
     /// how many there were (each may have been accepted already: the
-    /// duplicate window).
+    /// duplicate window). A backend that only one process opens (SQLite)
+    /// also drops every send lease here; a shared one must not.
     fn recover_in_flight(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Sends accepted per connection at or after `since_ms` (quota history),
     /// as (connection, Unix milliseconds).
@@ -375,6 +376,21 @@ pub trait Queue {
     fn cancel(&self, id: &str, now_ms: i64) -> Result<Cancel, StoreError>;
     /// Pending totals per connection that has pending deliveries.
     fn queue_totals(&self) -> Result<Vec<ConnectionQueue>, StoreError>;
+    /// Takes or renews `holder`'s lease on sending through `connection`
+    /// until `now_ms + ttl`. True when `holder` holds it afterwards (it was
+    /// free, lapsed, or already `holder`'s); false while another holder's
+    /// lease runs. One process per rate-limited connection sends at a time,
+    /// so its limits hold for every process sharing the store.
+    fn lease_connection(
+        &self,
+        connection: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Gives up `holder`'s lease on `connection` (shutdown), so another
+    /// process takes over at once; another holder's lease is left alone.
+    fn release_connection(&self, connection: &str, holder: &str) -> Result<(), StoreError>;
 }
 
 pub(crate) fn parse_field(s: &str) -> Field {

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0003_outbox.sql"),
     include_str!("sqlite/0004_replay_tokens.sql"),
     include_str!("sqlite/0005_queue.sql"),
+    include_str!("sqlite/0006_send_leases.sql"),
 ];
 
 mod events;
@@ -356,6 +357,10 @@ impl Backend for Sqlite {
                 suppressions: suppressions.max(0) as u64,
             })
         })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
 
     fn close(&self) -> Result<(), StoreError> {

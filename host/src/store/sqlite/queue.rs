@@ -17,6 +17,18 @@ use crate::store::queue::{
 };
 use crate::store::{Order, Page, StoreError, address_key, format_ms};
 
+/// Takes a free or lapsed send lease, or renews one's own; returns a row
+/// only when `?2` holds it afterwards. The same text runs on PostgreSQL.
+pub(crate) const LEASE_SQL: &str = "INSERT INTO send_leases (connection, holder, until_ms) \
+     VALUES ($1, $2, $3) \
+     ON CONFLICT (connection) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+     WHERE send_leases.holder = excluded.holder OR send_leases.until_ms < $4 \
+     RETURNING holder";
+
+/// Gives up one's own send lease.
+pub(crate) const RELEASE_SQL: &str =
+    "DELETE FROM send_leases WHERE connection = $1 AND holder = $2";
+
 /// States a delivery waits in.
 const PENDING: &str = "state IN ('queued', 'deferred')";
 
@@ -465,6 +477,9 @@ impl Queue for Sqlite {
                  lease = NULL, lease_until = NULL, next_attempt_at = ?1 WHERE state = 'sending'",
                 [now_ms],
             )?;
+            // One process per SQLite file: a send lease left by the last
+            // one (killed before it released it) is void, not waited out.
+            tx.execute("DELETE FROM send_leases", [])?;
             Ok(n as u64)
         })
     }
@@ -663,6 +678,30 @@ impl Queue for Sqlite {
                 cancelled: u32::try_from(cancelled).unwrap_or(u32::MAX),
                 in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
             })
+        })
+    }
+
+    fn lease_connection(
+        &self,
+        connection: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = now_ms.saturating_add(millis(ttl));
+        self.with_writer(|tx| {
+            tx.prepare_cached(LEASE_SQL)?
+                .query_row(params![connection, holder, until, now_ms], |_| Ok(()))
+                .optional()
+                .map(|held| held.is_some())
+        })
+    }
+
+    fn release_connection(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        self.with_writer(|tx| {
+            tx.prepare_cached(RELEASE_SQL)?
+                .execute(params![connection, holder])
+                .map(drop)
         })
     }
 

@@ -212,3 +212,35 @@ fn a_hard_bounce_suppresses_pending_deliveries_and_correlates_sent_ones() {
         .unwrap();
     assert_eq!(listed.items.len(), 1);
 }
+
+#[test]
+fn one_holder_at_a_time_has_a_connections_send_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let ttl = Duration::from_secs(15);
+    assert!(db.lease_connection("c", "a", 1_000, ttl).unwrap());
+    // Another holder waits while it runs; the holder renews it.
+    assert!(!db.lease_connection("c", "b", 2_000, ttl).unwrap());
+    assert!(db.lease_connection("c", "a", 10_000, ttl).unwrap());
+    assert!(!db.lease_connection("c", "b", 20_000, ttl).unwrap());
+    // Other connections have their own.
+    assert!(db.lease_connection("d", "b", 20_000, ttl).unwrap());
+    // Lapsed (renewed at 10 s, runs to 25 s): the next asker takes it.
+    assert!(db.lease_connection("c", "b", 25_001, ttl).unwrap());
+    assert!(!db.lease_connection("c", "a", 25_002, ttl).unwrap());
+    // Releasing someone else's lease does nothing; one's own frees it.
+    db.release_connection("c", "a").unwrap();
+    assert!(!db.lease_connection("c", "a", 26_000, ttl).unwrap());
+    db.release_connection("c", "b").unwrap();
+    assert!(db.lease_connection("c", "a", 26_000, ttl).unwrap());
+}
+
+#[test]
+fn recovery_at_start_drops_the_last_processs_send_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let ttl = Duration::from_secs(15);
+    assert!(db.lease_connection("c", "killed", 1_000, ttl).unwrap());
+    db.recover_in_flight(2_000).unwrap();
+    assert!(db.lease_connection("c", "restarted", 2_000, ttl).unwrap());
+}
