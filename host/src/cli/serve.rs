@@ -107,6 +107,22 @@ pub struct Args {
     /// Largest message accepted by POST /v1/messages (attachments included).
     #[arg(long, env = "MAILPLUG_MAX_MESSAGE_SIZE", default_value = "10MiB", value_parser = parse_size)]
     pub max_message_size: u64,
+    /// How long a delivery claimed for an attempt stays leased to this
+    /// process (default: 12 × the connection's `limits.timeout`, at least
+    /// 10 minutes). When a process dies mid-attempt, another one (or this
+    /// one after a restart on a shared store) attempts the delivery again
+    /// once the lease has lapsed. Shorter than an attempt can take, it
+    /// lets a second process send a delivery still in flight.
+    #[arg(long, env = "MAILPLUG_DELIVERY_LEASE", value_parser = parse_lease)]
+    pub delivery_lease: Option<Duration>,
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than 1s"));
+    }
+    Ok(d)
 }
 
 /// `512KiB`, `10MiB`, `2GiB` or plain bytes.
@@ -149,6 +165,7 @@ fn send_settings(args: &Args) -> crate::send::SendSettings {
             max_pause_ms: ms(args.circuit_pause).max(600_000),
         },
         hold: args.hold_queue,
+        delivery_lease: args.delivery_lease,
         ..crate::send::SendSettings::default()
     }
 }

@@ -51,6 +51,9 @@ pub struct SendSettings {
     pub drain: Duration,
     /// Accept and queue, send nothing (`--hold-queue`).
     pub hold: bool,
+    /// Lease of a claimed delivery (`--delivery-lease`); `None`: 12 × the
+    /// connection's timeout, at least 10 minutes.
+    pub delivery_lease: Option<Duration>,
 }
 
 impl Default for SendSettings {
@@ -61,6 +64,7 @@ impl Default for SendSettings {
             poll: Duration::from_millis(250),
             drain: Duration::from_secs(10),
             hold: false,
+            delivery_lease: None,
         }
     }
 }
@@ -553,7 +557,11 @@ impl LaneWorker {
         let scope = conn.workspaces.clone();
         // A lease outlives any attempt: connect plus every command at the
         // connection's timeout, with room to spare.
-        let lease = (conn.limits.timeout * 12).max(Duration::from_secs(600));
+        let lease = self
+            .sending
+            .settings
+            .delivery_lease
+            .unwrap_or_else(|| (conn.limits.timeout * 12).max(Duration::from_secs(600)));
         match self
             .store
             .read(move |b| b.claim_deliveries(&name, &scope, now_ms(), lease, want))
