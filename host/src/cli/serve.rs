@@ -10,6 +10,7 @@ use crate::cli::exit;
 use crate::daemon::{self, HttpLimits, Listeners, Settings, StartError, StoreSettings};
 use crate::logging::{self, LogFormat};
 use crate::store::SoftBouncePolicy;
+use crate::store::postgres::PostgresUrl;
 
 /// Flags of `mailplug serve`; each also reads an environment variable.
 #[derive(Debug, clap::Args)]
@@ -72,7 +73,13 @@ pub struct Args {
     /// Time one request gets from its head to its response (408 after that).
     #[arg(long, env = "MAILPLUG_REQUEST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Largest size of the event store (`<data dir>/mailplug.db`), e.g.
+    /// The event store: a PostgreSQL database shared by several mailplug
+    /// processes, `postgres://user:password@host:port/database` (or
+    /// `postgresql://`; `?sslmode=disable|prefer`, TLS is not supported
+    /// yet). Default: SQLite in the data dir (`<data dir>/mailplug.db`).
+    #[arg(long = "store", env = "MAILPLUG_STORE_URL", value_name = "URL", hide_env_values = true, value_parser = raw_store_url)]
+    pub store: Option<RawStoreUrl>,
+    /// Largest size of the SQLite store (`<data dir>/mailplug.db`), e.g.
     /// `10GiB`; past it webhooks get 503 with `Retry-After` (providers retry)
     /// until space is made. Default: no limit but the disk.
     #[arg(long, env = "MAILPLUG_STORE_MAX_SIZE", value_parser = parse_size)]
@@ -107,6 +114,21 @@ pub struct Args {
     /// Largest message accepted by POST /v1/messages (attachments included).
     #[arg(long, env = "MAILPLUG_MAX_MESSAGE_SIZE", default_value = "10MiB", value_parser = parse_size)]
     pub max_message_size: u64,
+}
+
+/// `--store` as given: checked after parsing (so a bad URL exits 78 like
+/// other configuration errors), and never shown by `Debug`.
+#[derive(Clone)]
+pub struct RawStoreUrl(String);
+
+impl std::fmt::Debug for RawStoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::store::postgres::redact(&self.0))
+    }
+}
+
+fn raw_store_url(s: &str) -> Result<RawStoreUrl, String> {
+    Ok(RawStoreUrl(s.to_owned()))
 }
 
 /// `512KiB`, `10MiB`, `2GiB` or plain bytes.
@@ -162,6 +184,16 @@ fn mailplug_compose(max: u64) -> crate::send::ComposeLimits {
 /// Runs `mailplug serve`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
     logging::init(args.log_format);
+    let store_url = match args.store.as_ref().map(|s| s.0.trim()).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match PostgresUrl::parse(raw) {
+            Ok(url) => Some(url),
+            Err(message) => {
+                eprintln!("mailplug serve: --store / MAILPLUG_STORE_URL: {message}");
+                return Ok(exit::CONFIG);
+            }
+        },
+    };
     let send = send_settings(&args);
     let settings = Settings {
         config_dir: args.config,
@@ -184,6 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             request_timeout: args.request_timeout,
         },
         store: StoreSettings {
+            url: store_url,
             max_size: args.store_max_size,
             soft_bounces: SoftBouncePolicy {
                 threshold: args.soft_bounce_threshold,

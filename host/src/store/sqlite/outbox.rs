@@ -330,5 +330,3 @@ impl Outbox for Sqlite {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -689,5 +689,3 @@ impl Queue for Sqlite {
     }
 }
 
-#[cfg(test)]
-mod tests;

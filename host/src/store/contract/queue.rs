@@ -1,20 +1,18 @@
+//! The sending queue, on every backend.
+
 use std::time::Duration;
 
-use super::super::{Sqlite, SqliteOptions};
+use super::on_every_backend;
 use crate::event::{EventKind, NormalizedEvent, PluginStamp};
-use crate::store::queue::{
-    Cancel, DeliveryOutcome, DeliverySettlement, Field, MessageQuery, NewMessage, Queue,
-};
-use crate::store::{Applied, Backend, NewEvent, SoftBouncePolicy, Write, dedupe_key};
+use crate::store::queue::{Cancel, DeliveryOutcome, DeliverySettlement, Field, MessageQuery, NewMessage};
+use crate::store::{Applied, Backend, NewEvent, Write, dedupe_key};
 
-fn open(dir: &std::path::Path) -> Sqlite {
-    Sqlite::open(&SqliteOptions {
-        path: dir.join("store.db"),
-        max_size: None,
-        soft_bounces: SoftBouncePolicy::default(),
-    })
-    .unwrap()
-}
+on_every_backend!(
+    a_repeated_idempotency_key_in_one_commit_queues_one_message,
+    claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle,
+    in_flight_deliveries_are_recovered_and_cancel_spares_them,
+    a_hard_bounce_suppresses_pending_deliveries_and_correlates_sent_ones,
+);
 
 fn message(workspace: &str, key: Option<&str>, to: &[&str]) -> NewMessage {
     NewMessage {
@@ -30,7 +28,7 @@ fn message(workspace: &str, key: Option<&str>, to: &[&str]) -> NewMessage {
     }
 }
 
-fn enqueue(db: &Sqlite, messages: Vec<NewMessage>) -> Vec<(String, bool)> {
+fn enqueue(db: &dyn Backend, messages: Vec<NewMessage>) -> Vec<(String, bool)> {
     let mut ids = ulid::Generator::new();
     let mut next = || ids.generate().unwrap().to_string();
     match db
@@ -45,10 +43,7 @@ fn enqueue(db: &Sqlite, messages: Vec<NewMessage>) -> Vec<(String, bool)> {
 
 const LEASE: Duration = Duration::from_secs(60);
 
-#[test]
-fn a_repeated_idempotency_key_in_one_commit_queues_one_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn a_repeated_idempotency_key_in_one_commit_queues_one_message(db: &dyn Backend) {
     let got = enqueue(
         &db,
         vec![
@@ -63,10 +58,7 @@ fn a_repeated_idempotency_key_in_one_commit_queues_one_message() {
     assert_eq!(db.queue_totals().unwrap()[0].pending, 2);
 }
 
-#[test]
-fn claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle(db: &dyn Backend) {
     let many: Vec<String> = (0..5).map(|i| format!("big{i}@x.test")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     enqueue(
@@ -104,10 +96,7 @@ fn claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle() {
     assert_eq!(m.recipients[0].attempts_history.len(), 1);
 }
 
-#[test]
-fn in_flight_deliveries_are_recovered_and_cancel_spares_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn in_flight_deliveries_are_recovered_and_cancel_spares_them(db: &dyn Backend) {
     let id = enqueue(&db, vec![message("w", None, &["a@x.test", "b@x.test"])])[0]
         .0
         .clone();
@@ -132,10 +121,7 @@ fn in_flight_deliveries_are_recovered_and_cancel_spares_them() {
     );
 }
 
-#[test]
-fn a_hard_bounce_suppresses_pending_deliveries_and_correlates_sent_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn a_hard_bounce_suppresses_pending_deliveries_and_correlates_sent_ones(db: &dyn Backend) {
     let mut m = message("w", None, &["gone@x.test", "later@x.test"]);
     m.message_id_header = "abc@example.test".into();
     let id = enqueue(&db, vec![m])[0].0.clone();
