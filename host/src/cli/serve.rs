@@ -184,7 +184,12 @@ fn mailplug_compose(max: u64) -> crate::send::ComposeLimits {
 /// Runs `mailplug serve`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
     logging::init(args.log_format);
-    let store_url = match args.store.as_ref().map(|s| s.0.trim()).filter(|s| !s.is_empty()) {
+    let store_url = match args
+        .store
+        .as_ref()
+        .map(|s| s.0.trim())
+        .filter(|s| !s.is_empty())
+    {
         None => None,
         Some(raw) => match PostgresUrl::parse(raw) {
             Ok(url) => Some(url),

@@ -10,10 +10,6 @@ use super::sqlite::{Sqlite, SqliteOptions};
 use super::{Backend, NewEvent, SoftBouncePolicy, dedupe_key};
 use crate::event::{BounceClass, EventKind, NormalizedEvent, PluginStamp};
 
-mod events;
-mod outbox;
-mod queue;
-
 /// A backend opened for one test, with what it needs kept alive.
 pub(crate) struct Opened {
     backend: Box<dyn Backend>,
@@ -86,10 +82,18 @@ macro_rules! on_every_backend {
         }
     };
 }
-pub(crate) use on_every_backend;
+
+mod events;
+mod outbox;
+mod queue;
 
 /// An event to `Rcpt@Example.org` in workspaces `w1` and `w2`.
-pub(crate) fn new_event(id: &str, kind: EventKind, class: Option<BounceClass>, at: i64) -> NewEvent {
+pub(crate) fn new_event(
+    id: &str,
+    kind: EventKind,
+    class: Option<BounceClass>,
+    at: i64,
+) -> NewEvent {
     event_to(id, "Rcpt@Example.org", kind, class, at, &[])
 }
 

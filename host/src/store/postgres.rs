@@ -207,7 +207,8 @@ impl Backend for Postgres {
                         // this request alone, not the others in the commit.
                         let mut sp = tx.transaction()?;
                         if events::record_tokens(&mut sp, tokens)? {
-                            let applied = insert_events(&mut sp, events, next_id, self.soft_bounces)?;
+                            let applied =
+                                insert_events(&mut sp, events, next_id, self.soft_bounces)?;
                             sp.commit()?;
                             applied
                         } else {

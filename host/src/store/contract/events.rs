@@ -1,6 +1,6 @@
 //! Events and suppressions, on every backend.
 
-use super::{ids, new_event, on_every_backend};
+use super::{ids, new_event};
 use crate::event::{BounceClass, EventKind};
 use crate::store::{
     Applied, Backend, EventQuery, Order, ReplayToken, StoreError, SuppressionQuery,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{event_to, ids, on_every_backend};
+use super::{event_to, ids};
 use crate::event::EventKind;
 use crate::store::outbox::{OutboxQuery, OutboxState, Outcome, Requeue, Settlement};
 use crate::store::{Applied, Backend, NewEvent, Write};
@@ -14,7 +14,14 @@ on_every_backend!(
 );
 
 fn event(id: &str, recipient: &str, forward_to: &[&str]) -> NewEvent {
-    event_to(id, recipient, EventKind::Delivered, None, 1_767_268_800, forward_to)
+    event_to(
+        id,
+        recipient,
+        EventKind::Delivered,
+        None,
+        1_767_268_800,
+        forward_to,
+    )
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -94,7 +101,9 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order(d
     assert_eq!((app.delivered, app.pending), (0, 2));
 }
 
-fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_requeued(db: &dyn Backend) {
+fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_requeued(
+    db: &dyn Backend,
+) {
     let mut next = ids();
     db.apply(
         &[Write::events(vec![

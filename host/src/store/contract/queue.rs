@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use super::on_every_backend;
 use crate::event::{EventKind, NormalizedEvent, PluginStamp};
-use crate::store::queue::{Cancel, DeliveryOutcome, DeliverySettlement, Field, MessageQuery, NewMessage};
+use crate::store::queue::{
+    Cancel, DeliveryOutcome, DeliverySettlement, Field, MessageQuery, NewMessage,
+};
 use crate::store::{Applied, Backend, NewEvent, Write, dedupe_key};
 
 on_every_backend!(
@@ -45,7 +46,7 @@ const LEASE: Duration = Duration::from_secs(60);
 
 fn a_repeated_idempotency_key_in_one_commit_queues_one_message(db: &dyn Backend) {
     let got = enqueue(
-        &db,
+        db,
         vec![
             message("w", Some("k"), &["a@x.test"]),
             message("w", Some("k"), &["a@x.test"]),
@@ -62,7 +63,7 @@ fn claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle(db: &dyn 
     let many: Vec<String> = (0..5).map(|i| format!("big{i}@x.test")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     enqueue(
-        &db,
+        db,
         vec![
             message("big", None, &many),
             message("small", None, &["s@x.test"]),
@@ -97,7 +98,7 @@ fn claims_take_turns_across_workspaces_and_a_stale_lease_cannot_settle(db: &dyn 
 }
 
 fn in_flight_deliveries_are_recovered_and_cancel_spares_them(db: &dyn Backend) {
-    let id = enqueue(&db, vec![message("w", None, &["a@x.test", "b@x.test"])])[0]
+    let id = enqueue(db, vec![message("w", None, &["a@x.test", "b@x.test"])])[0]
         .0
         .clone();
     let now = crate::store::now_ms();
@@ -124,7 +125,7 @@ fn in_flight_deliveries_are_recovered_and_cancel_spares_them(db: &dyn Backend) {
 fn a_hard_bounce_suppresses_pending_deliveries_and_correlates_sent_ones(db: &dyn Backend) {
     let mut m = message("w", None, &["gone@x.test", "later@x.test"]);
     m.message_id_header = "abc@example.test".into();
-    let id = enqueue(&db, vec![m])[0].0.clone();
+    let id = enqueue(db, vec![m])[0].0.clone();
     let now = crate::store::now_ms();
     let first = db
         .claim_deliveries("c", &[], now, LEASE, 1)

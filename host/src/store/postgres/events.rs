@@ -46,7 +46,10 @@ pub(super) fn event_listing(q: &EventQuery) -> Result<(String, Args, usize), Sto
         ));
     }
     if let Some(r) = &q.recipient {
-        sql.push_str(&format!(" AND e.recipient_key = {}", args.push(address_key(r))));
+        sql.push_str(&format!(
+            " AND e.recipient_key = {}",
+            args.push(address_key(r))
+        ));
     }
     if let Some(t) = q.since {
         sql.push_str(&format!(" AND e.occurred_at >= {}", args.push(t)));

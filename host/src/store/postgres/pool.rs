@@ -168,16 +168,15 @@ pub(crate) struct Pooled<'a> {
 impl Deref for Pooled<'_> {
     type Target = Client;
 
+    #[allow(clippy::expect_used, reason = "only `drop` takes the client out")]
     fn deref(&self) -> &Client {
-        // Only `drop` takes the client out.
-        #[allow(clippy::expect_used, reason = "the client is present until drop")]
         self.client.as_ref().expect("pooled client")
     }
 }
 
 impl DerefMut for Pooled<'_> {
+    #[allow(clippy::expect_used, reason = "only `drop` takes the client out")]
     fn deref_mut(&mut self) -> &mut Client {
-        #[allow(clippy::expect_used, reason = "the client is present until drop")]
         self.client.as_mut().expect("pooled client")
     }
 }

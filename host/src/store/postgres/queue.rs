@@ -12,13 +12,13 @@ use postgres::Transaction;
 use postgres::types::ToSql;
 
 use super::Postgres;
+use crate::store::Page;
 use crate::store::StoreError;
 use crate::store::address_key;
 use crate::store::queue::{
-    Cancel, ClaimedDelivery, ConnectionQueue, DeliveryOutcome, DeliverySettlement, Enqueued,
-    MessageQuery, MessageStatus, MessageSummary, NewMessage, Queue,
+    Cancel, ClaimedDelivery, ConnectionQueue, DeliverySettlement, Enqueued, MessageQuery,
+    MessageStatus, MessageSummary, NewMessage, Queue,
 };
-use crate::store::Page;
 
 mod status;
 
@@ -37,9 +37,8 @@ pub(super) fn enqueue(
     next_id: &mut dyn FnMut() -> String,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let mut out = Vec::with_capacity(messages.len());
-    let find = tx.prepare(
-        "SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2",
-    )?;
+    let find = tx
+        .prepare("SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2")?;
     let message = tx.prepare(
         "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
          from_email, subject, message_id_header, raw, size, status, created_at) \

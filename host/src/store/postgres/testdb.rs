@@ -127,7 +127,16 @@ fn start() -> Result<Server, String> {
     let out = command(root, &bin.join("initdb"))
         .arg("-D")
         .arg(&data)
-        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
         .output()
         .map_err(|e| format!("running initdb: {e}"))?;
     if !out.status.success() {
@@ -178,7 +187,9 @@ fn start() -> Result<Server, String> {
             Ok(_) => return Ok(server),
             Err(e) if Instant::now() >= deadline => {
                 let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                return Err(format!("postgres did not accept connections in 30 s: {e}\n{log}"));
+                return Err(format!(
+                    "postgres did not accept connections in 30 s: {e}\n{log}"
+                ));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }

@@ -35,7 +35,9 @@ fn together<T: Send + 'static>(
 
 #[test]
 fn replicas_migrating_one_empty_database_together_end_with_one_schema() {
-    let Some(url) = testdb::database() else { return };
+    let Some(url) = testdb::database() else {
+        return;
+    };
     let shared = url.clone();
     let opened = together(4, move |_| Postgres::open(&options(&shared)).map(|_| ()));
     for result in &opened {
@@ -61,7 +63,9 @@ fn options(url: &str) -> PostgresOptions {
 
 #[test]
 fn a_schema_newer_than_the_binary_is_refused() {
-    let Some(url) = testdb::database() else { return };
+    let Some(url) = testdb::database() else {
+        return;
+    };
     drop(open_postgres(&url));
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     c.execute("INSERT INTO mailplug_schema (version) VALUES (99)", &[])
@@ -87,7 +91,9 @@ fn an_unreachable_server_is_named_without_the_password() {
 
 #[test]
 fn the_same_events_stored_by_two_replicas_at_once_are_one_row_each() {
-    let Some(url) = testdb::database() else { return };
+    let Some(url) = testdb::database() else {
+        return;
+    };
     let replicas: Arc<Vec<Postgres>> = Arc::new(vec![open_postgres(&url), open_postgres(&url)]);
     let events: Vec<_> = (0..40)
         .map(|i| {
@@ -133,7 +139,9 @@ fn the_same_events_stored_by_two_replicas_at_once_are_one_row_each() {
 
 #[test]
 fn two_replicas_claiming_one_queue_and_outbox_never_claim_the_same_row() {
-    let Some(url) = testdb::database() else { return };
+    let Some(url) = testdb::database() else {
+        return;
+    };
     let replicas: Arc<Vec<Postgres>> = Arc::new(vec![open_postgres(&url), open_postgres(&url)]);
     let recipients: Vec<String> = (0..120).map(|i| format!("r{i}@x.test")).collect();
     let messages: Vec<NewMessage> = ["a", "b", "c"]

@@ -192,7 +192,10 @@ mod tests {
             "postgresql://u:***@h/db?password=***&sslmode=disable"
         );
         let err = PostgresUrl::parse("postgres://app:s3cret@h/db?sslmode=require").unwrap_err();
-        assert!(err.contains("TLS to PostgreSQL is not supported yet"), "{err}");
+        assert!(
+            err.contains("TLS to PostgreSQL is not supported yet"),
+            "{err}"
+        );
         assert!(!err.contains("s3cret"), "{err}");
     }
 

@@ -329,4 +329,3 @@ impl Outbox for Sqlite {
         })
     }
 }
-

@@ -688,4 +688,3 @@ impl Queue for Sqlite {
         })
     }
 }
-

@@ -86,7 +86,7 @@ pub(super) fn settle_one(
         )?,
         DeliveryOutcome::Released { next_attempt_at_ms } => tx.query(
             "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, \
-             lease = NULL, lease_until = NULL, next_attempt_at = GREATEST($3, $4) \
+             lease = NULL, lease_until = NULL, next_attempt_at = GREATEST($3::bigint, $4::bigint) \
              WHERE id = $1 AND lease = $2 RETURNING message, 0::bigint",
             &[head[0], head[1], head[2], next_attempt_at_ms],
         )?,
