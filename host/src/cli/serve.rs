@@ -193,20 +193,12 @@ fn mailplug_compose(max: u64) -> crate::send::ComposeLimits {
 /// Runs `mailplug serve`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
     logging::init(args.log_format);
-    let store_url = match args
-        .store
-        .as_ref()
-        .map(|s| s.0.trim())
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(raw) => match PostgresUrl::parse(raw) {
-            Ok(url) => Some(url),
-            Err(message) => {
-                eprintln!("mailplug serve: --store / MAILPLUG_STORE_URL: {message}");
-                return Ok(exit::CONFIG);
-            }
-        },
+    let store_url = match store_url(args.store.as_ref()) {
+        Ok(url) => url,
+        Err(message) => {
+            eprintln!("mailplug serve: --store / MAILPLUG_STORE_URL: {message}");
+            return Ok(exit::CONFIG);
+        }
     };
     let send = send_settings(&args);
     let settings = Settings {
