@@ -28,7 +28,9 @@ pub(crate) struct Pool {
 }
 
 struct State {
+    /// Clients not in use, reused before a new one is opened.
     idle: Vec<Client>,
+    /// Clients open (idle and checked out): the cap applies to these.
     open: usize,
 }
 

@@ -348,17 +348,7 @@ impl Queue for Postgres {
     }
 
     fn sent_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        self.with_client(|c| {
-            let rows = c.query(
-                "SELECT connection, at FROM delivery_attempts WHERE outcome = 'sent' AND at >= $1",
-                &[&since_ms],
-            )?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                out.push((r.try_get(0)?, r.try_get(1)?));
-            }
-            Ok(out)
-        })
+        self.with_client(|c| status::sent_since(c, since_ms))
     }
 
     fn message(&self, id: &str) -> Result<Option<MessageStatus>, StoreError> {
@@ -404,30 +394,6 @@ impl Queue for Postgres {
     }
 
     fn queue_totals(&self) -> Result<Vec<ConnectionQueue>, StoreError> {
-        self.with_client(|c| {
-            let rows = c.query(
-                "SELECT connection, count(*) FILTER (WHERE state = 'queued'), \
-                 count(*) FILTER (WHERE state = 'sending'), count(*) FILTER (WHERE state = 'deferred'), \
-                 count(*), min(queued_at) FROM deliveries \
-                 WHERE state IN ('queued', 'sending', 'deferred') GROUP BY connection ORDER BY connection",
-                &[],
-            )?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let n = |i: usize| {
-                    r.try_get::<_, i64>(i)
-                        .map(|v| u64::try_from(v).unwrap_or(0))
-                };
-                out.push(ConnectionQueue {
-                    connection: r.try_get(0)?,
-                    queued: n(1)?,
-                    sending: n(2)?,
-                    deferred: n(3)?,
-                    pending: n(4)?,
-                    oldest_queued_at_ms: r.try_get(5)?,
-                });
-            }
-            Ok(out)
-        })
+        self.with_client(status::queue_totals)
     }
 }

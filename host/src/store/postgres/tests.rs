@@ -199,3 +199,36 @@ fn two_replicas_claiming_one_queue_and_outbox_never_claim_the_same_row() {
     assert_eq!(deliveries.len(), 3 * 120, "every delivery claimed once");
     assert_eq!(rows.len(), 120, "every outbox row claimed once");
 }
+
+#[test]
+fn connections_the_server_closed_are_replaced() {
+    let Some(url) = testdb::database() else {
+        return;
+    };
+    let db = open_postgres(&url);
+    // Several idle clients in the pool.
+    fill_pool(&db, 3);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "the pool had open clients");
+    // A client whose connection died may fail the call it is used for;
+    // it is then dropped, and the calls after it get fresh connections.
+    let failures = (0..10).filter(|_| db.counts().is_err()).count();
+    assert!(failures <= 3, "{failures} of 10 calls failed");
+    for _ in 0..3 {
+        assert_eq!(db.counts().unwrap().events, 0);
+    }
+}
+
+/// Checks out `n` clients of `db` at once, so the pool holds `n` idle after.
+fn fill_pool(db: &Postgres, n: usize) {
+    let clients: Vec<_> = (0..n).map(|_| db.pool.get().unwrap()).collect();
+    assert_eq!(clients.len(), n);
+}

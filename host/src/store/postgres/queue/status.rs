@@ -1,12 +1,13 @@
-//! Settling one delivery, and the message status reads of the queue.
+//! Settling one delivery, and the status reads of the queue (messages,
+//! quota history, totals).
 
 use postgres::types::ToSql;
 use postgres::{Client, Transaction};
 
 use super::super::{Args, decode_cursor, encode_cursor};
 use crate::store::queue::{
-    Attempt, CorrelatedEvent, DeliveryOutcome, DeliverySettlement, MessageQuery, MessageStatus,
-    MessageSummary, RecipientStatus, parse_field,
+    Attempt, ConnectionQueue, CorrelatedEvent, DeliveryOutcome, DeliverySettlement, MessageQuery,
+    MessageStatus, MessageSummary, RecipientStatus, parse_field,
 };
 use crate::store::{Order, Page, StoreError, format_ms, now_ms};
 
@@ -268,4 +269,44 @@ pub(super) fn messages(
         None
     };
     Ok(Page { items, next })
+}
+
+/// Sends accepted per connection at or after `since_ms`.
+pub(super) fn sent_since(c: &mut Client, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = c.query(
+        "SELECT connection, at FROM delivery_attempts WHERE outcome = 'sent' AND at >= $1",
+        &[&since_ms],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push((r.try_get(0)?, r.try_get(1)?));
+    }
+    Ok(out)
+}
+
+/// Pending totals per connection that has pending deliveries.
+pub(super) fn queue_totals(c: &mut Client) -> Result<Vec<ConnectionQueue>, StoreError> {
+    let rows = c.query(
+        "SELECT connection, count(*) FILTER (WHERE state = 'queued'), \
+         count(*) FILTER (WHERE state = 'sending'), count(*) FILTER (WHERE state = 'deferred'), \
+         count(*), min(queued_at) FROM deliveries \
+         WHERE state IN ('queued', 'sending', 'deferred') GROUP BY connection ORDER BY connection",
+        &[],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let n = |i: usize| {
+            r.try_get::<_, i64>(i)
+                .map(|v| u64::try_from(v).unwrap_or(0))
+        };
+        out.push(ConnectionQueue {
+            connection: r.try_get(0)?,
+            queued: n(1)?,
+            sending: n(2)?,
+            deferred: n(3)?,
+            pending: n(4)?,
+            oldest_queued_at_ms: r.try_get(5)?,
+        });
+    }
+    Ok(out)
 }
