@@ -77,16 +77,20 @@ pub struct Postgres {
     soft_bounces: SoftBouncePolicy,
 }
 
-/// SQLSTATE class 53 is "insufficient resources" (disk full, out of memory,
-/// too many connections): the write may succeed later, like SQLite's full.
+/// A full disk (SQLSTATE 53100) is [`StoreError::Full`], like SQLite's
+/// size limit: the write may succeed once space is made.
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        match e.code() {
-            Some(code) if code.code().starts_with("53") => Self::Full(e.to_string()),
-            _ => match e.as_db_error() {
-                Some(db) => Self::Backend(format!("PostgreSQL: {}", db.message())),
-                None => Self::Backend(format!("PostgreSQL: {e}")),
-            },
+        match e.as_db_error() {
+            Some(db) if db.code() == &postgres::error::SqlState::DISK_FULL => {
+                Self::Full(format!("PostgreSQL: {}", db.message()))
+            }
+            Some(db) => Self::Backend(format!(
+                "PostgreSQL: {} (SQLSTATE {})",
+                db.message(),
+                db.code().code()
+            )),
+            None => Self::Backend(format!("PostgreSQL: {e}")),
         }
     }
 }
