@@ -51,6 +51,9 @@ const MIGRATIONS: &[&str] = &[
 /// applications sharing the database are unlikely to use: "mailplug").
 const MIGRATION_LOCK: i64 = 0x6d61_696c_706c_7567;
 
+/// How long the health check of a client that failed a call may take.
+const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Default most connections one process opens.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
 
@@ -139,7 +142,18 @@ impl Postgres {
         work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut client = self.pool.get()?;
-        work(&mut client)
+        let out = work(&mut client);
+        // A failure may be the connection's (the server restarted, a proxy
+        // hung up) before the client noticed: one cheap query tells, and a
+        // broken client is closed rather than handed to the next caller.
+        if out.is_err() && client.is_valid(HEALTH_CHECK_TIMEOUT).is_err() {
+            tracing::warn!(
+                target = self.pool.target(),
+                "dropping a broken PostgreSQL connection"
+            );
+            client.discard();
+        }
+        out
     }
 
     /// Runs `work` in one transaction, committed if it succeeds.

@@ -183,6 +183,16 @@ impl DerefMut for Pooled<'_> {
     }
 }
 
+impl Pooled<'_> {
+    /// Closes the client instead of returning it (its connection broke).
+    pub(crate) fn discard(mut self) {
+        if let Some(client) = self.client.take() {
+            drop(client);
+            self.pool.closed();
+        }
+    }
+}
+
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
