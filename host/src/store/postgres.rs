@@ -29,6 +29,7 @@ mod events;
 mod outbox;
 mod pool;
 mod queue;
+mod tls;
 mod url;
 
 pub use url::{PostgresUrl, redact};
@@ -93,7 +94,7 @@ impl From<postgres::Error> for StoreError {
                 db.message(),
                 db.code().code()
             )),
-            None => Self::Backend(format!("PostgreSQL: {e}")),
+            None => Self::Backend(format!("PostgreSQL: {}", pool::causes(&e))),
         }
     }
 }
@@ -122,7 +123,12 @@ impl Postgres {
     pub fn open(options: &PostgresOptions) -> Result<Self, StoreError> {
         let config = options.url.config().map_err(StoreError::Backend)?;
         let target = url::target(&config);
-        let pool = Pool::new(config, target, options.max_connections);
+        let pool = Pool::new(
+            config,
+            options.url.connector(),
+            target,
+            options.max_connections,
+        );
         {
             let mut client = pool.get()?;
             migrate(&mut client).map_err(|e| match e {

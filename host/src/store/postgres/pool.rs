@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, Config, NoTls};
 
+use super::tls::RustlsConnect;
 use crate::store::StoreError;
 
 /// How long a caller waits for a free client before giving up (busy).
@@ -17,6 +18,8 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Pool {
     /// How to open a client.
     config: Config,
+    /// The TLS connector when the URL asks for TLS.
+    tls: Option<RustlsConnect>,
     /// `host:port/database`, for errors.
     target: String,
     /// Most clients open at once (busy and idle).
@@ -45,9 +48,15 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// A pool of at most `max` (at least 1) clients; opens none yet.
-    pub(crate) fn new(config: Config, target: String, max: usize) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        tls: Option<RustlsConnect>,
+        target: String,
+        max: usize,
+    ) -> Self {
         Self {
             config,
+            tls,
             target,
             max: max.max(1),
             state: Mutex::new(State {
@@ -82,7 +91,11 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match self.config.connect(NoTls) {
+                let connected = match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone()),
+                    None => self.config.connect(NoTls),
+                };
+                return match connected {
                     Ok(client) => Ok(Pooled {
                         pool: self,
                         client: Some(client),
@@ -90,8 +103,9 @@ impl Pool {
                     Err(e) => {
                         self.closed();
                         Err(StoreError::Backend(format!(
-                            "cannot connect to PostgreSQL at {}: {e}",
-                            self.target
+                            "cannot connect to PostgreSQL at {}: {}",
+                            self.target,
+                            causes(&e)
                         )))
                     }
                 };
@@ -140,6 +154,22 @@ impl Pool {
         }
         self.freed.notify_one();
     }
+}
+
+/// An error and its sources, `outer: inner: ...` (a failed TLS handshake
+/// says why only in its source).
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl Drop for Pool {

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 /// The server of this test process.
 struct Server {
     port: u16,
+    /// The CA that signed the server's certificate (TLS tests trust it).
+    ca_file: PathBuf,
     /// Keeps the supervisor's stdin open: closing it stops the server.
     _supervisor: Mutex<(Child, ChildStdin)>,
 }
@@ -52,6 +54,13 @@ pub(crate) fn database() -> Option<String> {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
     Some(server.url(&name))
+}
+
+/// The PEM file of the CA the test server's certificate (for `127.0.0.1`
+/// and `localhost`) is signed by; the server is started if it is not yet.
+pub(crate) fn ca_file() -> Option<PathBuf> {
+    database()?;
+    SERVER.get()?.as_ref().ok().map(|s| s.ca_file.clone())
 }
 
 impl Server {
@@ -114,6 +123,7 @@ fn start() -> Result<Server, String> {
         .map_err(|e| format!("temporary directory: {e}"))?
         .keep();
     let data = dir.join("data");
+    let ca_file = write_certs(&dir)?;
     if root {
         let status = Command::new("chown")
             .args(["-R", "postgres:"])
@@ -153,6 +163,7 @@ fn start() -> Result<Server, String> {
     // process exited, or dropped it), then stops it and removes the files.
     let script = r#"
         "$1" -D "$2/data" -k "$2" -p "$3" -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c ssl=on -c ssl_cert_file="$2/server.pem" -c ssl_key_file="$2/server.key" \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
              >"$2/server.log" 2>&1 &
         server=$!
@@ -179,6 +190,7 @@ fn start() -> Result<Server, String> {
         .ok_or_else(|| "no stdin pipe to the supervisor".to_owned())?;
     let server = Server {
         port,
+        ca_file,
         _supervisor: Mutex::new((child, stdin)),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -194,4 +206,40 @@ fn start() -> Result<Server, String> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+/// A CA and a server certificate it signed, for `127.0.0.1` and
+/// `localhost`, written to `dir`; returns the CA's file.
+fn write_certs(dir: &Path) -> Result<PathBuf, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let e = |e: rcgen::Error| format!("test certificates: {e}");
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "mailplug PostgreSQL test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().map_err(e)?;
+    let mut leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).map_err(e)?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = leaf.signed_by(&key, &issuer).map_err(e)?;
+    let io = |e: std::io::Error| format!("writing test certificates: {e}");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).map_err(io)?;
+    std::fs::write(dir.join("server.pem"), cert.pem()).map_err(io)?;
+    let key_file = dir.join("server.key");
+    std::fs::write(&key_file, key.serialize_pem()).map_err(io)?;
+    // The server refuses a key others can read.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(ca_file)
 }

@@ -235,3 +235,47 @@ fn fill_pool(db: &Postgres, n: usize) {
     let clients: Vec<_> = (0..n).map(|_| db.pool.get().unwrap()).collect();
     assert_eq!(clients.len(), n);
 }
+
+#[test]
+fn tls_with_the_servers_ca_encrypts_every_connection() {
+    let (Some(url), Some(ca)) = (testdb::database(), testdb::ca_file()) else {
+        return;
+    };
+    let url = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let db = open_postgres(&url);
+    let ssl: bool = db
+        .with_client(|c| {
+            Ok(c.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?
+            .try_get(0)?)
+        })
+        .unwrap();
+    assert!(ssl, "the session is encrypted");
+    db.apply(
+        &[Write::events(vec![event_to(
+            "t",
+            "t@x.org",
+            EventKind::Delivered,
+            None,
+            1_767_268_800,
+            &[],
+        )])],
+        &mut ids(),
+    )
+    .unwrap();
+    assert_eq!(db.counts().unwrap().events, 1);
+}
+
+#[test]
+fn tls_refuses_a_server_certificate_it_cannot_verify() {
+    let Some(url) = testdb::database() else {
+        return;
+    };
+    // The test CA is not among the webpki roots.
+    let err = Postgres::open(&options(&format!("{url}?sslmode=require")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+}

@@ -2,8 +2,11 @@
 //! once at start, and never shown with its password.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
+
+use super::tls::RustlsConnect;
 
 /// How long opening one connection may take when the URL sets no
 /// `connect_timeout`: a start against an unreachable server fails in
@@ -18,12 +21,20 @@ pub struct PostgresUrl {
     url: String,
     /// The same URL with the password hidden, for logs and errors.
     redacted: String,
+    /// The TLS connector when `sslmode` asks for TLS; `None` is plain TCP.
+    tls: Option<RustlsConnect>,
 }
 
 impl PostgresUrl {
     /// Parses a store URL. Any scheme but `postgres`/`postgresql` is an
-    /// error, so is a TLS mode that needs TLS (not supported yet). Errors
-    /// never contain the password.
+    /// error, so is an unknown `sslmode` or an unreadable `sslrootcert`.
+    /// Errors never contain the password.
+    ///
+    /// `sslmode=disable` and `prefer` connect without TLS (`prefer` does
+    /// not upgrade: TLS without verification is not offered); `require`,
+    /// `verify-ca` and `verify-full` all connect with TLS and verify the
+    /// server's certificate and name, against the webpki roots or the PEM
+    /// file of `sslrootcert`.
     pub fn parse(url: &str) -> Result<Self, String> {
         let redacted = redact(url);
         let Some((scheme, _)) = url.split_once("://") else {
@@ -36,26 +47,41 @@ impl PostgresUrl {
                 "store URL scheme `{scheme}` is not supported: use postgres:// or postgresql:// (omit --store for the embedded SQLite store)"
             ));
         }
+        let mut tls = false;
+        let mut root_cert = None;
         for (key, value) in query_pairs(url) {
-            if key == "sslmode" {
-                match value {
-                    "disable" | "prefer" => {}
-                    "require" | "verify-ca" | "verify-full" => {
-                        return Err(format!(
-                            "store URL `{redacted}` asks for sslmode={value}, but TLS to PostgreSQL is not supported yet: use sslmode=disable (or prefer) on a trusted network, or a TLS proxy on localhost"
-                        ));
-                    }
+            match key {
+                "sslmode" => match value {
+                    "disable" | "prefer" => tls = false,
+                    "require" | "verify-ca" | "verify-full" => tls = true,
                     other => {
                         return Err(format!(
-                            "store URL `{redacted}`: unknown sslmode `{other}` (supported: disable, prefer)"
+                            "store URL `{redacted}`: unknown sslmode `{other}` (supported: disable, prefer, require, verify-ca, verify-full)"
                         ));
                     }
+                },
+                "sslrootcert" => {
+                    let path = percent_encoding::percent_decode_str(value)
+                        .decode_utf8()
+                        .map_err(|_| format!("store URL `{redacted}`: sslrootcert is not UTF-8"))?;
+                    // libpq's `system` means the default roots.
+                    root_cert = (path != "system").then(|| PathBuf::from(path.as_ref()));
                 }
+                _ => {}
             }
         }
+        let tls = if tls {
+            Some(
+                RustlsConnect::new(root_cert.as_deref())
+                    .map_err(|e| format!("store URL `{redacted}`: {e}"))?,
+            )
+        } else {
+            None
+        };
         let parsed = Self {
             url: url.to_owned(),
             redacted,
+            tls,
         };
         parsed.config()?;
         Ok(parsed)
@@ -66,9 +92,21 @@ impl PostgresUrl {
         &self.redacted
     }
 
-    /// The client configuration (no TLS: see [`Self::parse`]).
+    /// Whether connections use TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS connector, when connections use TLS.
+    pub(crate) fn connector(&self) -> Option<RustlsConnect> {
+        self.tls.clone()
+    }
+
+    /// The client configuration. The TLS parameters were read by
+    /// [`Self::parse`]; the client sees `sslmode=require` or `disable` only.
     pub(crate) fn config(&self) -> Result<postgres::Config, String> {
-        let mut config = postgres::Config::from_str(&self.url)
+        let stripped = strip_tls_params(&self.url);
+        let mut config = postgres::Config::from_str(&stripped)
             .map_err(|e| format!("store URL `{}` is invalid: {e}", self.redacted))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -76,8 +114,11 @@ impl PostgresUrl {
         if config.get_application_name().is_none() {
             config.application_name("mailplug");
         }
-        // Even `prefer` never upgrades: the client is built without TLS.
-        config.ssl_mode(postgres::config::SslMode::Disable);
+        config.ssl_mode(if self.tls.is_some() {
+            postgres::config::SslMode::Require
+        } else {
+            postgres::config::SslMode::Disable
+        });
         Ok(config)
     }
 
@@ -128,6 +169,26 @@ impl fmt::Debug for PostgresUrl {
 impl fmt::Display for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)
+    }
+}
+
+/// The URL without `sslmode` and `sslrootcert` (which the client would
+/// refuse or misread: it knows no `verify-*` and no root files).
+fn strip_tls_params(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let key = p.split_once('=').map_or(*p, |(k, _)| k);
+            !matches!(key, "sslmode" | "sslrootcert") && !p.is_empty()
+        })
+        .collect();
+    if kept.is_empty() {
+        head.to_owned()
+    } else {
+        format!("{head}?{}", kept.join("&"))
     }
 }
 
@@ -191,11 +252,11 @@ mod tests {
             redact("postgresql://u:p%40ss@h/db?password=x&sslmode=disable"),
             "postgresql://u:***@h/db?password=***&sslmode=disable"
         );
-        let err = PostgresUrl::parse("postgres://app:s3cret@h/db?sslmode=require").unwrap_err();
-        assert!(
-            err.contains("TLS to PostgreSQL is not supported yet"),
-            "{err}"
-        );
+        let err = PostgresUrl::parse(
+            "postgres://app:s3cret@h/db?sslmode=require&sslrootcert=/nonexistent.pem",
+        )
+        .unwrap_err();
+        assert!(err.contains("sslrootcert /nonexistent.pem"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
     }
 
@@ -205,9 +266,18 @@ mod tests {
         assert!(err.contains("`mysql` is not supported"), "{err}");
         assert!(PostgresUrl::parse("sqlite:///tmp/x.db").is_err());
         assert!(PostgresUrl::parse("db.internal:5432").is_err());
-        assert!(PostgresUrl::parse("postgres://h/db?sslmode=verify-full").is_err());
         assert!(PostgresUrl::parse("postgres://h/db?sslmode=bogus").is_err());
-        assert!(PostgresUrl::parse("postgresql://h/db?sslmode=prefer").is_ok());
-        assert!(PostgresUrl::parse("postgres://h:5432/db?sslmode=disable").is_ok());
+        assert!(PostgresUrl::parse("postgres://h/db?sslcert=/c.pem").is_err());
+        let tls = |u: &str| PostgresUrl::parse(u).unwrap().tls();
+        assert!(tls("postgres://h/db?sslmode=verify-full"));
+        assert!(tls("postgres://h/db?sslmode=verify-ca&sslrootcert=system"));
+        assert!(tls("postgres://h/db?connect_timeout=3&sslmode=require"));
+        assert!(!tls("postgresql://h/db?sslmode=prefer"));
+        assert!(!tls("postgres://h:5432/db?sslmode=disable"));
+        assert!(!tls("postgres://h/db"));
+        assert_eq!(
+            strip_tls_params("postgres://h/db?sslmode=require&connect_timeout=3&sslrootcert=x"),
+            "postgres://h/db?connect_timeout=3"
+        );
     }
 }
