@@ -75,8 +75,10 @@ pub struct Args {
     pub request_timeout: Duration,
     /// The event store: a PostgreSQL database shared by several mailplug
     /// processes, `postgres://user:password@host:port/database` (or
-    /// `postgresql://`; `?sslmode=disable|prefer`, TLS is not supported
-    /// yet). Default: SQLite in the data dir (`<data dir>/mailplug.db`).
+    /// `postgresql://`). TLS with `?sslmode=verify-full` (or `require`,
+    /// `verify-ca`: the certificate is always verified, against the webpki
+    /// roots or `&sslrootcert=FILE`); `disable`/`prefer` connect in clear.
+    /// Default: SQLite in the data dir (`<data dir>/mailplug.db`).
     #[arg(long = "store", env = "MAILPLUG_STORE_URL", value_name = "URL", hide_env_values = true, value_parser = raw_store_url)]
     pub store: Option<RawStoreUrl>,
     /// Largest size of the SQLite store (`<data dir>/mailplug.db`), e.g.
