@@ -154,7 +154,7 @@ impl Postgres {
         // broken client is closed rather than handed to the next caller.
         if out.is_err() && client.is_valid(HEALTH_CHECK_TIMEOUT).is_err() {
             tracing::warn!(
-                target = self.pool.target(),
+                store = self.pool.target(),
                 "dropping a broken PostgreSQL connection"
             );
             client.discard();

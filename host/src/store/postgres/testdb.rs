@@ -32,17 +32,7 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 /// `MAILPLUG_SKIP_POSTGRES=1`. Panics with the reason when the server
 /// cannot start and skipping was not asked for.
 pub(crate) fn database() -> Option<String> {
-    let skip = std::env::var("MAILPLUG_SKIP_POSTGRES").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!("SKIPPED: PostgreSQL store test (MAILPLUG_SKIP_POSTGRES=1)");
-        return None;
-    }
-    let server = match SERVER.get_or_init(start) {
-        Ok(s) => s,
-        Err(e) => panic!(
-            "PostgreSQL test server: {e}\n(install PostgreSQL, point MAILPLUG_PG_BIN at its bin directory, or set MAILPLUG_SKIP_POSTGRES=1 to skip these tests)"
-        ),
-    };
+    let server = server()?;
     let name = format!(
         "t{}_{}",
         std::process::id(),
@@ -57,10 +47,24 @@ pub(crate) fn database() -> Option<String> {
 }
 
 /// The PEM file of the CA the test server's certificate (for `127.0.0.1`
-/// and `localhost`) is signed by; the server is started if it is not yet.
+/// and `localhost`) is signed by; `None` when skipped like [`database`].
 pub(crate) fn ca_file() -> Option<PathBuf> {
-    database()?;
-    SERVER.get()?.as_ref().ok().map(|s| s.ca_file.clone())
+    server().map(|s| s.ca_file.clone())
+}
+
+/// The server, started on first use.
+fn server() -> Option<&'static Server> {
+    let skip = std::env::var("MAILPLUG_SKIP_POSTGRES").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("SKIPPED: PostgreSQL store test (MAILPLUG_SKIP_POSTGRES=1)");
+        return None;
+    }
+    match SERVER.get_or_init(start) {
+        Ok(s) => Some(s),
+        Err(e) => panic!(
+            "PostgreSQL test server: {e}\n(install PostgreSQL, point MAILPLUG_PG_BIN at its bin directory, or set MAILPLUG_SKIP_POSTGRES=1 to skip these tests)"
+        ),
+    }
 }
 
 impl Server {
