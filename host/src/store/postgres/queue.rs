@@ -27,9 +27,9 @@ const PENDING: &str = "state IN ('queued', 'deferred')";
 
 /// Queues messages (called by `apply` inside the group-commit transaction).
 /// A repeated idempotency key returns the first message's id and queues
-/// nothing, also when both arrive in the same commit. Another process
-/// committing the same key first makes this transaction fail on the unique
-/// constraint (nothing of it is stored; the client's retry finds the key).
+/// nothing, also when both arrive in the same commit, and when another
+/// process stores the same key at the same time: the insert waits for that
+/// transaction and, if it committed, this message is its duplicate.
 pub(super) fn enqueue(
     tx: &mut Transaction<'_>,
     messages: &[NewMessage],
@@ -42,7 +42,8 @@ pub(super) fn enqueue(
     let message = tx.prepare(
         "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
          from_email, subject, message_id_header, raw, size, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11) \
+         ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING",
     )?;
     let delivery = tx.prepare(
         "INSERT INTO deliveries (message, recipient, recipient_key, field, workspace, connection, \
@@ -61,7 +62,7 @@ pub(super) fn enqueue(
         }
         let id = next_id();
         let size = i64::try_from(m.raw.len()).unwrap_or(i64::MAX);
-        tx.execute(
+        let inserted = tx.execute(
             &message,
             &[
                 &id,
@@ -77,6 +78,17 @@ pub(super) fn enqueue(
                 &now_ms,
             ],
         )?;
+        if inserted == 0
+            && let Some(key) = &m.idempotency_key
+        {
+            // Committed by another process since the lookup above.
+            let row = tx.query_one(&find, &[&scope, key])?;
+            out.push(Enqueued {
+                id: row.try_get(0)?,
+                duplicate: true,
+            });
+            continue;
+        }
         for (address, field) in &m.recipients {
             tx.execute(
                 &delivery,

@@ -279,3 +279,45 @@ fn tls_refuses_a_server_certificate_it_cannot_verify() {
         .to_string();
     assert!(err.contains("certificate"), "{err}");
 }
+
+#[test]
+fn one_idempotency_key_enqueued_by_two_replicas_at_once_is_one_message() {
+    let Some(url) = testdb::database() else {
+        return;
+    };
+    let replicas: Arc<Vec<Postgres>> = Arc::new(vec![open_postgres(&url), open_postgres(&url)]);
+    let outcomes = {
+        let replicas = replicas.clone();
+        together(2, move |i| {
+            (0..20)
+                .map(|k| {
+                    let message = NewMessage {
+                        workspace: "w".into(),
+                        pinned_connection: None,
+                        connection: "c".into(),
+                        idempotency_key: Some(format!("key-{k}")),
+                        from_email: "s@example.test".into(),
+                        subject: "s".into(),
+                        message_id_header: format!("{i}.{k}@example.test"),
+                        raw: b"Subject: s\r\n\r\nbody\r\n".to_vec(),
+                        recipients: vec![("a@x.test".into(), Field::To)],
+                    };
+                    let write = Write::Enqueue {
+                        messages: vec![message],
+                    };
+                    match replicas[i].apply(&[write], &mut ids()).unwrap().remove(0) {
+                        Applied::Enqueued(mut e) => e.remove(0),
+                        other => panic!("{other:?}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    for k in 0..20 {
+        let (a, b) = (&outcomes[0][k], &outcomes[1][k]);
+        assert_eq!(a.id, b.id, "key-{k}: one message");
+        assert!(a.duplicate != b.duplicate, "key-{k}: {a:?} {b:?}");
+    }
+    let totals = replicas[0].queue_totals().unwrap();
+    assert_eq!(totals[0].pending, 20, "one delivery per key");
+}
