@@ -313,8 +313,7 @@ fn one_idempotency_key_enqueued_by_two_replicas_at_once_is_one_message() {
                 .collect::<Vec<_>>()
         })
     };
-    for k in 0..20 {
-        let (a, b) = (&outcomes[0][k], &outcomes[1][k]);
+    for (k, (a, b)) in outcomes[0].iter().zip(&outcomes[1]).enumerate() {
         assert_eq!(a.id, b.id, "key-{k}: one message");
         assert!(a.duplicate != b.duplicate, "key-{k}: {a:?} {b:?}");
     }
