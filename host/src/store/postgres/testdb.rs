@@ -86,15 +86,23 @@ fn bin_dir() -> Result<PathBuf, String> {
             return Ok(dir);
         }
     }
+    // The newest major version (numerically: 9.6 is older than 15).
+    let version = |d: &Path| -> u32 {
+        d.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|d| d.join("initdb").exists())
+        .map(|e| e.path())
+        .filter(|d| d.join("bin/initdb").exists())
         .collect();
-    found.sort();
-    found.pop().ok_or_else(|| {
+    found.sort_by_key(|d| version(d));
+    found.pop().map(|d| d.join("bin")).ok_or_else(|| {
         "PostgreSQL is not installed (no MAILPLUG_PG_BIN, no pg_config, no /usr/lib/postgresql/*/bin/initdb)".to_owned()
     })
 }
