@@ -1,6 +1,6 @@
 //! Events and suppressions, on every backend.
 
-use super::{ids, new_event};
+use super::{event_to, ids, new_event};
 use crate::event::{BounceClass, EventKind};
 use crate::store::{
     Applied, Backend, EventQuery, Order, ReplayToken, StoreError, SuppressionQuery,
@@ -13,6 +13,7 @@ on_every_backend!(
     a_reused_token_with_another_body_stores_nothing_of_that_request_only,
     manual_suppressions_are_kept_once_and_removed,
     foreign_cursors_are_refused,
+    every_event_filter_narrows_the_listing,
 );
 
 fn stores_once_pages_by_cursor_and_suppresses(db: &dyn Backend) {
@@ -253,4 +254,90 @@ fn foreign_cursors_are_refused(db: &dyn Backend) {
     ));
     pages.cursor = None;
     assert!(db.suppressions(&pages).unwrap().next.is_none());
+}
+
+fn every_event_filter_narrows_the_listing(db: &dyn Backend) {
+    let t0 = 1_767_268_800;
+    let mut other = event_to("o", "x@y.org", EventKind::Opened, None, t0 + 30, &[]);
+    other.connection = "other".into();
+    other.workspaces = vec!["w3".into()];
+    other.dedupe_key = crate::store::dedupe_key("other", &other.event);
+    let batch = vec![
+        new_event("d0", EventKind::Delivered, None, t0),
+        new_event("d1", EventKind::Delivered, None, t0 + 10),
+        new_event("b0", EventKind::Bounced, Some(BounceClass::Soft), t0 + 20),
+        other,
+    ];
+    db.apply(&[Write::events(batch)], &mut ids()).unwrap();
+    let ids_of = |q: EventQuery| -> Vec<String> {
+        let q = EventQuery { limit: 10, ..q };
+        db.events(&q)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.event.provider_event_id.unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(
+        ids_of(EventQuery {
+            kind: Some(EventKind::Delivered),
+            ..EventQuery::default()
+        }),
+        ["d1", "d0"]
+    );
+    assert_eq!(
+        ids_of(EventQuery {
+            since: Some(t0 + 10),
+            until: Some(t0 + 30),
+            order: Order::Asc,
+            ..EventQuery::default()
+        }),
+        ["d1", "b0"]
+    );
+    assert_eq!(
+        ids_of(EventQuery {
+            connection: Some("other".into()),
+            ..EventQuery::default()
+        }),
+        ["o"]
+    );
+    assert_eq!(
+        ids_of(EventQuery {
+            workspace: Some("w3".into()),
+            ..EventQuery::default()
+        }),
+        ["o"]
+    );
+    assert_eq!(
+        ids_of(EventQuery {
+            workspace: Some("w1".into()),
+            kind: Some(EventKind::Bounced),
+            ..EventQuery::default()
+        }),
+        ["b0"]
+    );
+    assert!(
+        ids_of(EventQuery {
+            recipient: Some("x@y.org".into()),
+            workspace: Some("w1".into()),
+            ..EventQuery::default()
+        })
+        .is_empty()
+    );
+    // A cursor of one order does not continue a listing in the other.
+    let page = db
+        .events(&EventQuery {
+            limit: 1,
+            ..EventQuery::default()
+        })
+        .unwrap();
+    let err = db
+        .events(&EventQuery {
+            limit: 1,
+            order: Order::Asc,
+            cursor: page.next,
+            ..EventQuery::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadCursor), "{err}");
 }
