@@ -12,6 +12,24 @@ if [ -f tests/smtp/requirements.txt ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/smtp/requirements.txt
 fi
 
+# PostgreSQL server binaries for the PostgreSQL store tests, which start a
+# throwaway server of their own (host/src/store/postgres/testdb.rs) and fail
+# without one. Only the binaries are needed: the Debian service is not
+# started (policy-rc.d refuses it during the install).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  policy_created=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo_cmd chmod +x /usr/sbin/policy-rc.d
+    policy_created=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql
+  if [[ -n $policy_created ]]; then $sudo_cmd rm -f /usr/sbin/policy-rc.d; fi
+fi
+
 cargo test --workspace --locked
 
 # The plugins are a separate workspace (wasm32-wasip2), so the line above

@@ -67,30 +67,77 @@ pub struct Settings {
 /// Where and how events are stored (flags of `mailplug serve`).
 #[derive(Debug, Clone, Default)]
 pub struct StoreSettings {
-    /// Refuse writes (503) once the database would grow past this many bytes.
+    /// A PostgreSQL database (`--store`); `None` is SQLite in the data dir.
+    pub url: Option<crate::store::postgres::PostgresUrl>,
+    /// Refuse writes (503) once the database would grow past this many
+    /// bytes (SQLite only).
     pub max_size: Option<u64>,
     /// When soft bounces suppress an address.
     pub soft_bounces: crate::store::SoftBouncePolicy,
 }
 
-/// Opens the embedded SQLite store in the data dir, group commit started.
+/// Opens the store (PostgreSQL if `--store` names one, else the embedded
+/// SQLite in the data dir), group commit started.
 pub fn open_store(
     settings: &Settings,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<crate::store::Store>, StartError> {
-    use crate::store::sqlite::{Sqlite, SqliteOptions};
-    let path = settings.data_dir.join("mailplug.db");
-    let backend = Sqlite::open(&SqliteOptions {
-        path: path.clone(),
-        max_size: settings.store.max_size,
-        soft_bounces: settings.store.soft_bounces,
-    })
-    .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?;
+    use crate::store::Backend;
+    let backend: Arc<dyn Backend> = match &settings.store.url {
+        Some(url) => Arc::new(open_postgres(url, &settings.store)?),
+        None => {
+            use crate::store::sqlite::{Sqlite, SqliteOptions};
+            let path = settings.data_dir.join("mailplug.db");
+            let backend = Sqlite::open(&SqliteOptions {
+                path: path.clone(),
+                max_size: settings.store.max_size,
+                soft_bounces: settings.store.soft_bounces,
+            })
+            .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?;
+            Arc::new(backend)
+        }
+    };
     let observer = metrics.clone();
     Ok(Arc::new(crate::store::Store::start(
-        Arc::new(backend),
+        backend,
         Box::new(move |requests, events, _took, ok| observer.observe_commit(requests, events, ok)),
     )))
+}
+
+/// Connects to and migrates the PostgreSQL store. The client blocks on a
+/// runtime of its own, which cannot start inside the daemon's: it opens on
+/// a thread of its own.
+fn open_postgres(
+    url: &crate::store::postgres::PostgresUrl,
+    store: &StoreSettings,
+) -> Result<crate::store::postgres::Postgres, StartError> {
+    use crate::store::StoreError;
+    use crate::store::postgres::{DEFAULT_MAX_CONNECTIONS, Postgres, PostgresOptions};
+    if store.max_size.is_some() {
+        tracing::warn!("--store-max-size limits the SQLite store only; ignored with --store");
+    }
+    let options = PostgresOptions {
+        url: url.clone(),
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+        soft_bounces: store.soft_bounces,
+    };
+    let opened = std::thread::scope(|s| s.spawn(|| Postgres::open(&options)).join());
+    match opened {
+        Ok(Ok(backend)) => {
+            tracing::info!(store = %url, "event store: PostgreSQL");
+            Ok(backend)
+        }
+        // Connection and migration errors already name host:port/database.
+        Ok(Err(StoreError::Backend(message))) => Err(StartError::Store(message)),
+        Ok(Err(e)) => Err(StartError::Store(format!(
+            "PostgreSQL at {}: {e}",
+            url.target()
+        ))),
+        Err(_) => Err(StartError::Store(format!(
+            "opening PostgreSQL at {} failed unexpectedly",
+            url.target()
+        ))),
+    }
 }
 
 /// How the listeners bound what clients can hold open (flags of `mailplug serve`).

@@ -1,7 +1,7 @@
 //! The durable store: delivery events, suppressions and the forwarding
 //! outbox ([`outbox`]), behind one
-//! [`Backend`] trait shaped for two backends (embedded SQLite now,
-//! PostgreSQL later).
+//! [`Backend`] trait with two backends: embedded SQLite ([`sqlite`], the
+//! default) and PostgreSQL ([`postgres`], shared by several processes).
 //!
 //! What the trait promises, whatever the backend:
 //! - **Ids** are strings assigned by the store in commit order (ULIDs:
@@ -29,8 +29,12 @@ use tokio::sync::oneshot;
 use crate::event::{BounceClass, DeliveryEvent, EventKind, NormalizedEvent, PluginStamp};
 
 pub mod outbox;
+pub mod postgres;
 pub mod queue;
 pub mod sqlite;
+
+#[cfg(test)]
+mod contract;
 
 pub use outbox::Outbox;
 pub use queue::Queue;

@@ -490,3 +490,49 @@ fn sigterm_exits_zero() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_store_url_of_another_scheme_exits_78_and_an_unreachable_database_73_without_the_password() {
+    let (_tmp, dir) = config_dir();
+    std::fs::write(dir.join("good.yaml"), connection("good")).unwrap();
+    let serve = |store: &str| {
+        mailplug()
+            .args(["serve", "--config"])
+            .arg(&dir)
+            .arg("--data-dir")
+            .arg(dir.with_extension("data"))
+            .args([
+                "--listen-admin",
+                "127.0.0.1:0",
+                "--listen-public",
+                "127.0.0.1:0",
+            ])
+            .env("MAILPLUG_STORE_URL", store)
+            .output()
+            .unwrap()
+    };
+    let out = serve("mysql://app:hunter2@db.invalid/mail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("`mysql` is not supported"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let out = serve(&format!(
+        "postgres://app:hunter2@127.0.0.1:{port}/mail?connect_timeout=2"
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}/mail")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        !dir.with_extension("data").join("mailplug.db").exists(),
+        "no SQLite store was made instead"
+    );
+}

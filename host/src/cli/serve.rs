@@ -10,6 +10,7 @@ use crate::cli::exit;
 use crate::daemon::{self, HttpLimits, Listeners, Settings, StartError, StoreSettings};
 use crate::logging::{self, LogFormat};
 use crate::store::SoftBouncePolicy;
+use crate::store::postgres::PostgresUrl;
 
 /// Flags of `mailplug serve`; each also reads an environment variable.
 #[derive(Debug, clap::Args)]
@@ -72,7 +73,15 @@ pub struct Args {
     /// Time one request gets from its head to its response (408 after that).
     #[arg(long, env = "MAILPLUG_REQUEST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Largest size of the event store (`<data dir>/mailplug.db`), e.g.
+    /// The event store: a PostgreSQL database shared by several mailplug
+    /// processes, `postgres://user:password@host:port/database` (or
+    /// `postgresql://`). TLS with `?sslmode=verify-full` (or `require`,
+    /// `verify-ca`: the certificate is always verified, against the webpki
+    /// roots or `&sslrootcert=FILE`); `disable`/`prefer` connect in clear.
+    /// Default: SQLite in the data dir (`<data dir>/mailplug.db`).
+    #[arg(long = "store", env = "MAILPLUG_STORE_URL", value_name = "URL", hide_env_values = true, value_parser = raw_store_url)]
+    pub store: Option<RawStoreUrl>,
+    /// Largest size of the SQLite store (`<data dir>/mailplug.db`), e.g.
     /// `10GiB`; past it webhooks get 503 with `Retry-After` (providers retry)
     /// until space is made. Default: no limit but the disk.
     #[arg(long, env = "MAILPLUG_STORE_MAX_SIZE", value_parser = parse_size)]
@@ -123,6 +132,30 @@ fn parse_lease(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is shorter than 1s"));
     }
     Ok(d)
+}
+
+/// `--store` as given: checked after parsing (so a bad URL exits 78 like
+/// other configuration errors), and never shown by `Debug`.
+#[derive(Clone)]
+pub struct RawStoreUrl(String);
+
+impl std::fmt::Debug for RawStoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::store::postgres::redact(&self.0))
+    }
+}
+
+fn raw_store_url(s: &str) -> Result<RawStoreUrl, String> {
+    Ok(RawStoreUrl(s.to_owned()))
+}
+
+/// The PostgreSQL store `--store` names; `None` (absent or empty) is the
+/// SQLite store in the data dir.
+fn store_url(raw: Option<&RawStoreUrl>) -> Result<Option<PostgresUrl>, String> {
+    match raw.map(|s| s.0.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(raw) => PostgresUrl::parse(raw).map(Some),
+    }
 }
 
 /// `512KiB`, `10MiB`, `2GiB` or plain bytes.
@@ -179,6 +212,13 @@ fn mailplug_compose(max: u64) -> crate::send::ComposeLimits {
 /// Runs `mailplug serve`.
 pub fn run(args: Args) -> anyhow::Result<u8> {
     logging::init(args.log_format);
+    let store_url = match store_url(args.store.as_ref()) {
+        Ok(url) => url,
+        Err(message) => {
+            eprintln!("mailplug serve: --store / MAILPLUG_STORE_URL: {message}");
+            return Ok(exit::CONFIG);
+        }
+    };
     let send = send_settings(&args);
     let settings = Settings {
         config_dir: args.config,
@@ -201,6 +241,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             request_timeout: args.request_timeout,
         },
         store: StoreSettings {
+            url: store_url,
             max_size: args.store_max_size,
             soft_bounces: SoftBouncePolicy {
                 threshold: args.soft_bounce_threshold,
@@ -343,5 +384,96 @@ mod tests {
             .expect("daemon stops")
             .unwrap()
             .unwrap();
+    }
+
+    #[test]
+    fn store_urls_other_than_postgres_are_configuration_errors() {
+        let raw = |s: &str| RawStoreUrl(s.to_owned());
+        assert!(store_url(None).unwrap().is_none());
+        assert!(
+            store_url(Some(&raw("  "))).unwrap().is_none(),
+            "empty is SQLite"
+        );
+        let url = store_url(Some(&raw("postgresql://u:pw@db:5433/m")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(url.redacted(), "postgresql://u:***@db:5433/m");
+        assert_eq!(
+            format!("{:?}", raw("postgres://u:pw@db/m")),
+            "postgres://u:***@db/m"
+        );
+        let err = store_url(Some(&raw("mysql://u:pw@db/m"))).unwrap_err();
+        assert!(err.contains("`mysql` is not supported"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_postgres_store_stops_the_start_naming_it_without_the_password() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("conf");
+        std::fs::create_dir(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut settings = settings(&dir, &tmp.path().join("data"));
+        settings.store.url = Some(
+            PostgresUrl::parse(&format!(
+                "postgres://app:hunter2@127.0.0.1:{port}/mail?connect_timeout=2"
+            ))
+            .unwrap(),
+        );
+        let listeners = Listeners::bind(&settings).await.unwrap();
+        let err = daemon::run(settings, listeners, api::routers, std::future::pending())
+            .await
+            .unwrap_err();
+        let StartError::Store(message) = err else {
+            panic!("{err}")
+        };
+        assert!(
+            message.contains(&format!("127.0.0.1:{port}/mail")),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_daemon_stores_in_postgres_when_given_a_store_url() {
+        // The test server's client blocks: off the async threads.
+        let database = tokio::task::spawn_blocking(crate::store::postgres::testdb::database);
+        let Some(url) = database.await.unwrap() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("conf");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), connection("one.example.com")).unwrap();
+        let mut settings = settings(&dir, &tmp.path().join("data"));
+        settings.store.url = Some(PostgresUrl::parse(&url).unwrap());
+        let listeners = Listeners::bind(&settings).await.unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(daemon::run(settings, listeners, api::routers, async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..200 {
+            if call(admin, "GET", "/readyz").await.0 == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, body) = call(admin, "GET", "/v1/status").await;
+        assert_eq!(status, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["store"]["backend"], "postgres", "{body}");
+        assert_eq!(status["store"]["ok"], true, "{body}");
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), daemon)
+            .await
+            .expect("daemon stops")
+            .unwrap()
+            .unwrap();
+        // Nothing was stored in the data dir: the store is the database.
+        assert!(!tmp.path().join("data/mailplug.db").exists());
     }
 }

@@ -8,7 +8,7 @@
 //! every settlement names the lease it was claimed under, so a worker whose
 //! lease ran out (it stalled, or died) cannot overwrite the outcome of the
 //! worker that claimed the row after it. SQLite runs the claim as one
-//! `UPDATE ... RETURNING`; PostgreSQL would use `FOR UPDATE SKIP LOCKED`.
+//! `UPDATE ... RETURNING`; PostgreSQL locks candidates `FOR UPDATE SKIP LOCKED`.
 
 use std::time::Duration;
 

@@ -339,6 +339,19 @@ pub struct ConnectionQueue {
     pub oldest_queued_at_ms: Option<i64>,
 }
 
+/// Takes a free or lapsed send lease, or renews one's own; returns a row
+/// only when `$2` holds it afterwards. The same text runs on
+/// SQLite and PostgreSQL (`$n` parameters, numbered in order of use).
+pub(crate) const LEASE_SQL: &str = "INSERT INTO send_leases (connection, holder, until_ms) \
+     VALUES ($1, $2, $3) \
+     ON CONFLICT (connection) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+     WHERE send_leases.holder = excluded.holder OR send_leases.until_ms < $4 \
+     RETURNING holder";
+
+/// Gives up one's own send lease.
+pub(crate) const RELEASE_SQL: &str =
+    "DELETE FROM send_leases WHERE connection = $1 AND holder = $2";
+
 /// Queue operations of a backend (a supertrait of [`super::Backend`]).
 /// Messages are queued by [`super::Backend::apply`]; these calls block.
 pub trait Queue {

@@ -378,12 +378,14 @@ impl Backend for Sqlite {
     }
 }
 
-fn encode_cursor(order: Order, key: &str) -> Cursor {
+/// An opaque cursor: order and key (both backends share the format).
+pub(crate) fn encode_cursor(order: Order, key: &str) -> Cursor {
     let tag = if order == Order::Asc { 'a' } else { 'd' };
     Cursor(URL_SAFE_NO_PAD.encode(format!("1{tag}{key}")))
 }
 
-fn decode_cursor(c: &Cursor) -> Result<(Order, String), StoreError> {
+/// The order and key of a cursor made by [`encode_cursor`].
+pub(crate) fn decode_cursor(c: &Cursor) -> Result<(Order, String), StoreError> {
     let raw = URL_SAFE_NO_PAD
         .decode(c.0.as_bytes())
         .map_err(|_| StoreError::BadCursor)?;

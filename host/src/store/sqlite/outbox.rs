@@ -329,6 +329,3 @@ impl Outbox for Sqlite {
         })
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -15,19 +15,8 @@ use crate::store::queue::{
     DeliverySettlement, Enqueued, MessageQuery, MessageStatus, MessageSummary, NewMessage, Queue,
     RecipientStatus, parse_field,
 };
+use crate::store::queue::{LEASE_SQL, RELEASE_SQL};
 use crate::store::{Order, Page, StoreError, address_key, format_ms};
-
-/// Takes a free or lapsed send lease, or renews one's own; returns a row
-/// only when `?2` holds it afterwards. The same text runs on PostgreSQL.
-pub(crate) const LEASE_SQL: &str = "INSERT INTO send_leases (connection, holder, until_ms) \
-     VALUES ($1, $2, $3) \
-     ON CONFLICT (connection) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
-     WHERE send_leases.holder = excluded.holder OR send_leases.until_ms < $4 \
-     RETURNING holder";
-
-/// Gives up one's own send lease.
-pub(crate) const RELEASE_SQL: &str =
-    "DELETE FROM send_leases WHERE connection = $1 AND holder = $2";
 
 /// States a delivery waits in.
 const PENDING: &str = "state IN ('queued', 'deferred')";
@@ -727,6 +716,3 @@ impl Queue for Sqlite {
         })
     }
 }
-
-#[cfg(test)]
-mod tests;

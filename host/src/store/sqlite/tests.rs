@@ -1,5 +1,6 @@
-//! Unit tests of the SQLite backend: storage, paging, suppressions,
-//! migrations, query plans, limits.
+//! Unit tests of what only the SQLite backend has: migrations from its
+//! older schemas, query plans, the file's size limit. What every backend
+//! promises is tested on each in `store/contract/`.
 
 use super::*;
 use crate::event::{BounceClass, EventKind, NormalizedEvent, PluginStamp};
@@ -48,129 +49,6 @@ fn new_event(id: &str, kind: EventKind, class: Option<BounceClass>, at: i64) -> 
 fn ids() -> impl FnMut() -> String {
     let mut g = ulid::Generator::new();
     move || g.generate().unwrap().to_string()
-}
-
-#[test]
-fn stores_once_pages_by_cursor_and_suppresses() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
-    let mut next = ids();
-    let batch: Vec<_> = (0..5)
-        .map(|i| {
-            new_event(
-                &format!("e{i}"),
-                EventKind::Delivered,
-                None,
-                1_767_268_800 + i,
-            )
-        })
-        .collect();
-    let out = db
-        .apply(&[Write::events(batch.clone())], &mut next)
-        .unwrap();
-    let Applied::Events { stored, duplicates } = &out[0] else {
-        panic!("{out:?}")
-    };
-    assert_eq!((stored.len(), *duplicates), (5, 0));
-    let again = db.apply(&[Write::events(batch)], &mut next).unwrap();
-    assert_eq!(
-        again[0],
-        Applied::Events {
-            stored: vec![],
-            duplicates: 5
-        }
-    );
-
-    let mut q = EventQuery {
-        limit: 2,
-        order: Order::Asc,
-        ..EventQuery::default()
-    };
-    let mut seen = Vec::new();
-    loop {
-        let page = db.events(&q).unwrap();
-        seen.extend(page.items.iter().map(|e| e.id.clone()));
-        match page.next {
-            Some(c) => q.cursor = Some(c),
-            None => break,
-        }
-    }
-    assert_eq!(&seen, stored);
-    let by_recipient = db
-        .events(&EventQuery {
-            recipient: Some("Rcpt@EXAMPLE.ORG".into()),
-            workspace: Some("w2".into()),
-            limit: 10,
-            ..EventQuery::default()
-        })
-        .unwrap();
-    assert_eq!(by_recipient.items.len(), 5);
-    assert_eq!(by_recipient.items[0].id, stored[4], "newest first");
-
-    let hard = new_event(
-        "h",
-        EventKind::Bounced,
-        Some(BounceClass::Hard),
-        1_767_268_900,
-    );
-    db.apply(&[Write::events(vec![hard])], &mut next).unwrap();
-    let s = db
-        .suppressions(&SuppressionQuery {
-            limit: 10,
-            ..SuppressionQuery::default()
-        })
-        .unwrap();
-    assert_eq!(s.items.len(), 2, "one per workspace");
-    assert!(
-        s.items
-            .iter()
-            .all(|s| s.reason == SuppressionReason::HardBounce)
-    );
-    assert_eq!(db.counts().unwrap().events, 6);
-}
-
-#[test]
-fn soft_bounces_suppress_at_the_threshold_within_the_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
-    let mut next = ids();
-    let day = 24 * 3600;
-    let t0 = 1_767_268_800;
-    // Two soft bounces, then one eight days later: the window holds at most two.
-    for (i, at) in [t0, t0 + day, t0 + 9 * day].into_iter().enumerate() {
-        let e = new_event(
-            &format!("s{i}"),
-            EventKind::Bounced,
-            Some(BounceClass::Soft),
-            at,
-        );
-        db.apply(&[Write::events(vec![e])], &mut next).unwrap();
-    }
-    let none = db
-        .suppressions(&SuppressionQuery {
-            limit: 10,
-            ..SuppressionQuery::default()
-        })
-        .unwrap();
-    assert!(none.items.is_empty(), "{:?}", none.items);
-    for (i, at) in [t0 + 9 * day + 1, t0 + 9 * day + 2].into_iter().enumerate() {
-        let e = new_event(
-            &format!("t{i}"),
-            EventKind::Bounced,
-            Some(BounceClass::Soft),
-            at,
-        );
-        db.apply(&[Write::events(vec![e])], &mut next).unwrap();
-    }
-    let some = db
-        .suppressions(&SuppressionQuery {
-            workspace: Some("w1".into()),
-            limit: 10,
-            ..SuppressionQuery::default()
-        })
-        .unwrap();
-    assert_eq!(some.items.len(), 1);
-    assert_eq!(some.items[0].reason, SuppressionReason::SoftBounces);
 }
 
 #[test]
@@ -321,4 +199,15 @@ fn a_full_store_refuses_the_whole_batch() {
     let err = db.apply(&[Write::events(batch)], &mut next).unwrap_err();
     assert!(matches!(err, StoreError::Full(_)), "{err}");
     assert_eq!(db.counts().unwrap().events, 0, "nothing half-applied");
+}
+
+#[test]
+fn recovery_at_start_drops_the_last_processs_send_leases() {
+    use crate::store::queue::Queue as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let ttl = std::time::Duration::from_secs(15);
+    assert!(db.lease_connection("c", "killed", 1_000, ttl).unwrap());
+    db.recover_in_flight(2_000).unwrap();
+    assert!(db.lease_connection("c", "restarted", 2_000, ttl).unwrap());
 }

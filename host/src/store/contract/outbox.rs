@@ -1,61 +1,32 @@
+//! The forwarding outbox, on every backend.
+
 use std::time::Duration;
 
-use super::super::{Sqlite, SqliteOptions};
-use crate::event::{EventKind, NormalizedEvent, PluginStamp};
-use crate::store::outbox::{Outbox, OutboxQuery, OutboxState, Outcome, Requeue, Settlement};
-use crate::store::{Applied, Backend, NewEvent, SoftBouncePolicy, Write, dedupe_key};
+use super::{event_to, ids};
+use crate::event::EventKind;
+use crate::store::outbox::{OutboxQuery, OutboxState, Outcome, Requeue, Settlement};
+use crate::store::{Applied, Backend, NewEvent, Write};
 
-fn open(dir: &std::path::Path) -> Sqlite {
-    Sqlite::open(&SqliteOptions {
-        path: dir.join("store.db"),
-        max_size: None,
-        soft_bounces: SoftBouncePolicy::default(),
-    })
-    .unwrap()
-}
+on_every_backend!(
+    rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order,
+    retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_requeued,
+    outbox_pages_follow_cursors_oldest_first,
+);
 
 fn event(id: &str, recipient: &str, forward_to: &[&str]) -> NewEvent {
-    let event = NormalizedEvent {
-        kind: EventKind::Delivered,
-        bounce_class: None,
-        recipient: recipient.into(),
-        occurred_at: "2026-01-01T12:00:00Z".into(),
-        provider: "sendgrid".into(),
-        provider_event_id: Some(id.into()),
-        provider_message_id: None,
-        message_id: None,
-        smtp_status: None,
-        enhanced_status: None,
-        diagnostic: None,
-    };
-    NewEvent {
-        connection: "c".into(),
-        workspaces: vec!["w".into()],
-        plugin: PluginStamp {
-            id: "sendgrid".into(),
-            version: "1".into(),
-            sha256: "00".into(),
-        },
-        received_at_ms: 1_767_268_800_000,
-        occurred_at: 1_767_268_800,
-        dedupe_key: dedupe_key("c", &event),
-        event,
-        forward_to: forward_to.iter().map(|f| (*f).to_owned()).collect(),
-        soft_bounce_rules: Vec::new(),
-    }
-}
-
-fn ids() -> impl FnMut() -> String {
-    let mut g = ulid::Generator::new();
-    move || g.generate().unwrap().to_string()
+    event_to(
+        id,
+        recipient,
+        EventKind::Delivered,
+        None,
+        1_767_268_800,
+        forward_to,
+    )
 }
 
 const LEASE: Duration = Duration::from_secs(30);
 
-#[test]
-fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order(db: &dyn Backend) {
     let mut next = ids();
     let batch = vec![
         event("a1", "a@x.org", &["app", "log"]),
@@ -130,10 +101,9 @@ fn rows_are_queued_with_new_events_only_and_claimed_one_per_recipient_in_order()
     assert_eq!((app.delivered, app.pending), (0, 2));
 }
 
-#[test]
-fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_requeued() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_requeued(
+    db: &dyn Backend,
+) {
     let mut next = ids();
     db.apply(
         &[Write::events(vec![
@@ -202,10 +172,7 @@ fn retries_wait_for_their_time_dead_letters_unblock_the_recipient_and_can_be_req
     assert_eq!(db.outbox_stats().unwrap()[0].dead, 0);
 }
 
-#[test]
-fn outbox_pages_follow_cursors_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path());
+fn outbox_pages_follow_cursors_oldest_first(db: &dyn Backend) {
     let mut next = ids();
     let batch: Vec<_> = (0..5)
         .map(|i| event(&format!("e{i}"), &format!("r{i}@x.org"), &["app"]))

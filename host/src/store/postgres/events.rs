@@ -1,0 +1,321 @@
+//! Events in PostgreSQL: the listing query, the row format, and the
+//! insert path of a group commit (de-duplication, workspaces, suppressions,
+//! single-use tokens, outbox rows).
+
+use postgres::{Row, Transaction};
+
+use super::{Args, decode_cursor, outbox, queue};
+use crate::event::{
+    BounceClass, DeliveryEvent, EVENT_SCHEMA_VERSION, EventKind, NormalizedEvent, PluginStamp,
+};
+use crate::store::{
+    Applied, EventQuery, NewEvent, Order, ReplayToken, SoftBouncePolicy, StoreError,
+    SuppressionReason, address_key, format_ms,
+};
+
+/// Expired tokens deleted per request that records one (as in SQLite).
+const PRUNE_PER_WRITE: i64 = 64;
+
+/// The SQL of an event listing, its arguments and the page size.
+pub(super) fn event_listing(q: &EventQuery) -> Result<(String, Args, usize), StoreError> {
+    let by_workspace = q.workspace.is_some() && q.recipient.is_none();
+    let (from, seq) = if by_workspace {
+        ("event_workspaces w JOIN events e ON e.seq = w.seq", "w.seq")
+    } else {
+        ("events e", "e.seq")
+    };
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM {from} WHERE true");
+    let mut args = Args::default();
+    if let Some(c) = &q.connection {
+        sql.push_str(&format!(" AND e.connection = {}", args.push(c.clone())));
+    }
+    if let Some(w) = &q.workspace {
+        let p = args.push(w.clone());
+        if by_workspace {
+            sql.push_str(&format!(" AND w.workspace = {p}"));
+        } else {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM event_workspaces x WHERE x.workspace = {p} AND x.seq = e.seq)"
+            ));
+        }
+    }
+    if let Some(k) = q.kind {
+        sql.push_str(&format!(
+            " AND e.kind = {}",
+            args.push(k.as_str().to_owned())
+        ));
+    }
+    if let Some(r) = &q.recipient {
+        sql.push_str(&format!(
+            " AND e.recipient_key = {}",
+            args.push(address_key(r))
+        ));
+    }
+    if let Some(t) = q.since {
+        sql.push_str(&format!(" AND e.occurred_at >= {}", args.push(t)));
+    }
+    if let Some(t) = q.until {
+        sql.push_str(&format!(" AND e.occurred_at < {}", args.push(t)));
+    }
+    if let Some(a) = &q.after {
+        // The newest event at or before that id, so an id that is not
+        // stored still positions the tail.
+        let p = args.push(a.clone());
+        sql.push_str(&format!(
+            " AND {seq} > coalesce((SELECT seq FROM events WHERE id <= {p} ORDER BY id DESC LIMIT 1), 0)"
+        ));
+    }
+    if let Some(c) = &q.cursor {
+        let (order, at) = decode_cursor(c)?;
+        let at: i64 = at.parse().map_err(|_| StoreError::BadCursor)?;
+        if order != q.order {
+            return Err(StoreError::BadCursor);
+        }
+        let op = if order == Order::Asc { ">" } else { "<" };
+        sql.push_str(&format!(" AND {seq} {op} {}", args.push(at)));
+    }
+    let limit = q.limit.clamp(1, 1000);
+    let dir = match q.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    sql.push_str(&format!(" ORDER BY {seq} {dir} LIMIT {}", limit + 1));
+    Ok((sql, args, limit))
+}
+
+/// The columns [`row_event`] reads (plus `seq`, for cursors).
+pub(super) const EVENT_COLUMNS: &str = "e.id, e.connection, e.workspaces, e.received_at, e.kind, e.bounce_class, \
+     e.recipient, e.occurred_at, e.provider, e.provider_event_id, e.provider_message_id, \
+     e.message_id, e.smtp_status, e.enhanced_status, e.diagnostic, e.plugin_id, \
+     e.plugin_version, e.plugin_sha256, e.seq";
+
+/// One event row as the API shows it.
+pub(super) fn row_event(r: &Row) -> Result<DeliveryEvent, StoreError> {
+    let workspaces: String = r.try_get(2)?;
+    let kind: String = r.try_get(4)?;
+    let bounce: Option<String> = r.try_get(5)?;
+    let bad = |what: &str| StoreError::Backend(format!("stored {what} is invalid"));
+    Ok(DeliveryEvent {
+        schema_version: EVENT_SCHEMA_VERSION,
+        id: r.try_get(0)?,
+        connection: r.try_get(1)?,
+        workspaces: serde_json::from_str(&workspaces).map_err(|_| bad("workspaces"))?,
+        received_at: format_ms(r.try_get(3)?),
+        event: NormalizedEvent {
+            kind: EventKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+            bounce_class: match bounce.as_deref() {
+                None => None,
+                Some(b) => Some(BounceClass::parse(b).ok_or_else(|| bad("bounce class"))?),
+            },
+            recipient: r.try_get(6)?,
+            occurred_at: crate::event::format_unix_seconds(r.try_get(7)?)
+                .ok_or_else(|| bad("occurred_at"))?,
+            provider: r.try_get(8)?,
+            provider_event_id: r.try_get(9)?,
+            provider_message_id: r.try_get(10)?,
+            message_id: r.try_get(11)?,
+            smtp_status: r.try_get(12)?,
+            enhanced_status: r.try_get(13)?,
+            diagnostic: r.try_get(14)?,
+        },
+        plugin: PluginStamp {
+            id: r.try_get(15)?,
+            version: r.try_get(16)?,
+            sha256: r.try_get(17)?,
+        },
+    })
+}
+
+/// Stores the events that are new; an event whose dedupe key is stored
+/// (by this process or another, committed or committing) is a duplicate.
+pub(super) fn insert_events(
+    tx: &mut Transaction<'_>,
+    events: &[NewEvent],
+    next_id: &mut dyn FnMut() -> String,
+    policy: SoftBouncePolicy,
+) -> Result<Applied, StoreError> {
+    let mut stored = Vec::with_capacity(events.len());
+    let mut duplicates = 0;
+    let insert = tx.prepare(
+        "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
+         bounce_class, recipient, recipient_key, occurred_at, provider, provider_event_id, \
+         provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
+         plugin_version, plugin_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+         ON CONFLICT (recipient_key, dedupe_key) DO NOTHING RETURNING seq",
+    )?;
+    let workspace = tx.prepare(
+        "INSERT INTO event_workspaces (workspace, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )?;
+    for new in events {
+        let id = next_id();
+        let e = &new.event;
+        let workspaces = serde_json::to_string(&new.workspaces).unwrap_or_else(|_| "[]".into());
+        let bounce = e.bounce_class.map(BounceClass::as_str);
+        let key = address_key(&e.recipient);
+        let row = tx.query_opt(
+            &insert,
+            &[
+                &id,
+                &&new.dedupe_key[..],
+                &new.connection,
+                &workspaces,
+                &new.received_at_ms,
+                &e.kind.as_str(),
+                &bounce,
+                &e.recipient,
+                &key,
+                &new.occurred_at,
+                &e.provider,
+                &e.provider_event_id,
+                &e.provider_message_id,
+                &e.message_id,
+                &e.smtp_status,
+                &e.enhanced_status,
+                &e.diagnostic,
+                &new.plugin.id,
+                &new.plugin.version,
+                &new.plugin.sha256,
+            ],
+        )?;
+        let Some(row) = row else {
+            duplicates += 1;
+            continue;
+        };
+        let seq: i64 = row.try_get(0)?;
+        for w in &new.workspaces {
+            tx.execute(&workspace, &[w, &seq])?;
+        }
+        apply_suppressions(tx, new, &id, policy)?;
+        queue::correlate(tx, e, &id, new.occurred_at)?;
+        outbox::enqueue(tx, &id, new, next_id)?;
+        stored.push(id);
+    }
+    Ok(Applied::Events { stored, duplicates })
+}
+
+/// Hard bounces and complaints suppress at once; soft bounces (and bounces
+/// of unknown class) once the threshold of them fall within the window.
+fn apply_suppressions(
+    tx: &mut Transaction<'_>,
+    new: &NewEvent,
+    id: &str,
+    policy: SoftBouncePolicy,
+) -> Result<(), StoreError> {
+    let e = &new.event;
+    let reason = match (e.kind, e.bounce_class) {
+        (EventKind::Complained, _) => SuppressionReason::Complaint,
+        (EventKind::Bounced, Some(BounceClass::Hard)) => SuppressionReason::HardBounce,
+        (EventKind::Bounced, _) => SuppressionReason::SoftBounces,
+        _ => return Ok(()),
+    };
+    let key = address_key(&e.recipient);
+    for w in &new.workspaces {
+        if reason == SuppressionReason::SoftBounces {
+            let policy = new
+                .soft_bounce_rules
+                .iter()
+                .find(|(name, _)| name == w)
+                .map_or(policy, |(_, rule)| *rule);
+            tx.execute(
+                "INSERT INTO soft_bounces (workspace, address_key, event_id, occurred_at) VALUES ($1, $2, $3, $4)",
+                &[w, &key, &id, &new.occurred_at],
+            )?;
+            let window = i64::try_from(policy.window.as_secs()).unwrap_or(i64::MAX);
+            let count: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM soft_bounces WHERE workspace = $1 AND address_key = $2 \
+                     AND occurred_at > $3 AND occurred_at <= $4",
+                    &[
+                        w,
+                        &key,
+                        &new.occurred_at.saturating_sub(window),
+                        &new.occurred_at,
+                    ],
+                )?
+                .try_get(0)?;
+            if count < i64::from(policy.threshold) {
+                continue;
+            }
+        }
+        suppress(
+            tx,
+            w,
+            &e.recipient,
+            reason,
+            Some(id),
+            None,
+            new.received_at_ms,
+        )?;
+    }
+    Ok(())
+}
+
+/// Suppresses an address in a workspace unless it already is; true if new.
+pub(super) fn suppress(
+    tx: &mut Transaction<'_>,
+    workspace: &str,
+    address: &str,
+    reason: SuppressionReason,
+    event_id: Option<&str>,
+    note: Option<&str>,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let key = address_key(address);
+    let n = tx.execute(
+        "INSERT INTO suppressions (workspace, address_key, address, reason, event_id, note, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workspace, address_key) DO NOTHING",
+        &[
+            &workspace,
+            &key,
+            &address.trim(),
+            &reason.as_str(),
+            &event_id,
+            &note,
+            &at_ms,
+        ],
+    )?;
+    if n > 0 {
+        queue::suppressed(tx, workspace, &key, reason.as_str(), at_ms)?;
+    }
+    Ok(n > 0)
+}
+
+/// Records every single-use token; false when one is already recorded,
+/// not expired, for another body (a replay): the caller rolls back.
+pub(super) fn record_tokens(
+    tx: &mut Transaction<'_>,
+    tokens: &[ReplayToken],
+) -> Result<bool, StoreError> {
+    let insert = tx.prepare(
+        "INSERT INTO replay_tokens (connection, token, body_sha256, expires_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (connection, token) DO UPDATE SET \
+           body_sha256 = excluded.body_sha256, expires_at = excluded.expires_at \
+         WHERE replay_tokens.expires_at <= $5",
+    )?;
+    let same_body = tx.prepare(
+        "SELECT 1 FROM replay_tokens WHERE connection = $1 AND token = $2 AND body_sha256 = $3",
+    )?;
+    for t in tokens {
+        let body = &t.body_sha256[..];
+        if tx.execute(
+            &insert,
+            &[&t.connection, &t.token, &body, &t.expires_at, &t.used_at],
+        )? == 0
+            && tx
+                .query_opt(&same_body, &[&t.connection, &t.token, &body])?
+                .is_none()
+        {
+            return Ok(false);
+        }
+    }
+    if let Some(now) = tokens.iter().map(|t| t.used_at).max() {
+        tx.execute(
+            "DELETE FROM replay_tokens WHERE (connection, token) IN \
+             (SELECT connection, token FROM replay_tokens WHERE expires_at <= $1 LIMIT $2)",
+            &[&now, &PRUNE_PER_WRITE],
+        )?;
+    }
+    Ok(true)
+}
