@@ -18,6 +18,7 @@ mod http_properties;
 mod plugins;
 mod providers;
 mod reload_lifecycle;
+mod replicas;
 mod sending;
 mod smtp;
 mod support;

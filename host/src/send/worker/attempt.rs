@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -264,15 +265,52 @@ pub(super) async fn settle_loop(
             .collect();
         moved.sort();
         moved.dedup();
-        let n = settlements.len();
-        if let Err(e) = store.read(move |b| b.settle_deliveries(&settlements)).await {
-            // The leases lapse and the deliveries are attempted again:
-            // nothing is lost (an accepted one may be sent twice).
-            tracing::error!(error = %e, attempts = n, "recording send outcomes failed");
-        }
+        record(&store, settlements).await;
         // Deliveries moved by a failover are due on their new connection now.
         for to in moved {
             sending.wake(&to);
+        }
+    }
+}
+
+/// Longest wait between two tries of recording outcomes.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Tries of one batch of outcomes (about five minutes at the longest wait).
+const RECORD_TRIES: u32 = 64;
+
+/// Records outcomes, trying again while the store cannot be reached (a
+/// PostgreSQL restart, say): the outcomes stay in memory meanwhile, so
+/// accepted deliveries are not sent twice and deferred ones do not wait
+/// for their leases to lapse. After [`RECORD_TRIES`] the batch is given
+/// up: its leases lapse and the deliveries are attempted again (nothing is
+/// lost; an accepted one may be sent twice).
+async fn record(store: &Arc<Store>, settlements: Vec<DeliverySettlement>) {
+    let settlements = Arc::new(settlements);
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=RECORD_TRIES {
+        let batch = settlements.clone();
+        match store.read(move |b| b.settle_deliveries(&batch)).await {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        attempts = settlements.len(),
+                        tries = attempt,
+                        "send outcomes recorded after the store came back"
+                    );
+                }
+                return;
+            }
+            Err(e) if e.is_retryable() && attempt < RECORD_TRIES => {
+                if attempt == 1 {
+                    tracing::warn!(error = %e, attempts = settlements.len(), "recording send outcomes failed; trying again");
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECORD_RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempts = settlements.len(), tries = attempt, "recording send outcomes failed; the deliveries are attempted again once their leases lapse");
+                return;
+            }
         }
     }
 }
