@@ -43,6 +43,9 @@ pub use admin::{migrate_file, schema_status};
 
 use events::{EVENT_COLUMNS, SEQ_COLUMN, event_listing, insert_events, row_event, suppress};
 
+/// The database file's name in the data dir.
+pub const FILE_NAME: &str = "mailplug.db";
+
 /// The newest schema version this binary knows.
 pub fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
