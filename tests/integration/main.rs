@@ -20,6 +20,7 @@ mod providers;
 mod reload_lifecycle;
 mod sending;
 mod smtp;
+mod store_admin;
 mod support;
 mod validate;
 mod webhook_guests;
