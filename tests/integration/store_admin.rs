@@ -85,8 +85,18 @@ fn migrate_creates_the_store_then_is_idempotent_and_status_says_current() {
         again.stdout
     );
 
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
     let out = store(&data, &["status"]);
     assert_eq!(out.code, 0, "{} / {}", out.stdout, out.stderr);
+    assert_eq!(files(), before, "status left files behind");
     assert!(
         out.stdout
             .contains(&format!("version {version} (this binary: {version}): current")),

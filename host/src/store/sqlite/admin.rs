@@ -10,7 +10,7 @@ use super::{backend_error, counts, migrate, open_writer, queue, schema_version};
 use crate::store::StoreError;
 use crate::store::status::{Contents, Migrated, SchemaStatus};
 
-/// The schema of the database at `path`, opened read-only; `None` when
+/// The schema of the database at `path`, read without writing; `None` when
 /// there is no store yet (no file, or an empty one), which is left as it
 /// is: `status` must not be what creates a store.
 pub fn schema_status(path: &Path) -> Result<Option<SchemaStatus>, StoreError> {
@@ -21,12 +21,17 @@ pub fn schema_status(path: &Path) -> Result<Option<SchemaStatus>, StoreError> {
         Ok(m) if m.len() == 0 => return Ok(None),
         Ok(_) => {}
     }
+    // Read-write without create, but `query_only`: a read-only connection
+    // cannot remove the `-wal` and `-shm` files it makes, whereas the last
+    // connection of a writable one checkpoints and removes them, leaving a
+    // stopped daemon's data dir as it was.
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| backend_error(&e))?;
     let read = || -> rusqlite::Result<SchemaStatus> {
+        conn.pragma_update(None, "query_only", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let tables: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'mailplug_schema'",
