@@ -42,7 +42,11 @@ fn status_on_a_fresh_data_dir_says_no_store_yet_and_creates_nothing() {
 
     let out = store(&data, &["status"]);
     assert_eq!(out.code, 1, "{} / {}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("backend:  sqlite"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("backend:            sqlite\n"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("no store yet"), "{}", out.stdout);
     let (code, value) = status_json(&data);
     assert_eq!(code, 1);
@@ -56,7 +60,10 @@ fn status_on_a_fresh_data_dir_says_no_store_yet_and_creates_nothing() {
     let (code, value) = status_json(&data);
     assert_eq!(code, 1);
     assert_eq!(value["state"], "no_store", "{value}");
-    assert_eq!(std::fs::metadata(data.join("mailplug.db")).unwrap().len(), 0);
+    assert_eq!(
+        std::fs::metadata(data.join("mailplug.db")).unwrap().len(),
+        0
+    );
 }
 
 #[test]
@@ -98,12 +105,17 @@ fn migrate_creates_the_store_then_is_idempotent_and_status_says_current() {
     assert_eq!(out.code, 0, "{} / {}", out.stdout, out.stderr);
     assert_eq!(files(), before, "status left files behind");
     assert!(
-        out.stdout
-            .contains(&format!("version {version} (this binary: {version}): current")),
+        out.stdout.contains(&format!(
+            "version {version} (this binary: {version}): current"
+        )),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("pending deliveries: none"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pending deliveries: none"),
+        "{}",
+        out.stdout
+    );
     let (code, value) = status_json(&data);
     assert_eq!(code, 0);
     assert_eq!(value["state"], "current", "{value}");
@@ -151,13 +163,18 @@ fn a_sqlite_schema_newer_than_this_binary_exits_73_and_is_left_alone() {
     let out = store(&data, &["status"]);
     assert_eq!(out.code, 73, "{}", out.stdout);
     assert!(
-        out.stdout.contains("newer than this binary: upgrade mailplug"),
+        out.stdout
+            .contains("newer than this binary: upgrade mailplug"),
         "{}",
         out.stdout
     );
     let out = store(&data, &["migrate"]);
     assert_eq!(out.code, 73, "{}", out.stdout);
-    assert!(out.stderr.contains("newer than this binary"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("newer than this binary"),
+        "{}",
+        out.stderr
+    );
     let (_, value) = status_json(&data);
     assert_eq!(value["schema"]["found"], newer, "{value}");
 }

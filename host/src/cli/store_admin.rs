@@ -16,10 +16,10 @@ use serde_json::json;
 use super::Format;
 use super::exit;
 use super::serve::{RawStoreUrl, raw_store_url, store_url};
+use crate::store::StoreError;
 use crate::store::postgres::{self, PostgresUrl};
 use crate::store::sqlite;
 use crate::store::status::{Migrated, SchemaState, SchemaStatus};
-use crate::store::StoreError;
 
 /// `mailplug store`.
 #[derive(Debug, clap::Args)]
@@ -189,32 +189,41 @@ fn status(location: &Location, format: Format) -> Outcome {
     Outcome::ok(code, stdout)
 }
 
+/// `label:` padded so the values line up.
+fn line(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    out.push_str(&format!("{:<20}{value}\n", format!("{label}:")));
+}
+
 fn status_text(location: &Location, found: Option<&SchemaStatus>) -> String {
-    let mut out = format!(
-        "backend:  {}\nlocation: {}\n",
-        location.backend(),
-        location.describe()
-    );
+    let mut out = String::new();
+    line(&mut out, "backend", location.backend());
+    line(&mut out, "location", location.describe());
     let Some(found) = found else {
-        out.push_str(&format!(
-            "schema:   no store yet (this binary: version {}); mailplug store migrate or serve creates it\n",
-            sqlite::schema_version()
-        ));
+        line(
+            &mut out,
+            "schema",
+            format_args!(
+                "no store yet (this binary: version {}): mailplug store migrate or serve creates it",
+                sqlite::schema_version()
+            ),
+        );
         return out;
     };
-    out.push_str(&format!(
-        "schema:   version {} (this binary: {}): {}\n",
-        found.found,
-        found.supported,
-        meaning(found.state())
-    ));
+    line(
+        &mut out,
+        "schema",
+        format_args!(
+            "version {} (this binary: {}): {}",
+            found.found,
+            found.supported,
+            meaning(found.state())
+        ),
+    );
     if let Some(c) = &found.contents {
-        out.push_str(&format!(
-            "events:   {}\nsuppressions: {}\n",
-            c.events, c.suppressions
-        ));
+        line(&mut out, "events", c.events);
+        line(&mut out, "suppressions", c.suppressions);
         if c.pending.is_empty() {
-            out.push_str("pending deliveries: none\n");
+            line(&mut out, "pending deliveries", "none");
         } else {
             out.push_str("pending deliveries:\n");
             for p in &c.pending {

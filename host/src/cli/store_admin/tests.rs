@@ -31,8 +31,9 @@ fn postgres_status_then_migrate_twice_then_status_reports_each_step() {
     assert!(value.get("events").is_none(), "no counts before migrating");
     let text = status(&db, Format::Text);
     assert!(
-        text.stdout
-            .contains(&format!("{supported} migrations pending: run mailplug store migrate")),
+        text.stdout.contains(&format!(
+            "{supported} migrations pending: run mailplug store migrate"
+        )),
         "{text:?}"
     );
 
@@ -93,20 +94,27 @@ fn a_postgres_schema_newer_than_this_binary_is_reported_and_not_migrated() {
     let newer = postgres::schema_version() + 1;
     let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     client
-        .execute("INSERT INTO mailplug_schema (version) VALUES ($1)", &[&newer])
+        .execute(
+            "INSERT INTO mailplug_schema (version) VALUES ($1)",
+            &[&newer],
+        )
         .unwrap();
 
     let found = status(&db, Format::Text);
     assert_eq!(found.code, exit::CANTCREAT, "{found:?}");
     assert!(
-        found
-            .stdout
-            .contains(&format!("version {newer} (this binary: {}): newer than this binary: upgrade mailplug", newer - 1)),
+        found.stdout.contains(&format!(
+            "version {newer} (this binary: {}): newer than this binary: upgrade mailplug",
+            newer - 1
+        )),
         "{found:?}"
     );
     let refused = migrate(&db);
     assert_eq!(refused.code, exit::CANTCREAT, "{refused:?}");
-    assert!(refused.stderr.contains("newer than this binary"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("newer than this binary"),
+        "{refused:?}"
+    );
     let versions: i64 = client
         .query_one("SELECT max(version) FROM mailplug_schema", &[])
         .unwrap()

@@ -30,13 +30,11 @@ pub fn schema_status(url: &PostgresUrl) -> Result<SchemaStatus, StoreError> {
 
 fn read(client: &mut Client) -> Result<SchemaStatus, StoreError> {
     let has_table: bool = client
-        .query_one(
-            "SELECT to_regclass('mailplug_schema') IS NOT NULL",
-            &[],
-        )?
+        .query_one("SELECT to_regclass('mailplug_schema') IS NOT NULL", &[])?
         .try_get(0)?;
     let found: Option<i64> = if has_table {
-        client.query_one("SELECT max(version) FROM mailplug_schema", &[])?
+        client
+            .query_one("SELECT max(version) FROM mailplug_schema", &[])?
             .try_get(0)?
     } else {
         None
