@@ -216,3 +216,39 @@ fn a_bad_store_url_exits_78_and_an_unreachable_one_73_without_the_password() {
     }
     assert!(!data.exists(), "no SQLite store was made instead");
 }
+
+#[test]
+fn status_on_an_unmigrated_sqlite_file_counts_the_pending_migrations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    rusqlite::Connection::open(data.join("mailplug.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE unrelated (x INTEGER)")
+        .unwrap();
+    let version = supported(&data);
+
+    let out = store(&data, &["status"]);
+    assert_eq!(out.code, 1, "{} / {}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "version 0 (this binary: {version}): {version} migrations pending: run mailplug store migrate"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("events:"), "{}", out.stdout);
+    let (_, value) = status_json(&data);
+    assert_eq!(value["state"], "pending", "{value}");
+    assert_eq!(value["schema"]["pending_migrations"], version, "{value}");
+
+    let out = store(&data, &["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("migrated from version 0 to {version}")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(status_json(&data).0, 0);
+}
