@@ -10,6 +10,7 @@ pub mod schema;
 pub mod send;
 pub mod serve;
 pub mod store;
+pub mod store_admin;
 pub mod test_send;
 pub mod validate;
 
@@ -29,6 +30,10 @@ pub mod exit {
     /// EX_TEMPFAIL: `check`/`test-send` failed temporarily (4xx, timeout,
     /// refused connection: retrying later may succeed).
     pub const TEMPFAIL: u8 = 75;
+    /// `store status`: the store is not current (migrations pending, or no
+    /// store yet): `store migrate` (or `serve`) brings it to this binary's
+    /// version.
+    pub const NOT_CURRENT: u8 = 1;
     /// EX_CANTCREAT: the daemon cannot open its store (I/O, or a schema
     /// newer than this binary).
     pub const CANTCREAT: u8 = 73;
@@ -71,6 +76,8 @@ enum Command {
     Suppressions(store::SuppressionsArgs),
     /// Queue a message on a running daemon (`POST /v1/messages`).
     Send(send::Args),
+    /// Show or migrate the store's schema (the daemon need not run).
+    Store(store_admin::Args),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit code.
@@ -86,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Events(args) => store::run_events(args),
         Command::Suppressions(args) => store::run_suppressions(args),
         Command::Send(args) => send::run(args),
+        Command::Store(args) => store_admin::run(args),
     };
     match code {
         Ok(code) => ExitCode::from(code),

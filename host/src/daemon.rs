@@ -87,7 +87,7 @@ pub fn open_store(
         Some(url) => Arc::new(open_postgres(url, &settings.store)?),
         None => {
             use crate::store::sqlite::{Sqlite, SqliteOptions};
-            let path = settings.data_dir.join("mailplug.db");
+            let path = settings.data_dir.join(crate::store::sqlite::FILE_NAME);
             let backend = Sqlite::open(&SqliteOptions {
                 path: path.clone(),
                 max_size: settings.store.max_size,

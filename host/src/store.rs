@@ -32,6 +32,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod queue;
 pub mod sqlite;
+pub mod status;
 
 #[cfg(test)]
 mod contract;

@@ -21,6 +21,7 @@ mod reload_lifecycle;
 mod replicas;
 mod sending;
 mod smtp;
+mod store_admin;
 mod support;
 mod validate;
 mod webhook_guests;

@@ -145,13 +145,13 @@ impl std::fmt::Debug for RawStoreUrl {
     }
 }
 
-fn raw_store_url(s: &str) -> Result<RawStoreUrl, String> {
+pub(crate) fn raw_store_url(s: &str) -> Result<RawStoreUrl, String> {
     Ok(RawStoreUrl(s.to_owned()))
 }
 
 /// The PostgreSQL store `--store` names; `None` (absent or empty) is the
 /// SQLite store in the data dir.
-fn store_url(raw: Option<&RawStoreUrl>) -> Result<Option<PostgresUrl>, String> {
+pub(crate) fn store_url(raw: Option<&RawStoreUrl>) -> Result<Option<PostgresUrl>, String> {
     match raw.map(|s| s.0.trim()).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(raw) => PostgresUrl::parse(raw).map(Some),

@@ -24,7 +24,9 @@ use super::{
     SuppressionQuery, SuppressionReason, Write, address_key, format_ms, now_ms,
 };
 use crate::event::DeliveryEvent;
+use crate::store::status::Migrated;
 
+mod admin;
 mod events;
 mod outbox;
 mod pool;
@@ -32,6 +34,7 @@ mod queue;
 mod tls;
 mod url;
 
+pub use admin::{migrate_database, schema_status};
 pub use url::{PostgresUrl, redact};
 
 use super::sqlite::{decode_cursor, encode_cursor};
@@ -130,13 +133,7 @@ impl Postgres {
             target,
             options.max_connections,
         );
-        {
-            let mut client = pool.get()?;
-            migrate(&mut client).map_err(|e| match e {
-                StoreError::Backend(m) => StoreError::Backend(format!("{}: {m}", pool.target())),
-                other => other,
-            })?;
-        }
+        migrate_on(&pool)?;
         Ok(Self {
             pool,
             soft_bounces: options.soft_bounces,
@@ -177,10 +174,19 @@ impl Postgres {
     }
 }
 
+/// [`migrate`] on a client of `pool`; a failure names the database.
+fn migrate_on(pool: &Pool) -> Result<Migrated, StoreError> {
+    let mut client = pool.get()?;
+    migrate(&mut client).map_err(|e| match e {
+        StoreError::Backend(m) => StoreError::Backend(format!("{}: {m}", pool.target())),
+        other => other,
+    })
+}
+
 /// Brings the schema to [`schema_version`] in one transaction under an
 /// advisory lock: a second process starting at the same time waits, then
 /// finds the schema current.
-pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
+pub(crate) fn migrate(client: &mut Client) -> Result<Migrated, StoreError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute(
@@ -207,7 +213,22 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
         tracing::info!(version, "store schema migrated (PostgreSQL)");
     }
     tx.commit()?;
-    Ok(())
+    Ok(Migrated {
+        from: found,
+        to: supported,
+    })
+}
+
+/// Stored events and suppressions.
+fn counts(c: &mut Client) -> Result<Counts, StoreError> {
+    let row = c.query_one(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM suppressions)",
+        &[],
+    )?;
+    Ok(Counts {
+        events: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+        suppressions: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+    })
 }
 
 impl Backend for Postgres {
@@ -354,16 +375,7 @@ impl Backend for Postgres {
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
-        self.with_client(|c| {
-            let row = c.query_one(
-                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM suppressions)",
-                &[],
-            )?;
-            Ok(Counts {
-                events: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
-                suppressions: u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
-            })
-        })
+        self.with_client(counts)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -20,6 +20,7 @@ use super::{
     Suppression, SuppressionQuery, SuppressionReason, Write, address_key, format_ms, now_ms,
 };
 use crate::event::DeliveryEvent;
+use crate::store::status::Migrated;
 
 /// Versioned migrations, applied in order at open; the index + 1 is the
 /// version a migration brings the schema to.
@@ -32,12 +33,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0006_send_leases.sql"),
 ];
 
+mod admin;
 mod events;
 mod outbox;
 mod queue;
 mod replay;
 
+pub use admin::{migrate_file, schema_status};
+
 use events::{EVENT_COLUMNS, SEQ_COLUMN, event_listing, insert_events, row_event, suppress};
+
+/// The database file's name in the data dir.
+pub const FILE_NAME: &str = "mailplug.db";
 
 /// The newest schema version this binary knows.
 pub fn schema_version() -> i64 {
@@ -84,25 +91,7 @@ impl Sqlite {
     /// Opens (creating if needed) and migrates the database. Refuses a
     /// schema newer than this binary's.
     pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
-        if let Some(dir) = options.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
-        }
-        let conn = Connection::open(&options.path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", options.path.display())))?;
-        let setup = || -> rusqlite::Result<()> {
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            // New databases only (no-op once a table exists): see docs/events.md.
-            conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            // Checkpoints run on their own thread (checkpoint.rs).
-            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-            conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
-            Ok(())
-        };
-        setup().map_err(|e| backend_error(&e))?;
+        let conn = open_writer(&options.path)?;
         migrate(&conn)?;
         if let Some(max) = options.max_size {
             let page_size: i64 = conn
@@ -155,7 +144,33 @@ impl Sqlite {
     }
 }
 
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
+/// Opens (creating it and its directory if needed) the writer connection
+/// of the database at `path`, set up as the daemon writes.
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+    }
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // New databases only (no-op once a table exists): see docs/events.md.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints run on their own thread (checkpoint.rs).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        Ok(())
+    };
+    setup().map_err(|e| backend_error(&e))?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`schema_version`], one transaction per migration.
+fn migrate(conn: &Connection) -> Result<Migrated, StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS mailplug_schema (version INTEGER NOT NULL)")
         .map_err(|e| backend_error(&e))?;
     let found: Option<i64> = conn
@@ -180,7 +195,20 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         apply().map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
         tracing::info!(version, "store schema migrated");
     }
-    Ok(())
+    Ok(Migrated {
+        from: found,
+        to: supported,
+    })
+}
+
+/// Stored events and suppressions.
+fn counts(c: &Connection) -> rusqlite::Result<Counts> {
+    let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+    let suppressions: i64 = c.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?;
+    Ok(Counts {
+        events: events.max(0) as u64,
+        suppressions: suppressions.max(0) as u64,
+    })
 }
 
 impl Backend for Sqlite {
@@ -348,15 +376,7 @@ impl Backend for Sqlite {
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
-        self.with_reader(|c| {
-            let events: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-            let suppressions: i64 =
-                c.query_row("SELECT count(*) FROM suppressions", [], |r| r.get(0))?;
-            Ok(Counts {
-                events: events.max(0) as u64,
-                suppressions: suppressions.max(0) as u64,
-            })
-        })
+        self.with_reader(counts)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -22,6 +22,8 @@ use crate::store::queue::{
 
 mod status;
 
+pub(super) use status::queue_totals;
+
 use crate::store::queue::{LEASE_SQL, RELEASE_SQL};
 
 /// States a delivery waits in.

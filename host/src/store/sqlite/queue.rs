@@ -695,24 +695,27 @@ impl Queue for Sqlite {
     }
 
     fn queue_totals(&self) -> Result<Vec<ConnectionQueue>, StoreError> {
-        self.with_reader(|c| {
-            c.prepare_cached(
-                "SELECT connection, sum(state = 'queued'), sum(state = 'sending'), \
-                 sum(state = 'deferred'), count(*), min(queued_at) FROM deliveries \
-                 WHERE state IN ('queued', 'sending', 'deferred') GROUP BY connection ORDER BY connection",
-            )?
-            .query_map([], |r| {
-                let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
-                Ok(ConnectionQueue {
-                    connection: r.get(0)?,
-                    queued: n(1)?,
-                    sending: n(2)?,
-                    deferred: n(3)?,
-                    pending: n(4)?,
-                    oldest_queued_at_ms: r.get(5)?,
-                })
-            })?
-            .collect()
-        })
+        self.with_reader(queue_totals)
     }
+}
+
+/// Pending totals per connection that has pending deliveries.
+pub(super) fn queue_totals(c: &rusqlite::Connection) -> rusqlite::Result<Vec<ConnectionQueue>> {
+    c.prepare_cached(
+        "SELECT connection, sum(state = 'queued'), sum(state = 'sending'), \
+         sum(state = 'deferred'), count(*), min(queued_at) FROM deliveries \
+         WHERE state IN ('queued', 'sending', 'deferred') GROUP BY connection ORDER BY connection",
+    )?
+    .query_map([], |r| {
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+        Ok(ConnectionQueue {
+            connection: r.get(0)?,
+            queued: n(1)?,
+            sending: n(2)?,
+            deferred: n(3)?,
+            pending: n(4)?,
+            oldest_queued_at_ms: r.get(5)?,
+        })
+    })?
+    .collect()
 }

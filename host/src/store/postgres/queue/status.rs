@@ -285,7 +285,9 @@ pub(super) fn sent_since(c: &mut Client, since_ms: i64) -> Result<Vec<(String, i
 }
 
 /// Pending totals per connection that has pending deliveries.
-pub(super) fn queue_totals(c: &mut Client) -> Result<Vec<ConnectionQueue>, StoreError> {
+pub(in crate::store::postgres) fn queue_totals(
+    c: &mut Client,
+) -> Result<Vec<ConnectionQueue>, StoreError> {
     let rows = c.query(
         "SELECT connection, count(*) FILTER (WHERE state = 'queued'), \
          count(*) FILTER (WHERE state = 'sending'), count(*) FILTER (WHERE state = 'deferred'), \
