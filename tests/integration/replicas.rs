@@ -6,14 +6,13 @@
 //! other, a rate limit holds for the pair, and a PostgreSQL restart is
 //! answered with 503 and then recovered from without restarting them.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
-use crate::smtp::harness::server;
+use crate::smtp::harness::{arrivals, server};
 use crate::webhooks::{NOW, SIGNED_AT, SW_SECRET, all_events, post_raw, sw_event, sw_sign};
 
 mod pg;
@@ -61,34 +60,6 @@ fn ulid_like() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-/// How many times each recipient containing `tag` reached the test server
-/// (one scan of its spool).
-fn arrivals(tag: &str) -> HashMap<String, Vec<f64>> {
-    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
-    for entry in std::fs::read_dir(&server().spool).unwrap().flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        if !text.contains(tag) {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&text).unwrap();
-        for r in v["rcpt_tos"].as_array().unwrap() {
-            let r = r.as_str().unwrap();
-            if r.contains(tag) {
-                out.entry(r.to_owned())
-                    .or_default()
-                    .push(v["received_at"].as_f64().unwrap_or(0.0));
-            }
-        }
-    }
-    out
 }
 
 /// Queues one message per recipient through `d`, in batches of 500.

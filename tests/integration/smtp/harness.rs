@@ -197,6 +197,35 @@ pub fn spooled(message_id: &str) -> serde_json::Value {
     panic!("message {message_id} not found in {}", spool.display())
 }
 
+/// How many times each recipient containing `tag` reached the test server
+/// with the server's `received_at` of each arrival (one scan of the spool:
+/// polling with [`spooled_for`] per recipient reads the spool once each).
+pub fn arrivals(tag: &str) -> std::collections::HashMap<String, Vec<f64>> {
+    let mut out: std::collections::HashMap<String, Vec<f64>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(&server().spool).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if !text.contains(tag) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for r in v["rcpt_tos"].as_array().unwrap() {
+            let r = r.as_str().unwrap();
+            if r.contains(tag) {
+                out.entry(r.to_owned())
+                    .or_default()
+                    .push(v["received_at"].as_f64().unwrap_or(0.0));
+            }
+        }
+    }
+    out
+}
+
 /// Spooled messages whose envelope recipients include `rcpt`.
 pub fn spooled_for(rcpt: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
