@@ -33,6 +33,36 @@ async function shot(name, p = page) {
   await p.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
 }
 
+// How far the page scrolls sideways, and what sticks out past the viewport's
+// right edge: the deepest elements, and text that overflows its box (named
+// in the failure message).
+async function sideways(p) {
+  return p.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const overflow = document.documentElement.scrollWidth - width;
+    const past = (r) => r.width > 0 && r.right > width + 0.5;
+    const name = (el) => el.tagName.toLowerCase() + (el.id ? `#${el.id}` : "") + (typeof el.className === "string" && el.className.trim() ? `.${el.className.trim().split(/\s+/).join(".")}` : "");
+    const out = [];
+    for (const el of document.querySelectorAll("body *")) {
+      if (past(el.getBoundingClientRect()) && ![...el.children].some((c) => past(c.getBoundingClientRect()))) {
+        out.push(`${name(el)} ends at ${Math.round(el.getBoundingClientRect().right)}px`);
+      }
+    }
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      const range = document.createRange();
+      range.selectNodeContents(t);
+      const r = range.getBoundingClientRect();
+      let clipped = false;
+      for (let a = t.parentElement; a && a !== document.body; a = a.parentElement) {
+        if (getComputedStyle(a).overflowX !== "visible") clipped = true;
+      }
+      if (past(r) && !clipped) out.push(`text "${t.textContent.trim().slice(0, 40)}" in ${name(t.parentElement)} ends at ${Math.round(r.right)}px`);
+    }
+    return { overflow, culprits: out.slice(0, 8) };
+  });
+}
+
 function row(name) {
   return page.locator(`tr[data-connection="${name}"]`);
 }
@@ -488,7 +518,7 @@ test("the Workspaces view lists each workspace's connections in priority order w
   await shot("desktop-workspaces");
 });
 
-test("at phone width (390 px) the list is usable: no horizontal scrolling, actions visible", async () => {
+test("at phone width (390 px, and 320 px) the list and the form are usable: no horizontal scrolling, actions visible", async () => {
   const phone = await context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
   await phone.goto(URL_);
@@ -498,8 +528,8 @@ test("at phone width (390 px) the list is usable: no horizontal scrolling, actio
   await phone.fill("#token-input", TOKEN);
   await phone.press("#token-input", "Enter");
   await phone.locator("tr[data-connection]").first().waitFor(WAIT);
-  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflow <= 0, `page scrolls sideways by ${overflow}px`);
+  const list = await sideways(phone);
+  assert.ok(list.overflow <= 0, `page scrolls sideways by ${list.overflow}px: ${list.culprits.join("; ")}`);
   const box = await phone.locator('#act-test-good').boundingBox();
   assert.ok(box && box.x >= 0 && box.x + box.width <= 390, JSON.stringify(box));
   await shot("phone-connections", phone);
@@ -514,15 +544,24 @@ test("at phone width (390 px) the list is usable: no horizontal scrolling, actio
   await shot("phone-health", phone);
   await phone.click('nav a[data-view="new"]');
   await phone.locator("#validation [data-valid]").waitFor(WAIT);
-  const overflowNew = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflowNew <= 0, `new-connection form scrolls sideways by ${overflowNew}px`);
+  const form = await sideways(phone);
+  assert.ok(form.overflow <= 0, `new-connection form scrolls sideways by ${form.overflow}px: ${form.culprits.join("; ")}`);
   await shot("phone-new", phone);
   await phone.locator('#f-provider[data-loaded="true"]').waitFor({ state: "attached", ...WAIT });
   await phone.selectOption("#f-provider", "amazon-ses");
   await phone.locator("#f-opt-region").waitFor(WAIT);
   await phone.locator("#validation [data-valid]").waitFor(WAIT);
-  const overflowProvider = await phone.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-  assert.ok(overflowProvider <= 0, `provider form scrolls sideways by ${overflowProvider}px`);
+  const provider = await sideways(phone);
+  assert.ok(provider.overflow <= 0, `provider form scrolls sideways by ${provider.overflow}px: ${provider.culprits.join("; ")}`);
   await shot("phone-new-provider", phone);
+  // The narrowest phones (320 px) leave a margin for fonts wider than this
+  // machine's: the form and the list still fit.
+  await phone.setViewportSize({ width: 320, height: 700 });
+  const narrowForm = await sideways(phone);
+  assert.ok(narrowForm.overflow <= 0, `at 320 px the provider form scrolls sideways by ${narrowForm.overflow}px: ${narrowForm.culprits.join("; ")}`);
+  await phone.click('nav a[data-view="connections"]');
+  await phone.locator("tr[data-connection]").first().waitFor(WAIT);
+  const narrowList = await sideways(phone);
+  assert.ok(narrowList.overflow <= 0, `at 320 px the list scrolls sideways by ${narrowList.overflow}px: ${narrowList.culprits.join("; ")}`);
   await phone.close();
 });
