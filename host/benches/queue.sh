@@ -5,15 +5,18 @@
 # (docs/sending-bench.md; the measuring is in queue_bench.py).
 #
 #   bash host/benches/queue.sh [--messages N] [--drain N] [--runs N]
-#                              [--timeout S] [--out FILE]
+#                              [--timeout S] [--out FILE] [--replicas]
 #
+# --replicas measures instead queued msgs/s with the store on PostgreSQL,
+# one and two replicas, vs SQLite in the same run (queue_replicas.py; needs
+# PostgreSQL's server binaries, installed with apt-get when missing).
 # MAILPLUG_BIN=path skips the build and runs that binary instead.
 # Installs Postfix (Debian) when smtp-sink/smtp-source are missing; never
 # starts the postfix service.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-messages=20000 drain=100000 runs=3 timeout=600 out=""
+messages=20000 drain=100000 runs=3 timeout=600 out="" driver=queue_bench.py
 while (($#)); do
   case "$1" in
     --messages) messages="$2"; shift 2 ;;
@@ -21,7 +24,8 @@ while (($#)); do
     --runs) runs="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
     --out) out="$(realpath -m "$2")"; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --replicas) driver=queue_replicas.py; shift ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "queue.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -33,6 +37,12 @@ if [[ ! -x /usr/sbin/smtp-sink || ! -x /usr/sbin/smtp-source ]]; then
   "${sudo_cmd[@]}" apt-get update -qq
   # Installing the package may try to start the service; nothing here uses it.
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq postfix >&2
+fi
+if [[ $driver == queue_replicas.py && -z "${MAILPLUG_PG_BIN:-}" ]] &&
+  ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "== installing postgresql (for the replica setups)" >&2
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq postgresql >&2
 fi
 
 if [[ -n "${MAILPLUG_BIN:-}" ]]; then
@@ -87,9 +97,10 @@ for i in $(seq 100); do
 done
 
 driver_args=(--bin "$bin" --sink-port "$port" --sink-counter "$work/sink.counter" --workdir "$work"
-  --messages "$messages" --drain "$drain" --runs "$runs" --timeout "$timeout")
+  --messages "$messages" --runs "$runs" --timeout "$timeout")
+[[ $driver == queue_bench.py ]] && driver_args+=(--drain "$drain")
 [[ -n "$out" ]] && driver_args+=(--out "$out")
 # In the background so the traps run (and kill it) while it works.
-python3 host/benches/queue_bench.py "${driver_args[@]}" &
+python3 "host/benches/$driver" "${driver_args[@]}" &
 driver_pid=$!
 wait "$driver_pid"

@@ -160,13 +160,15 @@ def ceiling(sink, messages, timeout):
 class Daemon:
     """One `mailplug serve` process and a client for its admin API."""
 
-    def __init__(self, args, config_dir, data_dir, log_path, hold=False):
+    def __init__(self, args, config_dir, data_dir, log_path, hold=False, store=None):
         self.admin = free_port()
         argv = [args.bin, "serve", "--config", config_dir, "--data-dir", data_dir,
                 "--listen-admin", f"127.0.0.1:{self.admin}",
                 "--listen-public", f"127.0.0.1:{free_port()}"]
         if hold:
             argv.append("--hold-queue")
+        if store:
+            argv += ["--store", store]
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.started = time.monotonic()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 
-mod receiver;
+pub(crate) mod receiver;
 
 use receiver::{Hit, Receiver};
 
@@ -21,15 +21,15 @@ use crate::support::connection;
 use crate::webhooks::{NOW, SIGNED_AT, SW_SECRET, post_raw, sw_event, sw_sign};
 
 /// The forwarders' signing secret, as the receiver knows it.
-const FWD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const FWD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn key() -> Vec<u8> {
+pub(crate) fn key() -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(FWD_SECRET.trim_start_matches("whsec_"))
         .unwrap()
 }
 
-fn forwarder(name: &str, workspace: &str, dest: &str, extra: &str) -> String {
+pub(crate) fn forwarder(name: &str, workspace: &str, dest: &str, extra: &str) -> String {
     let dest = if dest.starts_with('/') {
         format!("file: {dest}\n")
     } else {

@@ -15,6 +15,7 @@ use crate::daemon::Daemon;
 use crate::smtp::harness::{arrivals, server};
 use crate::webhooks::{NOW, SIGNED_AT, SW_SECRET, all_events, post_raw, sw_event, sw_sign};
 
+mod forwarding;
 mod pg;
 
 /// Two config dirs (`a/conf`, `b/conf`) holding the same files.
