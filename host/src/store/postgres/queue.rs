@@ -4,22 +4,21 @@
 //! transaction, so two processes never claim the same delivery. Status
 //! reads are in `queue/status.rs`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use postgres::Transaction;
-use postgres::types::ToSql;
 
 use super::Postgres;
 use crate::store::Page;
 use crate::store::StoreError;
 use crate::store::address_key;
 use crate::store::queue::{
-    Cancel, ClaimedDelivery, ConnectionQueue, DeliverySettlement, Enqueued, MessageQuery,
-    MessageStatus, MessageSummary, NewMessage, Queue,
+    Cancel, ClaimedDelivery, ConnectionQueue, DeliveryOutcome, DeliverySettlement, Enqueued,
+    MessageQuery, MessageStatus, MessageSummary, NewMessage, Queue,
 };
 
+mod claim;
 mod status;
 
 pub(super) use status::queue_totals;
@@ -41,6 +40,9 @@ pub(super) fn enqueue(
     next_id: &mut dyn FnMut() -> String,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let mut out = Vec::with_capacity(messages.len());
+    // Messages without a key cannot be duplicates: they are inserted
+    // together at the end, two statements for the whole commit.
+    let mut bulk = Bulk::default();
     let find = tx
         .prepare("SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2")?;
     let message = tx.prepare(
@@ -49,15 +51,18 @@ pub(super) fn enqueue(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11) \
          ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING",
     )?;
-    let delivery = tx.prepare(
-        "INSERT INTO deliveries (message, recipient, recipient_key, field, workspace, connection, \
-         state, queued_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)",
-    )?;
     for m in messages {
         let scope = m.idempotency_scope();
-        if let Some(key) = &m.idempotency_key
-            && let Some(row) = tx.query_opt(&find, &[&scope, key])?
-        {
+        let Some(key) = &m.idempotency_key else {
+            let id = next_id();
+            bulk.push(&id, m, scope);
+            out.push(Enqueued {
+                id,
+                duplicate: false,
+            });
+            continue;
+        };
+        if let Some(row) = tx.query_opt(&find, &[&scope, key])? {
             out.push(Enqueued {
                 id: row.try_get(0)?,
                 duplicate: true,
@@ -82,9 +87,7 @@ pub(super) fn enqueue(
                 &now_ms,
             ],
         )?;
-        if inserted == 0
-            && let Some(key) = &m.idempotency_key
-        {
+        if inserted == 0 {
             // Committed by another process since the lookup above.
             let row = tx.query_one(&find, &[&scope, key])?;
             out.push(Enqueued {
@@ -93,38 +96,137 @@ pub(super) fn enqueue(
             });
             continue;
         }
-        for (address, field) in &m.recipients {
-            tx.execute(
-                &delivery,
-                &[
-                    &id,
-                    address,
-                    &address_key(address),
-                    &field.as_str(),
-                    &m.workspace,
-                    &m.connection,
-                    &now_ms,
-                ],
-            )?;
-        }
+        bulk.recipients(&id, m);
         out.push(Enqueued {
             id,
             duplicate: false,
         });
     }
+    bulk.insert(tx, now_ms)?;
     Ok(out)
 }
 
-/// Recomputes a message's status from its deliveries.
-fn refresh_status(tx: &mut Transaction<'_>, message: &str) -> Result<(), StoreError> {
+/// Messages and deliveries gathered for one insert each.
+#[derive(Default)]
+struct Bulk<'a> {
+    ids: Vec<String>,
+    workspaces: Vec<&'a str>,
+    pinned: Vec<Option<&'a str>>,
+    scopes: Vec<String>,
+    from: Vec<&'a str>,
+    subjects: Vec<&'a str>,
+    headers: Vec<&'a str>,
+    raws: Vec<&'a [u8]>,
+    sizes: Vec<i64>,
+    d_message: Vec<String>,
+    d_recipient: Vec<&'a str>,
+    d_key: Vec<String>,
+    d_field: Vec<&'static str>,
+    d_workspace: Vec<&'a str>,
+    d_connection: Vec<&'a str>,
+}
+
+impl<'a> Bulk<'a> {
+    /// A message without an idempotency key, and its recipients.
+    fn push(&mut self, id: &str, m: &'a NewMessage, scope: String) {
+        self.ids.push(id.to_owned());
+        self.workspaces.push(&m.workspace);
+        self.pinned.push(m.pinned_connection.as_deref());
+        self.scopes.push(scope);
+        self.from.push(&m.from_email);
+        self.subjects.push(&m.subject);
+        self.headers.push(&m.message_id_header);
+        self.raws.push(&m.raw);
+        self.sizes
+            .push(i64::try_from(m.raw.len()).unwrap_or(i64::MAX));
+        self.recipients(id, m);
+    }
+
+    /// The recipients of a message (inserted on its own or in bulk).
+    fn recipients(&mut self, id: &str, m: &'a NewMessage) {
+        for (address, field) in &m.recipients {
+            self.d_message.push(id.to_owned());
+            self.d_recipient.push(address);
+            self.d_key.push(address_key(address));
+            self.d_field.push(field.as_str());
+            self.d_workspace.push(&m.workspace);
+            self.d_connection.push(&m.connection);
+        }
+    }
+
+    fn insert(&self, tx: &mut Transaction<'_>, now_ms: i64) -> Result<(), StoreError> {
+        if !self.ids.is_empty() {
+            tx.execute(
+                "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, \
+                   from_email, subject, message_id_header, raw, size, status, created_at) \
+                 SELECT id, workspace, pinned, scope, from_email, subject, header, raw, size, \
+                   'pending', $10 \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                   $6::text[], $7::text[], $8::bytea[], $9::bigint[]) \
+                   AS u(id, workspace, pinned, scope, from_email, subject, header, raw, size)",
+                &[
+                    &self.ids,
+                    &self.workspaces,
+                    &self.pinned,
+                    &self.scopes,
+                    &self.from,
+                    &self.subjects,
+                    &self.headers,
+                    &self.raws,
+                    &self.sizes,
+                    &now_ms,
+                ],
+            )?;
+        }
+        if !self.d_message.is_empty() {
+            tx.execute(
+                "INSERT INTO deliveries (message, recipient, recipient_key, field, workspace, \
+                   connection, state, queued_at, next_attempt_at) \
+                 SELECT message, recipient, key, field, workspace, connection, 'queued', $7, $7 \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                   WITH ORDINALITY AS u(message, recipient, key, field, workspace, connection, n) \
+                 ORDER BY n",
+                &[
+                    &self.d_message,
+                    &self.d_recipient,
+                    &self.d_key,
+                    &self.d_field,
+                    &self.d_workspace,
+                    &self.d_connection,
+                    &now_ms,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Recomputes the status of each message from its deliveries. The rows
+/// are locked in id order first, so two processes refreshing overlapping
+/// sets wait for each other instead of deadlocking.
+pub(super) fn refresh_statuses(
+    tx: &mut Transaction<'_>,
+    messages: &BTreeSet<String>,
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = messages.iter().map(String::as_str).collect();
     tx.execute(
-        "UPDATE messages SET status = (SELECT CASE \
-           WHEN count(*) FILTER (WHERE state IN ('queued', 'sending', 'deferred')) > 0 THEN 'pending' \
-           WHEN count(*) FILTER (WHERE state = 'sent') = count(*) THEN 'sent' \
-           WHEN count(*) FILTER (WHERE state = 'sent') > 0 THEN 'partial' \
-           WHEN count(*) FILTER (WHERE state = 'cancelled') = count(*) THEN 'cancelled' \
-           ELSE 'failed' END FROM deliveries WHERE message = $1) WHERE id = $1",
-        &[&message],
+        "SELECT 1 FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )?;
+    tx.execute(
+        "UPDATE messages AS m SET status = s.status FROM ( \
+           SELECT message, CASE \
+             WHEN count(*) FILTER (WHERE state IN ('queued', 'sending', 'deferred')) > 0 THEN 'pending' \
+             WHEN count(*) FILTER (WHERE state = 'sent') = count(*) THEN 'sent' \
+             WHEN count(*) FILTER (WHERE state = 'sent') > 0 THEN 'partial' \
+             WHEN count(*) FILTER (WHERE state = 'cancelled') = count(*) THEN 'cancelled' \
+             ELSE 'failed' END AS status \
+           FROM deliveries WHERE message = ANY($1) GROUP BY message) AS s \
+         WHERE m.id = s.message",
+        &[&ids],
     )?;
     Ok(())
 }
@@ -150,10 +252,7 @@ pub(super) fn suppressed(
     for r in &rows {
         messages.insert(r.try_get::<_, String>(0)?);
     }
-    for m in &messages {
-        refresh_status(tx, m)?;
-    }
-    Ok(())
+    refresh_statuses(tx, &messages)
 }
 
 /// Records a provider event on the deliveries it is about: same recipient,
@@ -194,8 +293,6 @@ pub(super) fn correlate(
 }
 
 /// What a claim needs of a message: pinned connection, From, Message-ID, bytes.
-type MessageRow = (Option<String>, String, String, Arc<Vec<u8>>);
-
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -209,130 +306,16 @@ impl Queue for Postgres {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let limit = limit.clamp(1, 1000);
         let token = ulid::Ulid::new().to_string();
-        let until = now_ms.saturating_add(millis(lease));
-        let scope = scope.to_vec();
-        self.with_tx(|tx| {
-            // Lapsed leases: the attempt's worker is gone or stuck past any
-            // SMTP timeout; the delivery goes back to the queue.
-            tx.execute(
-                "UPDATE deliveries SET state = 'deferred', lease = NULL, lease_until = NULL \
-                 WHERE connection = $1 AND state = 'sending' AND lease_until < $2",
-                &[&connection, &now_ms],
-            )?;
-            let workspaces = tx.query(
-                &format!(
-                    "SELECT DISTINCT workspace FROM deliveries WHERE connection = $1 AND {PENDING} \
-                     ORDER BY workspace"
-                ),
-                &[&connection],
-            )?;
-            // Due rows of each workspace, locked; rows another claim holds
-            // are skipped. Rows locked here but not chosen stay queued.
-            let due = tx.prepare(&format!(
-                "SELECT id, recipient_key, workspace FROM deliveries \
-                 WHERE connection = $1 AND workspace = $2 AND {PENDING} AND next_attempt_at <= $3 \
-                 ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED"
-            ))?;
-            let mut per_workspace: Vec<VecDeque<(i64, String, String)>> = Vec::new();
-            for w in &workspaces {
-                let ws: String = w.try_get(0)?;
-                let mut rows = VecDeque::new();
-                for r in tx.query(&due, &[&connection, &ws, &now_ms, &(limit as i64)])? {
-                    rows.push_back((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-                }
-                if !rows.is_empty() {
-                    per_workspace.push(rows);
-                }
-            }
-            // Round robin over the workspaces: each gets its turn.
-            let mut chosen = Vec::with_capacity(limit);
-            while chosen.len() < limit && per_workspace.iter().any(|q| !q.is_empty()) {
-                for q in &mut per_workspace {
-                    if chosen.len() < limit
-                        && let Some(row) = q.pop_front()
-                    {
-                        chosen.push(row);
-                    }
-                }
-            }
-            let is_suppressed = tx.prepare(
-                "SELECT reason FROM suppressions WHERE address_key = $1 AND ( \
-                   workspace = $2 OR ($2 = '' AND workspace = ANY($3))) LIMIT 1",
-            )?;
-            let suppress = tx.prepare(&format!(
-                "UPDATE deliveries SET state = 'suppressed', done_at = $2, result = $3, \
-                   attempts = attempts + 1, last_attempt_at = $2 \
-                 WHERE id = $1 AND {PENDING} RETURNING message, attempts"
-            ))?;
-            let attempt = tx.prepare(
-                "INSERT INTO delivery_attempts (delivery, n, at, connection, outcome, result) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )?;
-            let take = tx.prepare(&format!(
-                "UPDATE deliveries SET state = 'sending', lease = $2, lease_until = $3 \
-                 WHERE id = $1 AND {PENDING} \
-                 RETURNING message, recipient, workspace, attempts, queued_at"
-            ))?;
-            let message = tx.prepare(
-                "SELECT pinned_connection, from_email, message_id_header, raw FROM messages WHERE id = $1",
-            )?;
-            let mut raws: HashMap<String, MessageRow> = HashMap::new();
-            let mut touched = BTreeSet::new();
-            let mut out = Vec::with_capacity(chosen.len());
-            for (id, key, ws) in chosen {
-                if let Some(r) = tx.query_opt(&is_suppressed, &[&key, &ws, &scope])? {
-                    let reason: String = r.try_get(0)?;
-                    let result = serde_json::json!({ "suppressed": reason }).to_string();
-                    if let Some(r) = tx.query_opt(&suppress, &[&id, &now_ms, &result])? {
-                        let m: String = r.try_get(0)?;
-                        let n: i64 = r.try_get(1)?;
-                        let args: [&(dyn ToSql + Sync); 6] =
-                            [&id, &n, &now_ms, &connection, &"suppressed", &result];
-                        tx.execute(&attempt, &args)?;
-                        touched.insert(m);
-                    }
-                    continue;
-                }
-                let Some(r) = tx.query_opt(&take, &[&id, &token, &until])? else {
-                    continue;
-                };
-                let m: String = r.try_get(0)?;
-                if !raws.contains_key(&m) {
-                    let row = tx.query_one(&message, &[&m])?;
-                    raws.insert(
-                        m.clone(),
-                        (
-                            row.try_get(0)?,
-                            row.try_get(1)?,
-                            row.try_get(2)?,
-                            Arc::new(row.try_get(3)?),
-                        ),
-                    );
-                }
-                let Some((pinned, from, header, raw)) = raws.get(&m).cloned() else {
-                    continue;
-                };
-                out.push(ClaimedDelivery {
-                    id,
-                    message: m,
-                    lease: token.clone(),
-                    recipient: r.try_get(1)?,
-                    workspace: r.try_get(2)?,
-                    pinned_connection: pinned,
-                    attempts: u32::try_from(r.try_get::<_, i64>(3)?).unwrap_or(u32::MAX),
-                    queued_at_ms: r.try_get(4)?,
-                    from_email: from,
-                    message_id_header: header,
-                    raw,
-                });
-            }
-            for m in &touched {
-                refresh_status(tx, m)?;
-            }
-            Ok(out)
-        })
+        let claim = claim::Claim {
+            connection,
+            scope,
+            now_ms,
+            token: &token,
+            until: now_ms.saturating_add(millis(lease)),
+            limit: limit.clamp(1, 1000),
+        };
+        self.with_tx(|tx| claim::claim(tx, &claim))
     }
 
     fn settle_deliveries(&self, settlements: &[DeliverySettlement]) -> Result<(), StoreError> {
@@ -341,15 +324,18 @@ impl Queue for Postgres {
         }
         self.with_tx(|tx| {
             let mut touched = BTreeSet::new();
-            for s in settlements {
+            // The common case, accepted by the server, in two statements;
+            // the others one by one.
+            let (sent, others): (Vec<&DeliverySettlement>, Vec<&DeliverySettlement>) = settlements
+                .iter()
+                .partition(|s| matches!(s.outcome, DeliveryOutcome::Sent { .. }));
+            status::settle_sent(tx, &sent, &mut touched)?;
+            for s in others {
                 if let Some(message) = status::settle_one(tx, s)? {
                     touched.insert(message);
                 }
             }
-            for m in &touched {
-                refresh_status(tx, m)?;
-            }
-            Ok(())
+            refresh_statuses(tx, &touched)
         })
     }
 
@@ -405,7 +391,7 @@ impl Queue for Postgres {
                     &[&id, &now_ms],
                 )?;
             }
-            refresh_status(tx, id)?;
+            refresh_statuses(tx, &BTreeSet::from([id.to_owned()]))?;
             Ok(Cancel::Cancelled {
                 cancelled: u32::try_from(cancelled).unwrap_or(u32::MAX),
                 in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),

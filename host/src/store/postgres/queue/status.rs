@@ -15,6 +15,84 @@ fn json(s: Option<String>) -> Option<serde_json::Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
 }
 
+/// Applies settlements of accepted deliveries whose lease is still the
+/// delivery's, and records their attempts: two statements for all.
+pub(super) fn settle_sent(
+    tx: &mut Transaction<'_>,
+    sent: &[&DeliverySettlement],
+    touched: &mut std::collections::BTreeSet<String>,
+) -> Result<(), StoreError> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let n = sent.len();
+    let (mut ids, mut leases, mut ats, mut results, mut queue_ids, mut connections) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for s in sent {
+        let DeliveryOutcome::Sent { queue_id, result } = &s.outcome else {
+            continue;
+        };
+        ids.push(s.id);
+        leases.push(s.lease.as_str());
+        ats.push(s.at_ms);
+        results.push(result.to_string());
+        queue_ids.push(queue_id.as_deref());
+        connections.push(s.connection.as_str());
+    }
+    let rows = tx.query(
+        "UPDATE deliveries AS d SET state = 'sent', lease = NULL, lease_until = NULL, \
+           attempts = d.attempts + 1, last_attempt_at = u.at, done_at = $7, result = u.result, \
+           queue_id = u.queue_id, connection = u.connection \
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+           AS u(id, lease, at, result, queue_id, connection) \
+         WHERE d.id = u.id AND d.lease = u.lease \
+         RETURNING d.id, d.message, d.attempts, u.at, u.connection, u.result, u.queue_id",
+        &[
+            &ids,
+            &leases,
+            &ats,
+            &results,
+            &queue_ids,
+            &connections,
+            &now_ms(),
+        ],
+    )?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (mut a_ids, mut a_n, mut a_at, mut a_conn, mut a_result, mut a_queue) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for r in &rows {
+        a_ids.push(r.try_get::<_, i64>(0)?);
+        touched.insert(r.try_get::<_, String>(1)?);
+        a_n.push(r.try_get::<_, i64>(2)?);
+        a_at.push(r.try_get::<_, i64>(3)?);
+        a_conn.push(r.try_get::<_, String>(4)?);
+        a_result.push(r.try_get::<_, String>(5)?);
+        a_queue.push(r.try_get::<_, Option<String>>(6)?);
+    }
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery, n, at, connection, outcome, result, queue_id) \
+         SELECT id, n, at, connection, 'sent', result, queue_id FROM unnest( \
+           $1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+           AS u(id, n, at, connection, result, queue_id)",
+        &[&a_ids, &a_n, &a_at, &a_conn, &a_result, &a_queue],
+    )?;
+    Ok(())
+}
+
 /// Applies one settlement if its lease is still the delivery's, records
 /// the attempt, and returns the message to refresh (none if ignored).
 pub(super) fn settle_one(
