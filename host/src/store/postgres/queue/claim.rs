@@ -30,6 +30,10 @@ pub(super) struct Claim<'a> {
 /// A due row: delivery id, recipient key, workspace.
 type Due = (i64, String, String);
 
+/// What a claimed delivery needs of its message: pinned connection,
+/// envelope sender, Message-ID, the formatted bytes.
+type MessageRow = (Option<String>, String, String, Arc<Vec<u8>>);
+
 pub(super) fn claim(
     tx: &mut Transaction<'_>,
     c: &Claim<'_>,
@@ -72,8 +76,7 @@ pub(super) fn claim(
         .collect::<Result<BTreeSet<_>, _>>()?
         .into_iter()
         .collect();
-    let mut raws: HashMap<String, (Option<String>, String, String, Arc<Vec<u8>>)> =
-        HashMap::with_capacity(messages.len());
+    let mut raws: HashMap<String, MessageRow> = HashMap::with_capacity(messages.len());
     if !messages.is_empty() {
         for r in tx.query(
             "SELECT id, pinned_connection, from_email, message_id_header, raw \
