@@ -201,12 +201,16 @@ LB_PUBLIC=http://127.0.0.1:$LB_PUBLIC_PORT
 LB_ADMIN=http://127.0.0.1:$LB_ADMIN_PORT
 LB_STATS=http://127.0.0.1:$LB_STATS_PORT
 
-# server_status BACKEND SERVER: UP, DOWN, ... from HAProxy's statistics.
+# server_status BACKEND SERVER: from HAProxy's statistics, the server's
+# state and its last check's result, e.g. "UP L7OK" or "DOWN L4CON" (so a
+# server not checked yet, which HAProxy starts as UP, does not count).
 server_status() {
-  curl -s --max-time 2 "$LB_STATS/;csv" 2>/dev/null | awk -F, -v b="$1" -v s="$2" '$1 == b && $2 == s { print $18 }'
+  curl -s --max-time 2 "$LB_STATS/;csv" 2>/dev/null | awk -F, -v b="$1" -v s="$2" '
+    NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    $1 == b && $2 == s { print $col["status"], $col["check_status"] }'
 }
-# wait_status STATUS SECONDS: until every server of both backends of
-# replica1/replica2 named in the rest of the arguments has STATUS.
+# wait_status "STATE CHECK" SECONDS SERVER...: until each SERVER has that
+# state and check result in both backends.
 wait_status() {
   local want=$1 seconds=$2 backend server ok
   shift 2
@@ -223,7 +227,7 @@ wait_status() {
   done
   fail "HAProxy did not report $* $want within ${seconds}s"
 }
-wait_status UP 20 replica1 replica2
+wait_status "UP L7OK" 20 replica1 replica2
 
 if [[ $MODE == run ]]; then
   cat <<EOF
@@ -313,7 +317,7 @@ for attempt in 1 2; do
   code=$(post_webhook "$LB_PUBLIC")
   [[ $code == 200 ]] || fail "webhook through the load balancer right after the kill (attempt $attempt) answered $code"
 done
-wait_status DOWN 10 replica2
+wait_status "DOWN L4CON" 10 replica2
 say "ok: HAProxy marked replica 2 DOWN in both backends, $(( ($(date +%s%N) - killed_at) / 1000000 )) ms after the kill"
 for attempt in 1 2 3 4; do
   code=$(http_code "$LB_ADMIN/readyz" "${auth[@]}")
@@ -323,6 +327,6 @@ for attempt in 1 2 3 4; do
 done
 count=$(stored_events)
 [[ $count -eq 1 ]] || fail "GET /v1/events through the load balancer lists $count events for the webhook posted 6 times after the kill; want 1"
-[[ $(server_status mailplug_public replica1) == UP ]] || fail "replica 1 is not UP in HAProxy"
+[[ $(server_status mailplug_public replica1) == "UP L7OK" ]] || fail "replica 1 is not UP in HAProxy"
 say "ok: with replica 2 down, /readyz, webhooks and /v1/events through the load balancer all answer from replica 1"
 say "PASSED"
