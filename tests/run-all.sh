@@ -11,12 +11,18 @@ rustup target add wasm32-wasip2 >/dev/null
 if [ -f tests/smtp/requirements.txt ]; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/smtp/requirements.txt
 fi
+# PyYAML for the static check of deploy/compose.yaml.
+python3 -m pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
 
 # PostgreSQL server binaries for the PostgreSQL store tests, which start a
 # throwaway server of their own (host/src/store/postgres/testdb.rs) and fail
-# without one. Only the binaries are needed: the Debian service is not
-# started (policy-rc.d refuses it during the install).
-if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+# without one, and HAProxy for the deploy example's check
+# (deploy/local/run.sh). Only the binaries are needed: the Debian services
+# are not started (policy-rc.d refuses them during the install).
+packages=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
+command -v haproxy >/dev/null || packages+=(haproxy)
+if [[ ${#packages[@]} -gt 0 ]]; then
   sudo_cmd=""
   [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
@@ -26,7 +32,7 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     $sudo_cmd chmod +x /usr/sbin/policy-rc.d
     policy_created=1
   fi
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${packages[@]}"
   if [[ -n $policy_created ]]; then $sudo_cmd rm -f /usr/sbin/policy-rc.d; fi
 fi
 
@@ -56,3 +62,11 @@ fi
 # with the workspace's features; a `cargo build -p mailplug` here would
 # rebuild wasmtime with another feature set for nothing.
 bash tests/console/run.sh
+
+# The deploy example (deploy/, docs/deploy.md): Docker is not available
+# here, so compose.yaml and the Dockerfile are checked statically, and the
+# same topology runs without Docker: two replicas of the binary built above
+# on a throwaway PostgreSQL behind HAProxy with deploy/haproxy.cfg, checked
+# through the load balancer (about 20 s).
+python3 tests/deploy/compose_check.py --mailplug "${CARGO_TARGET_DIR:-target}/debug/mailplug"
+MAILPLUG_BIN="${CARGO_TARGET_DIR:-target}/debug/mailplug" timeout 300 bash deploy/local/run.sh --check
