@@ -14,7 +14,50 @@ on_every_backend!(
     manual_suppressions_are_kept_once_and_removed,
     foreign_cursors_are_refused,
     every_event_filter_narrows_the_listing,
+    the_same_event_twice_in_one_list_is_stored_once_in_order,
 );
+
+fn the_same_event_twice_in_one_list_is_stored_once_in_order(db: &dyn Backend) {
+    let mut next = ids();
+    let a = event_to(
+        "a",
+        "A@example.org",
+        EventKind::Delivered,
+        None,
+        1_767_268_800,
+        &["f"],
+    );
+    let b = event_to(
+        "b",
+        "B@example.org",
+        EventKind::Opened,
+        None,
+        1_767_268_801,
+        &["f"],
+    );
+    let out = db
+        .apply(&[Write::events(vec![a.clone(), b, a])], &mut next)
+        .unwrap();
+    let Applied::Events { stored, duplicates } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((stored.len(), *duplicates), (2, 1), "{out:?}");
+    // The first copy is the one stored, and the list order is kept.
+    assert!(stored[0] < stored[1], "{stored:?}");
+    let page = db
+        .events(&EventQuery {
+            limit: 10,
+            order: Order::Asc,
+            ..EventQuery::default()
+        })
+        .unwrap();
+    let listed: Vec<&str> = page.items.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        stored.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(page.items[0].event.provider_event_id.as_deref(), Some("a"));
+}
 
 fn stores_once_pages_by_cursor_and_suppresses(db: &dyn Backend) {
     let mut next = ids();

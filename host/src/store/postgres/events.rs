@@ -2,6 +2,8 @@
 //! insert path of a group commit (de-duplication, workspaces, suppressions,
 //! single-use tokens, outbox rows).
 
+use std::collections::HashMap;
+
 use postgres::{Row, Transaction};
 
 use super::{Args, decode_cursor, outbox, queue};
@@ -127,71 +129,131 @@ pub(super) fn row_event(r: &Row) -> Result<DeliveryEvent, StoreError> {
 }
 
 /// Stores the events that are new; an event whose dedupe key is stored
-/// (by this process or another, committed or committing) is a duplicate.
+/// (by this process or another, committed or committing, or earlier in
+/// the same list) is a duplicate. The events, their workspaces, their
+/// correlation to sent deliveries and their outbox rows are each one
+/// statement over arrays for the whole list; only bounces and complaints
+/// then take statements of their own (suppressions, in list order).
 pub(super) fn insert_events(
     tx: &mut Transaction<'_>,
     events: &[NewEvent],
     next_id: &mut dyn FnMut() -> String,
     policy: SoftBouncePolicy,
 ) -> Result<Applied, StoreError> {
-    let mut stored = Vec::with_capacity(events.len());
-    let mut duplicates = 0;
-    let insert = tx.prepare(
-        "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
-         bounce_class, recipient, recipient_key, occurred_at, provider, provider_event_id, \
-         provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
-         plugin_version, plugin_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-         ON CONFLICT (recipient_key, dedupe_key) DO NOTHING RETURNING seq",
-    )?;
-    let workspace = tx.prepare(
-        "INSERT INTO event_workspaces (workspace, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )?;
-    for new in events {
-        let id = next_id();
-        let e = &new.event;
-        let workspaces = serde_json::to_string(&new.workspaces).unwrap_or_else(|_| "[]".into());
-        let bounce = e.bounce_class.map(BounceClass::as_str);
-        let key = address_key(&e.recipient);
-        let row = tx.query_opt(
-            &insert,
-            &[
-                &id,
-                &&new.dedupe_key[..],
-                &new.connection,
-                &workspaces,
-                &new.received_at_ms,
-                &e.kind.as_str(),
-                &bounce,
-                &e.recipient,
-                &key,
-                &new.occurred_at,
-                &e.provider,
-                &e.provider_event_id,
-                &e.provider_message_id,
-                &e.message_id,
-                &e.smtp_status,
-                &e.enhanced_status,
-                &e.diagnostic,
-                &new.plugin.id,
-                &new.plugin.version,
-                &new.plugin.sha256,
-            ],
-        )?;
-        let Some(row) = row else {
-            duplicates += 1;
-            continue;
-        };
-        let seq: i64 = row.try_get(0)?;
-        for w in &new.workspaces {
-            tx.execute(&workspace, &[w, &seq])?;
-        }
-        apply_suppressions(tx, new, &id, policy)?;
-        queue::correlate(tx, e, &id, new.occurred_at)?;
-        outbox::enqueue(tx, &id, new, next_id)?;
-        stored.push(id);
+    if events.is_empty() {
+        return Ok(Applied::Events {
+            stored: Vec::new(),
+            duplicates: 0,
+        });
     }
-    Ok(Applied::Events { stored, duplicates })
+    let ids: Vec<String> = events.iter().map(|_| next_id()).collect();
+    let col = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        events.iter().map(|e| f(e)).collect()
+    };
+    let dedupe: Vec<&[u8]> = events.iter().map(|e| &e.dedupe_key[..]).collect();
+    let connection = col(&|e| Some(e.connection.as_str()));
+    let workspaces: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.workspaces).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let received: Vec<i64> = events.iter().map(|e| e.received_at_ms).collect();
+    let kind = col(&|e| Some(e.event.kind.as_str()));
+    let bounce = col(&|e| e.event.bounce_class.map(BounceClass::as_str));
+    let recipient = col(&|e| Some(e.event.recipient.as_str()));
+    let keys: Vec<String> = events
+        .iter()
+        .map(|e| address_key(&e.event.recipient))
+        .collect();
+    let occurred: Vec<i64> = events.iter().map(|e| e.occurred_at).collect();
+    let provider = col(&|e| Some(e.event.provider.as_str()));
+    let provider_event = col(&|e| e.event.provider_event_id.as_deref());
+    let provider_message = col(&|e| e.event.provider_message_id.as_deref());
+    let message_id = col(&|e| e.event.message_id.as_deref());
+    let smtp = col(&|e| e.event.smtp_status.as_deref());
+    let enhanced = col(&|e| e.event.enhanced_status.as_deref());
+    let diagnostic = col(&|e| e.event.diagnostic.as_deref());
+    let plugin_id = col(&|e| Some(e.plugin.id.as_str()));
+    let plugin_version = col(&|e| Some(e.plugin.version.as_str()));
+    let plugin_sha = col(&|e| Some(e.plugin.sha256.as_str()));
+    let rows = tx.query(
+        "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
+           bounce_class, recipient, recipient_key, occurred_at, provider, provider_event_id, \
+           provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
+           plugin_version, plugin_sha256) \
+         SELECT id, dedupe_key, connection, workspaces, received_at, kind, bounce_class, \
+           recipient, recipient_key, occurred_at, provider, provider_event_id, \
+           provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
+           plugin_version, plugin_sha256 \
+         FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
+           $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
+           $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+           $19::text[], $20::text[]) WITH ORDINALITY \
+           AS u(id, dedupe_key, connection, workspaces, received_at, kind, bounce_class, \
+           recipient, recipient_key, occurred_at, provider, provider_event_id, \
+           provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
+           plugin_version, plugin_sha256, n) \
+         ORDER BY n \
+         ON CONFLICT (recipient_key, dedupe_key) DO NOTHING RETURNING id, seq",
+        &[
+            &ids,
+            &dedupe,
+            &connection,
+            &workspaces,
+            &received,
+            &kind,
+            &bounce,
+            &recipient,
+            &keys,
+            &occurred,
+            &provider,
+            &provider_event,
+            &provider_message,
+            &message_id,
+            &smtp,
+            &enhanced,
+            &diagnostic,
+            &plugin_id,
+            &plugin_version,
+            &plugin_sha,
+        ],
+    )?;
+    let mut seqs: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        seqs.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    // The stored ones, in list order.
+    let stored: Vec<(usize, i64)> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| seqs.get(id).map(|seq| (i, *seq)))
+        .collect();
+    let (mut w_names, mut w_seqs) = (Vec::new(), Vec::new());
+    for &(i, seq) in &stored {
+        for w in &events[i].workspaces {
+            w_names.push(w.as_str());
+            w_seqs.push(seq);
+        }
+    }
+    if !w_names.is_empty() {
+        tx.execute(
+            "INSERT INTO event_workspaces (workspace, seq) \
+             SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+            &[&w_names, &w_seqs],
+        )?;
+    }
+    for &(i, _) in &stored {
+        apply_suppressions(tx, &events[i], &ids[i], policy)?;
+    }
+    let stored_events: Vec<(&str, &NewEvent)> = stored
+        .iter()
+        .map(|&(i, _)| (ids[i].as_str(), &events[i]))
+        .collect();
+    queue::correlate(tx, &stored_events)?;
+    outbox::enqueue(tx, &stored_events, next_id)?;
+    Ok(Applied::Events {
+        duplicates: events.len() - stored.len(),
+        stored: stored.into_iter().map(|(i, _)| ids[i].clone()).collect(),
+    })
 }
 
 /// Hard bounces and complaints suppress at once; soft bounces (and bounces

@@ -19,22 +19,30 @@ use crate::store::{NewEvent, Order, Page, StoreError, address_key, format_ms, no
 /// Queues one row per forwarder of a newly stored event.
 pub(super) fn enqueue(
     tx: &mut Transaction<'_>,
-    event_id: &str,
-    new: &NewEvent,
+    events: &[(&str, &NewEvent)],
     next_id: &mut dyn FnMut() -> String,
 ) -> Result<(), StoreError> {
-    if new.forward_to.is_empty() {
+    let (mut ids, mut forwarders, mut event_ids, mut keys) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (event_id, new) in events {
+        for forwarder in &new.forward_to {
+            ids.push(next_id());
+            forwarders.push(forwarder.as_str());
+            event_ids.push(*event_id);
+            keys.push(address_key(&new.event.recipient));
+        }
+    }
+    if ids.is_empty() {
         return Ok(());
     }
-    let now = now_ms();
-    let key = address_key(&new.event.recipient);
-    let insert = tx.prepare(
+    tx.execute(
         "INSERT INTO outbox (id, forwarder, event_id, recipient_key, state, attempts, enqueued_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) ON CONFLICT (forwarder, event_id) DO NOTHING",
+         SELECT id, forwarder, event_id, recipient_key, 'pending', 0, $5, $5 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY \
+           AS u(id, forwarder, event_id, recipient_key, n) \
+         ORDER BY n ON CONFLICT (forwarder, event_id) DO NOTHING",
+        &[&ids, &forwarders, &event_ids, &keys, &now_ms()],
     )?;
-    for forwarder in &new.forward_to {
-        tx.execute(&insert, &[&next_id(), forwarder, &event_id, &key, &now])?;
-    }
     Ok(())
 }
 

@@ -259,40 +259,58 @@ pub(super) fn suppressed(
 /// and the message's Message-ID or the queue id the server returned.
 pub(super) fn correlate(
     tx: &mut Transaction<'_>,
-    event: &crate::event::NormalizedEvent,
-    event_id: &str,
-    occurred_at: i64,
+    events: &[(&str, &crate::store::NewEvent)],
 ) -> Result<(), StoreError> {
-    let header = event
-        .message_id
-        .as_deref()
-        .map(|m| m.trim().trim_start_matches('<').trim_end_matches('>'))
-        .filter(|m| !m.is_empty());
-    let queue_id = event
-        .provider_message_id
-        .as_deref()
-        .filter(|m| !m.is_empty());
-    if header.is_none() && queue_id.is_none() {
+    let (mut kinds, mut ids, mut ats, mut keys, mut headers, mut queue_ids) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (id, new) in events {
+        let event = &new.event;
+        let header = event
+            .message_id
+            .as_deref()
+            .map(|m| m.trim().trim_start_matches('<').trim_end_matches('>'))
+            .filter(|m| !m.is_empty());
+        let queue_id = event
+            .provider_message_id
+            .as_deref()
+            .filter(|m| !m.is_empty());
+        if header.is_none() && queue_id.is_none() {
+            continue;
+        }
+        kinds.push(event.kind.as_str());
+        ids.push(*id);
+        ats.push(new.occurred_at);
+        keys.push(address_key(&event.recipient));
+        headers.push(header);
+        queue_ids.push(queue_id);
+    }
+    if ids.is_empty() {
         return Ok(());
     }
+    // Several events about one delivery in one list: the last one counts,
+    // as if they had been applied one after the other.
     tx.execute(
-        "UPDATE deliveries SET event_kind = $1, event_id = $2, event_at = $3 \
-         WHERE recipient_key = $4 AND state = 'sent' AND ( \
-           ($5::text IS NOT NULL AND message IN (SELECT id FROM messages WHERE message_id_header = $5::text)) \
-           OR ($6::text IS NOT NULL AND queue_id = $6::text))",
-        &[
-            &event.kind.as_str(),
-            &event_id,
-            &occurred_at,
-            &address_key(&event.recipient),
-            &header,
-            &queue_id,
-        ],
+        "UPDATE deliveries AS d SET event_kind = x.kind, event_id = x.event_id, event_at = x.at \
+         FROM (SELECT DISTINCT ON (t.id) t.id AS delivery, u.kind, u.event_id, u.at \
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+             WITH ORDINALITY AS u(kind, event_id, at, key, header, queue_id, n) \
+           JOIN deliveries AS t ON t.recipient_key = u.key AND t.state = 'sent' AND ( \
+             (u.header IS NOT NULL AND t.message IN \
+               (SELECT id FROM messages WHERE message_id_header = u.header)) \
+             OR (u.queue_id IS NOT NULL AND t.queue_id = u.queue_id)) \
+           ORDER BY t.id, u.n DESC) AS x \
+         WHERE d.id = x.delivery",
+        &[&kinds, &ids, &ats, &keys, &headers, &queue_ids],
     )?;
     Ok(())
 }
 
-/// What a claim needs of a message: pinned connection, From, Message-ID, bytes.
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
