@@ -148,7 +148,7 @@ pub(super) fn insert_events(
     }
     let ids: Vec<String> = events.iter().map(|_| next_id()).collect();
     let col = |f: &dyn Fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-        events.iter().map(|e| f(e)).collect()
+        events.iter().map(f).collect()
     };
     let dedupe: Vec<&[u8]> = events.iter().map(|e| &e.dedupe_key[..]).collect();
     let connection = col(&|e| Some(e.connection.as_str()));
