@@ -16,6 +16,7 @@ use crate::smtp::harness::{arrivals, server};
 use crate::webhooks::{NOW, SIGNED_AT, SW_SECRET, all_events, post_raw, sw_event, sw_sign};
 
 mod pg;
+mod pool_metrics;
 
 /// Two config dirs (`a/conf`, `b/conf`) holding the same files.
 fn configs(files: &[(&str, String)]) -> (tempfile::TempDir, [std::path::PathBuf; 2]) {

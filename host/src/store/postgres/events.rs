@@ -2,8 +2,9 @@
 //! insert path of a group commit (de-duplication, workspaces, suppressions,
 //! single-use tokens, outbox rows).
 
-use postgres::{Row, Transaction};
+use postgres::Row;
 
+use super::sql::Tx;
 use super::{Args, decode_cursor, outbox, queue};
 use crate::event::{
     BounceClass, DeliveryEvent, EVENT_SCHEMA_VERSION, EventKind, NormalizedEvent, PluginStamp,
@@ -129,24 +130,21 @@ pub(super) fn row_event(r: &Row) -> Result<DeliveryEvent, StoreError> {
 /// Stores the events that are new; an event whose dedupe key is stored
 /// (by this process or another, committed or committing) is a duplicate.
 pub(super) fn insert_events(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     events: &[NewEvent],
     next_id: &mut dyn FnMut() -> String,
     policy: SoftBouncePolicy,
 ) -> Result<Applied, StoreError> {
     let mut stored = Vec::with_capacity(events.len());
     let mut duplicates = 0;
-    let insert = tx.prepare(
-        "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
+    let insert = "INSERT INTO events (id, dedupe_key, connection, workspaces, received_at, kind, \
          bounce_class, recipient, recipient_key, occurred_at, provider, provider_event_id, \
          provider_message_id, message_id, smtp_status, enhanced_status, diagnostic, plugin_id, \
          plugin_version, plugin_sha256) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-         ON CONFLICT (recipient_key, dedupe_key) DO NOTHING RETURNING seq",
-    )?;
-    let workspace = tx.prepare(
-        "INSERT INTO event_workspaces (workspace, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )?;
+         ON CONFLICT (recipient_key, dedupe_key) DO NOTHING RETURNING seq";
+    let workspace =
+        "INSERT INTO event_workspaces (workspace, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING";
     for new in events {
         let id = next_id();
         let e = &new.event;
@@ -154,7 +152,7 @@ pub(super) fn insert_events(
         let bounce = e.bounce_class.map(BounceClass::as_str);
         let key = address_key(&e.recipient);
         let row = tx.query_opt(
-            &insert,
+            insert,
             &[
                 &id,
                 &&new.dedupe_key[..],
@@ -184,7 +182,7 @@ pub(super) fn insert_events(
         };
         let seq: i64 = row.try_get(0)?;
         for w in &new.workspaces {
-            tx.execute(&workspace, &[w, &seq])?;
+            tx.execute(workspace, &[w, &seq])?;
         }
         apply_suppressions(tx, new, &id, policy)?;
         queue::correlate(tx, e, &id, new.occurred_at)?;
@@ -197,7 +195,7 @@ pub(super) fn insert_events(
 /// Hard bounces and complaints suppress at once; soft bounces (and bounces
 /// of unknown class) once the threshold of them fall within the window.
 fn apply_suppressions(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     new: &NewEvent,
     id: &str,
     policy: SoftBouncePolicy,
@@ -253,7 +251,7 @@ fn apply_suppressions(
 
 /// Suppresses an address in a workspace unless it already is; true if new.
 pub(super) fn suppress(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     workspace: &str,
     address: &str,
     reason: SuppressionReason,
@@ -284,27 +282,24 @@ pub(super) fn suppress(
 /// Records every single-use token; false when one is already recorded,
 /// not expired, for another body (a replay): the caller rolls back.
 pub(super) fn record_tokens(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     tokens: &[ReplayToken],
 ) -> Result<bool, StoreError> {
-    let insert = tx.prepare(
-        "INSERT INTO replay_tokens (connection, token, body_sha256, expires_at) \
+    let insert = "INSERT INTO replay_tokens (connection, token, body_sha256, expires_at) \
          VALUES ($1, $2, $3, $4) \
          ON CONFLICT (connection, token) DO UPDATE SET \
            body_sha256 = excluded.body_sha256, expires_at = excluded.expires_at \
-         WHERE replay_tokens.expires_at <= $5",
-    )?;
-    let same_body = tx.prepare(
-        "SELECT 1 FROM replay_tokens WHERE connection = $1 AND token = $2 AND body_sha256 = $3",
-    )?;
+         WHERE replay_tokens.expires_at <= $5";
+    let same_body =
+        "SELECT 1 FROM replay_tokens WHERE connection = $1 AND token = $2 AND body_sha256 = $3";
     for t in tokens {
         let body = &t.body_sha256[..];
         if tx.execute(
-            &insert,
+            insert,
             &[&t.connection, &t.token, &body, &t.expires_at, &t.used_at],
         )? == 0
             && tx
-                .query_opt(&same_body, &[&t.connection, &t.token, &body])?
+                .query_opt(same_body, &[&t.connection, &t.token, &body])?
                 .is_none()
         {
             return Ok(false);

@@ -8,10 +8,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::Transaction;
 use postgres::types::ToSql;
 
 use super::Postgres;
+use super::sql::Tx;
 use crate::store::Page;
 use crate::store::StoreError;
 use crate::store::address_key;
@@ -35,28 +35,23 @@ const PENDING: &str = "state IN ('queued', 'deferred')";
 /// process stores the same key at the same time: the insert waits for that
 /// transaction and, if it committed, this message is its duplicate.
 pub(super) fn enqueue(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     messages: &[NewMessage],
     now_ms: i64,
     next_id: &mut dyn FnMut() -> String,
 ) -> Result<Vec<Enqueued>, StoreError> {
     let mut out = Vec::with_capacity(messages.len());
-    let find = tx
-        .prepare("SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2")?;
-    let message = tx.prepare(
-        "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
+    let find = "SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2";
+    let message = "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
          from_email, subject, message_id_header, raw, size, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11) \
-         ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING",
-    )?;
-    let delivery = tx.prepare(
-        "INSERT INTO deliveries (message, recipient, recipient_key, field, workspace, connection, \
-         state, queued_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)",
-    )?;
+         ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING";
+    let delivery = "INSERT INTO deliveries (message, recipient, recipient_key, field, workspace, connection, \
+         state, queued_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)";
     for m in messages {
         let scope = m.idempotency_scope();
         if let Some(key) = &m.idempotency_key
-            && let Some(row) = tx.query_opt(&find, &[&scope, key])?
+            && let Some(row) = tx.query_opt(find, &[&scope, key])?
         {
             out.push(Enqueued {
                 id: row.try_get(0)?,
@@ -67,7 +62,7 @@ pub(super) fn enqueue(
         let id = next_id();
         let size = i64::try_from(m.raw.len()).unwrap_or(i64::MAX);
         let inserted = tx.execute(
-            &message,
+            message,
             &[
                 &id,
                 &m.workspace,
@@ -86,7 +81,7 @@ pub(super) fn enqueue(
             && let Some(key) = &m.idempotency_key
         {
             // Committed by another process since the lookup above.
-            let row = tx.query_one(&find, &[&scope, key])?;
+            let row = tx.query_one(find, &[&scope, key])?;
             out.push(Enqueued {
                 id: row.try_get(0)?,
                 duplicate: true,
@@ -95,7 +90,7 @@ pub(super) fn enqueue(
         }
         for (address, field) in &m.recipients {
             tx.execute(
-                &delivery,
+                delivery,
                 &[
                     &id,
                     address,
@@ -116,7 +111,7 @@ pub(super) fn enqueue(
 }
 
 /// Recomputes a message's status from its deliveries.
-fn refresh_status(tx: &mut Transaction<'_>, message: &str) -> Result<(), StoreError> {
+fn refresh_status(tx: &mut Tx<'_, '_>, message: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE messages SET status = (SELECT CASE \
            WHEN count(*) FILTER (WHERE state IN ('queued', 'sending', 'deferred')) > 0 THEN 'pending' \
@@ -132,7 +127,7 @@ fn refresh_status(tx: &mut Transaction<'_>, message: &str) -> Result<(), StoreEr
 /// A new suppression ends the pending deliveries of that recipient in that
 /// workspace (messages without one are caught at their next claim).
 pub(super) fn suppressed(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     workspace: &str,
     key: &str,
     reason: &str,
@@ -159,7 +154,7 @@ pub(super) fn suppressed(
 /// Records a provider event on the deliveries it is about: same recipient,
 /// and the message's Message-ID or the queue id the server returned.
 pub(super) fn correlate(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     event: &crate::event::NormalizedEvent,
     event_id: &str,
     occurred_at: i64,
@@ -230,11 +225,11 @@ impl Queue for Postgres {
             )?;
             // Due rows of each workspace, locked; rows another claim holds
             // are skipped. Rows locked here but not chosen stay queued.
-            let due = tx.prepare(&format!(
+            let due = format!(
                 "SELECT id, recipient_key, workspace FROM deliveries \
                  WHERE connection = $1 AND workspace = $2 AND {PENDING} AND next_attempt_at <= $3 \
                  ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED"
-            ))?;
+            );
             let mut per_workspace: Vec<VecDeque<(i64, String, String)>> = Vec::new();
             for w in &workspaces {
                 let ws: String = w.try_get(0)?;
@@ -257,32 +252,26 @@ impl Queue for Postgres {
                     }
                 }
             }
-            let is_suppressed = tx.prepare(
-                "SELECT reason FROM suppressions WHERE address_key = $1 AND ( \
-                   workspace = $2 OR ($2 = '' AND workspace = ANY($3))) LIMIT 1",
-            )?;
-            let suppress = tx.prepare(&format!(
+            let is_suppressed = "SELECT reason FROM suppressions WHERE address_key = $1 AND ( \
+                   workspace = $2 OR ($2 = '' AND workspace = ANY($3))) LIMIT 1";
+            let suppress = format!(
                 "UPDATE deliveries SET state = 'suppressed', done_at = $2, result = $3, \
                    attempts = attempts + 1, last_attempt_at = $2 \
                  WHERE id = $1 AND {PENDING} RETURNING message, attempts"
-            ))?;
-            let attempt = tx.prepare(
-                "INSERT INTO delivery_attempts (delivery, n, at, connection, outcome, result) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )?;
-            let take = tx.prepare(&format!(
+            );
+            let attempt = "INSERT INTO delivery_attempts (delivery, n, at, connection, outcome, result) \
+                 VALUES ($1, $2, $3, $4, $5, $6)";
+            let take = format!(
                 "UPDATE deliveries SET state = 'sending', lease = $2, lease_until = $3 \
                  WHERE id = $1 AND {PENDING} \
                  RETURNING message, recipient, workspace, attempts, queued_at"
-            ))?;
-            let message = tx.prepare(
-                "SELECT pinned_connection, from_email, message_id_header, raw FROM messages WHERE id = $1",
-            )?;
+            );
+            let message = "SELECT pinned_connection, from_email, message_id_header, raw FROM messages WHERE id = $1";
             let mut raws: HashMap<String, MessageRow> = HashMap::new();
             let mut touched = BTreeSet::new();
             let mut out = Vec::with_capacity(chosen.len());
             for (id, key, ws) in chosen {
-                if let Some(r) = tx.query_opt(&is_suppressed, &[&key, &ws, &scope])? {
+                if let Some(r) = tx.query_opt(is_suppressed, &[&key, &ws, &scope])? {
                     let reason: String = r.try_get(0)?;
                     let result = serde_json::json!({ "suppressed": reason }).to_string();
                     if let Some(r) = tx.query_opt(&suppress, &[&id, &now_ms, &result])? {
@@ -290,7 +279,7 @@ impl Queue for Postgres {
                         let n: i64 = r.try_get(1)?;
                         let args: [&(dyn ToSql + Sync); 6] =
                             [&id, &n, &now_ms, &connection, &"suppressed", &result];
-                        tx.execute(&attempt, &args)?;
+                        tx.execute(attempt, &args)?;
                         touched.insert(m);
                     }
                     continue;
@@ -300,7 +289,7 @@ impl Queue for Postgres {
                 };
                 let m: String = r.try_get(0)?;
                 if !raws.contains_key(&m) {
-                    let row = tx.query_one(&message, &[&m])?;
+                    let row = tx.query_one(message, &[&m])?;
                     raws.insert(
                         m.clone(),
                         (
@@ -358,12 +347,12 @@ impl Queue for Postgres {
     /// queue; send leases are left to lapse on their own.
     fn recover_in_flight(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.with_tx(|tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, \
                  lease = NULL, lease_until = NULL, next_attempt_at = $1 \
                  WHERE state = 'sending' AND lease_until < $1",
                 &[&now_ms],
-            )?)
+            )
         })
     }
 
@@ -434,6 +423,6 @@ impl Queue for Postgres {
     }
 
     fn release_connection(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
-        self.with_client(|c| Ok(c.execute(RELEASE_SQL, &[&connection, &holder]).map(drop)?))
+        self.with_client(|c| c.execute(RELEASE_SQL, &[&connection, &holder]).map(drop))
     }
 }
