@@ -14,7 +14,8 @@
 //!   is refused ([`migrate`]).
 //!
 //! Connections are blocking clients of the `postgres` crate, pooled here
-//! ([`pool`]); like every backend call they run off the async runtime.
+//! ([`pool`]), each keeping the statements it prepared ([`sql`]); like
+//! every backend call they run off the async runtime.
 
 use postgres::Client;
 use postgres::types::ToSql;

@@ -14,7 +14,7 @@ use postgres::{Client, GenericClient, Row, Statement, Transaction};
 
 use crate::store::StoreError;
 
-/// Most statements one client keeps. The backend's static SQL is about 60
+/// Most statements one client keeps. The backend's static SQL is a few dozen
 /// statements; SQL built at run time (listings) bypasses the cache
 /// ([`Sql::query_uncached`]). Should something still fill it, it is
 /// emptied and fills again, so it never grows without bound.
