@@ -22,6 +22,9 @@ use prometheus_client::registry::Registry;
 
 use crate::runtime::metrics::{ExportMetrics, LATENCY_BUCKETS_US, PluginMetrics};
 use crate::runtime::{Export, Runtime};
+use crate::store::PoolStats;
+
+mod pool;
 
 /// Prefix of every metric name.
 const PREFIX: &str = "mailplug";
@@ -324,9 +327,10 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics exposition of every daemon metric and of the
-    /// plugins loaded in `runtime`, ending in the one `# EOF`.
-    pub fn render(&self, runtime: &Runtime) -> String {
+    /// The OpenMetrics exposition of every daemon metric, of the plugins
+    /// loaded in `runtime` and of the store's pool (`None`: the backend
+    /// has none), ending in the one `# EOF`.
+    pub fn render(&self, runtime: &Runtime, pool: Option<PoolStats>) -> String {
         // Plugins change on reload and the runtime belongs to the current
         // snapshot, which this registry outlives, so no collector registered
         // here at startup could follow them. Instead each scrape builds a
@@ -334,11 +338,15 @@ impl Metrics {
         // it shares their atomics (an `Arc` per plugin, no numbers copied
         // yet) and reads them while encoding, and it is dropped with the
         // scrape, so a reloaded-away plugin is never reported again.
-        let mut plugins = Registry::with_prefix(PREFIX);
-        plugins.register_collector(Box::new(PluginCollector::new(runtime)));
+        // The pool's figures are read the same way, as they are now.
+        let mut scraped = Registry::with_prefix(PREFIX);
+        scraped.register_collector(Box::new(PluginCollector::new(runtime)));
+        if let Some(pool) = pool {
+            scraped.register_collector(Box::new(pool::PoolCollector(pool)));
+        }
         let mut out = String::new();
         let encoded = encode_registry(&mut out, &self.registry)
-            .and_then(|()| encode_registry(&mut out, &plugins))
+            .and_then(|()| encode_registry(&mut out, &scraped))
             .and_then(|()| encode_eof(&mut out));
         if let Err(error) = encoded {
             // Writing to a String cannot fail, so this is an encoder bug;

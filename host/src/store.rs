@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use crate::event::{BounceClass, DeliveryEvent, EventKind, NormalizedEvent, PluginStamp};
 
 pub mod outbox;
+mod pool;
 pub mod postgres;
 pub mod queue;
 pub mod sqlite;
@@ -38,6 +39,7 @@ pub mod status;
 mod contract;
 
 pub use outbox::Outbox;
+pub use pool::PoolStats;
 pub use queue::Queue;
 
 /// Most requests applied in one group-commit transaction.
@@ -356,6 +358,12 @@ pub trait Backend: Outbox + Queue + Send + Sync + 'static {
     fn counts(&self) -> Result<Counts, StoreError>;
     /// Whether the store answers now (a trivial query; `/readyz`).
     fn ping(&self) -> Result<(), StoreError>;
+    /// How the backend's connection pool is used; `None` for a backend
+    /// without one that waits or caps (SQLite: one writer thread, readers
+    /// opened on demand).
+    fn pool(&self) -> Option<PoolStats> {
+        None
+    }
     /// Flushes and closes (after the last write).
     fn close(&self) -> Result<(), StoreError>;
 }
@@ -414,6 +422,11 @@ impl Store {
     /// Which backend this is.
     pub fn kind(&self) -> &'static str {
         self.backend.kind()
+    }
+
+    /// How the backend's connection pool is used (no query: counters only).
+    pub fn pool(&self) -> Option<PoolStats> {
+        self.backend.pool()
     }
 
     /// Applies one write with the next group commit; resolves once it is durable.

@@ -17,6 +17,7 @@ use crate::webhooks::{NOW, SIGNED_AT, SW_SECRET, all_events, post_raw, sw_event,
 
 mod forwarding;
 mod pg;
+mod pool_metrics;
 
 /// Two config dirs (`a/conf`, `b/conf`) holding the same files.
 fn configs(files: &[(&str, String)]) -> (tempfile::TempDir, [std::path::PathBuf; 2]) {
@@ -327,6 +328,13 @@ fn replicas_answer_503_while_postgresql_is_down_and_recover_without_a_restart() 
         assert_eq!(d.metric("mailplug_store_up"), 0.0);
         let (status, _, json) = post_raw(&d.public, "/webhooks/sw", &headers, &body);
         assert_eq!(status, 503, "{json}");
+        // Each check drops a client whose connection broke; once none is
+        // left, the next one fails to connect, and the pool counts it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.metric("mailplug_store_pool_connect_errors_total") < 1.0 {
+            assert!(Instant::now() < deadline, "no failed connect counted");
+            d.get("/readyz");
+        }
     }
     std::thread::sleep(Duration::from_secs(2));
     pg.up();

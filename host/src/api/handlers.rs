@@ -234,7 +234,9 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(snapshot.catalog.runtime()),
+        state
+            .metrics
+            .render(snapshot.catalog.runtime(), state.store.pool()),
     )
         .into_response()
 }

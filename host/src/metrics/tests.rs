@@ -23,7 +23,7 @@ fn plugin_counters_and_latency_render_in_one_document() {
 
     let metrics = Metrics::new();
     metrics.connections.set(3);
-    let text = metrics.render(&runtime);
+    let text = metrics.render(&runtime, None);
 
     // Exactly one OpenMetrics document: one EOF, at the very end.
     assert_eq!(text.matches("# EOF").count(), 1, "{text}");
@@ -121,7 +121,7 @@ fn plugin_counters_and_latency_render_in_one_document() {
 #[test]
 fn no_plugins_still_render_one_document() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let text = Metrics::new().render(&runtime);
+    let text = Metrics::new().render(&runtime, None);
     assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
     // Families without series still describe themselves.
@@ -130,4 +130,38 @@ fn no_plugins_still_render_one_document() {
         "{text}"
     );
     assert!(!text.contains("mailplug_plugin_calls_total{"), "{text}");
+}
+
+#[test]
+fn store_pool_figures_render_when_the_backend_has_a_pool() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let pool = PoolStats {
+        open: 5,
+        idle: 2,
+        max: 8,
+        waits: 7,
+        wait_seconds: 1.5,
+        timeouts: 1,
+        connect_errors: 3,
+    };
+    let text = Metrics::new().render(&runtime, Some(pool));
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    for (series, want) in [
+        ("mailplug_store_pool_connections{state=\"idle\"}", "2"),
+        ("mailplug_store_pool_connections{state=\"in_use\"}", "3"),
+        ("mailplug_store_pool_max_connections", "8"),
+        ("mailplug_store_pool_waits_total", "7"),
+        ("mailplug_store_pool_wait_seconds_total", "1.5"),
+        ("mailplug_store_pool_timeouts_total", "1"),
+        ("mailplug_store_pool_connect_errors_total", "3"),
+    ] {
+        assert_eq!(value(&text, series).as_deref(), Some(want), "{text}");
+    }
+    assert!(
+        text.contains("# TYPE mailplug_store_pool_waits counter\n"),
+        "{text}"
+    );
+    // A backend without a pool (SQLite) shows none of them.
+    let text = Metrics::new().render(&runtime, None);
+    assert!(!text.contains("mailplug_store_pool"), "{text}");
 }

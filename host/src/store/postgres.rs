@@ -14,14 +14,15 @@
 //!   is refused ([`migrate`]).
 //!
 //! Connections are blocking clients of the `postgres` crate, pooled here
-//! ([`pool`]); like every backend call they run off the async runtime.
+//! ([`pool`]), each keeping the statements it prepared ([`sql`]); like
+//! every backend call they run off the async runtime.
 
+use postgres::Client;
 use postgres::types::ToSql;
-use postgres::{Client, Transaction};
 
 use super::{
-    Applied, Backend, Counts, EventQuery, Order, Page, SoftBouncePolicy, StoreError, Suppression,
-    SuppressionQuery, SuppressionReason, Write, address_key, format_ms, now_ms,
+    Applied, Backend, Counts, EventQuery, Order, Page, PoolStats, SoftBouncePolicy, StoreError,
+    Suppression, SuppressionQuery, SuppressionReason, Write, address_key, format_ms, now_ms,
 };
 use crate::event::DeliveryEvent;
 use crate::store::status::Migrated;
@@ -31,6 +32,7 @@ mod events;
 mod outbox;
 mod pool;
 mod queue;
+mod sql;
 mod tls;
 mod url;
 
@@ -40,6 +42,7 @@ pub use url::{PostgresUrl, redact};
 use super::sqlite::{decode_cursor, encode_cursor};
 use events::{EVENT_COLUMNS, event_listing, insert_events, row_event, suppress};
 use pool::Pool;
+use sql::{Db, Tx};
 
 /// Versioned migrations, applied in order at open; the index + 1 is the
 /// version a migration brings the schema to. PostgreSQL's versions count
@@ -143,19 +146,19 @@ impl Postgres {
     /// Runs `work` on a pooled client.
     pub(crate) fn with_client<T>(
         &self,
-        work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        work: impl FnOnce(&mut Db<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = self.pool.get()?;
-        let out = work(&mut client);
+        let mut conn = self.pool.get()?;
+        let out = work(&mut conn.sql());
         // A failure may be the connection's (the server restarted, a proxy
         // hung up) before the client noticed: one cheap query tells, and a
         // broken client is closed rather than handed to the next caller.
-        if out.is_err() && client.is_valid(HEALTH_CHECK_TIMEOUT).is_err() {
+        if out.is_err() && conn.client().is_valid(HEALTH_CHECK_TIMEOUT).is_err() {
             tracing::warn!(
                 store = self.pool.target(),
                 "dropping a broken PostgreSQL connection"
             );
-            client.discard();
+            conn.discard();
         }
         out
     }
@@ -163,21 +166,16 @@ impl Postgres {
     /// Runs `work` in one transaction, committed if it succeeds.
     pub(crate) fn with_tx<T>(
         &self,
-        work: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+        work: impl FnOnce(&mut Tx<'_, '_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_client(|client| {
-            let mut tx = client.transaction()?;
-            let out = work(&mut tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
+        self.with_client(|db| db.transaction(work))
     }
 }
 
 /// [`migrate`] on a client of `pool`; a failure names the database.
 fn migrate_on(pool: &Pool) -> Result<Migrated, StoreError> {
-    let mut client = pool.get()?;
-    migrate(&mut client).map_err(|e| match e {
+    let mut conn = pool.get()?;
+    migrate(conn.client()).map_err(|e| match e {
         StoreError::Backend(m) => StoreError::Backend(format!("{}: {m}", pool.target())),
         other => other,
     })
@@ -220,7 +218,7 @@ pub(crate) fn migrate(client: &mut Client) -> Result<Migrated, StoreError> {
 }
 
 /// Stored events and suppressions.
-fn counts(c: &mut Client) -> Result<Counts, StoreError> {
+fn counts(c: &mut Db<'_>) -> Result<Counts, StoreError> {
     let row = c.query_one(
         "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM suppressions)",
         &[],
@@ -251,16 +249,14 @@ impl Backend for Postgres {
                     Write::Events { events, tokens } => {
                         // A savepoint per request: a replayed token undoes
                         // this request alone, not the others in the commit.
-                        let mut sp = tx.transaction()?;
-                        if events::record_tokens(&mut sp, tokens)? {
-                            let applied =
-                                insert_events(&mut sp, events, next_id, self.soft_bounces)?;
-                            sp.commit()?;
-                            applied
-                        } else {
-                            sp.rollback()?;
-                            Applied::Replayed
-                        }
+                        tx.savepoint(|sp| {
+                            if events::record_tokens(sp, tokens)? {
+                                insert_events(sp, events, next_id, self.soft_bounces).map(Some)
+                            } else {
+                                Ok(None)
+                            }
+                        })?
+                        .unwrap_or(Applied::Replayed)
                     }
                     Write::Suppress {
                         workspace,
@@ -294,7 +290,7 @@ impl Backend for Postgres {
 
     fn events(&self, q: &EventQuery) -> Result<Page<DeliveryEvent>, StoreError> {
         let (sql, args, limit) = event_listing(q)?;
-        let rows = self.with_client(|c| Ok(c.query(&sql, &args.refs())?))?;
+        let rows = self.with_client(|c| c.query_uncached(&sql, &args.refs()))?;
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
             items.push((r.try_get::<_, i64>("seq")?, row_event(r)?));
@@ -315,7 +311,7 @@ impl Backend for Postgres {
 
     fn event(&self, id: &str) -> Result<Option<DeliveryEvent>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = $1");
-        let row = self.with_client(|c| Ok(c.query_opt(&sql, &[&id])?))?;
+        let row = self.with_client(|c| c.query_opt(&sql, &[&id]))?;
         row.as_ref().map(row_event).transpose()
     }
 
@@ -344,7 +340,7 @@ impl Backend for Postgres {
             " ORDER BY workspace, address_key LIMIT {}",
             limit + 1
         ));
-        let rows = self.with_client(|c| Ok(c.query(&sql, &args.refs())?))?;
+        let rows = self.with_client(|c| c.query_uncached(&sql, &args.refs()))?;
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
             let reason: String = r.try_get(2)?;
@@ -379,7 +375,11 @@ impl Backend for Postgres {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.with_client(|c| Ok(c.query_one("SELECT 1", &[]).map(drop)?))
+        self.with_client(|c| c.query_one("SELECT 1", &[]).map(drop))
+    }
+
+    fn pool(&self) -> Option<PoolStats> {
+        Some(self.pool.stats())
     }
 
     fn close(&self) -> Result<(), StoreError> {

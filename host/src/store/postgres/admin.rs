@@ -2,9 +2,8 @@
 //! daemon: one client, its schema read without changing anything, and
 //! migrations applied by the daemon's own code under its advisory lock.
 
-use postgres::Client;
-
 use super::pool::Pool;
+use super::sql::Db;
 use super::{PostgresUrl, counts, migrate_on, queue, schema_version, url};
 use crate::store::StoreError;
 use crate::store::status::{Contents, Migrated, SchemaStatus};
@@ -21,14 +20,14 @@ fn single(url: &PostgresUrl) -> Result<Pool, StoreError> {
 /// (no `mailplug_schema` table) is version 0, and stays empty.
 pub fn schema_status(url: &PostgresUrl) -> Result<SchemaStatus, StoreError> {
     let pool = single(url)?;
-    let mut client = pool.get()?;
-    read(&mut client).map_err(|e| match e {
+    let mut conn = pool.get()?;
+    read(&mut conn.sql()).map_err(|e| match e {
         StoreError::Backend(m) => StoreError::Backend(format!("{}: {m}", pool.target())),
         other => other,
     })
 }
 
-fn read(client: &mut Client) -> Result<SchemaStatus, StoreError> {
+fn read(client: &mut Db<'_>) -> Result<SchemaStatus, StoreError> {
     let has_table: bool = client
         .query_one("SELECT to_regclass('mailplug_schema') IS NOT NULL", &[])?
         .try_get(0)?;

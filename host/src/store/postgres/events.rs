@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use postgres::{Row, Transaction};
+use postgres::Row;
 
+use super::sql::Tx;
 use super::{Args, decode_cursor, outbox, queue};
 use crate::event::{
     BounceClass, DeliveryEvent, EVENT_SCHEMA_VERSION, EventKind, NormalizedEvent, PluginStamp,
@@ -135,7 +136,7 @@ pub(super) fn row_event(r: &Row) -> Result<DeliveryEvent, StoreError> {
 /// statement over arrays for the whole list; only bounces and complaints
 /// then take statements of their own (suppressions, in list order).
 pub(super) fn insert_events(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     events: &[NewEvent],
     next_id: &mut dyn FnMut() -> String,
     policy: SoftBouncePolicy,
@@ -259,7 +260,7 @@ pub(super) fn insert_events(
 /// Hard bounces and complaints suppress at once; soft bounces (and bounces
 /// of unknown class) once the threshold of them fall within the window.
 fn apply_suppressions(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     new: &NewEvent,
     id: &str,
     policy: SoftBouncePolicy,
@@ -315,7 +316,7 @@ fn apply_suppressions(
 
 /// Suppresses an address in a workspace unless it already is; true if new.
 pub(super) fn suppress(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     workspace: &str,
     address: &str,
     reason: SuppressionReason,
@@ -346,27 +347,24 @@ pub(super) fn suppress(
 /// Records every single-use token; false when one is already recorded,
 /// not expired, for another body (a replay): the caller rolls back.
 pub(super) fn record_tokens(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     tokens: &[ReplayToken],
 ) -> Result<bool, StoreError> {
-    let insert = tx.prepare(
-        "INSERT INTO replay_tokens (connection, token, body_sha256, expires_at) \
+    let insert = "INSERT INTO replay_tokens (connection, token, body_sha256, expires_at) \
          VALUES ($1, $2, $3, $4) \
          ON CONFLICT (connection, token) DO UPDATE SET \
            body_sha256 = excluded.body_sha256, expires_at = excluded.expires_at \
-         WHERE replay_tokens.expires_at <= $5",
-    )?;
-    let same_body = tx.prepare(
-        "SELECT 1 FROM replay_tokens WHERE connection = $1 AND token = $2 AND body_sha256 = $3",
-    )?;
+         WHERE replay_tokens.expires_at <= $5";
+    let same_body =
+        "SELECT 1 FROM replay_tokens WHERE connection = $1 AND token = $2 AND body_sha256 = $3";
     for t in tokens {
         let body = &t.body_sha256[..];
         if tx.execute(
-            &insert,
+            insert,
             &[&t.connection, &t.token, &body, &t.expires_at, &t.used_at],
         )? == 0
             && tx
-                .query_opt(&same_body, &[&t.connection, &t.token, &body])?
+                .query_opt(same_body, &[&t.connection, &t.token, &body])?
                 .is_none()
         {
             return Ok(false);

@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use postgres::Transaction;
-
+use super::sql::Tx;
 use super::{Args, EVENT_COLUMNS, Postgres, decode_cursor, encode_cursor, row_event};
 use crate::store::outbox::{
     Claimed, ForwarderStats, Outbox, OutboxEntry, OutboxQuery, OutboxState, Outcome, Requeue,
@@ -18,7 +17,7 @@ use crate::store::{NewEvent, Order, Page, StoreError, address_key, format_ms, no
 
 /// Queues one row per forwarder of a newly stored event.
 pub(super) fn enqueue(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     events: &[(&str, &NewEvent)],
     next_id: &mut dyn FnMut() -> String,
 ) -> Result<(), StoreError> {
@@ -80,9 +79,9 @@ impl Outbox for Postgres {
                  RETURNING outbox.id, outbox.attempts, outbox.enqueued_at, outbox.event_id",
                 &[&forwarder, &now_ms, &limit, &token, &until],
             )?;
-            let event = tx.prepare(&format!(
+            let event = format!(
                 "SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = $1"
-            ))?;
+            );
             let mut claimed = Vec::with_capacity(rows.len());
             for r in &rows {
                 let event_id: String = r.try_get(3)?;
@@ -170,7 +169,7 @@ impl Outbox for Postgres {
         }
         let limit = q.limit.clamp(1, 1000);
         sql.push_str(&format!(" ORDER BY o.id LIMIT {}", limit + 1));
-        let rows = self.with_client(|c| Ok(c.query(&sql, &args.refs())?))?;
+        let rows = self.with_client(|c| c.query_uncached(&sql, &args.refs()))?;
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
             let state: String = r.try_get(5)?;
@@ -230,19 +229,15 @@ impl Outbox for Postgres {
                     }
                 }
             }
-            let next = c.prepare(
-                "SELECT min(next_attempt_at) FROM outbox WHERE forwarder = $1 AND state = 'pending'",
-            )?;
+            let next = "SELECT min(next_attempt_at) FROM outbox WHERE forwarder = $1 AND state = 'pending'";
             // The latest failure among rows not delivered: what is wrong now.
-            let error = c.prepare(
-                "SELECT last_error, last_attempt_at FROM outbox \
+            let error = "SELECT last_error, last_attempt_at FROM outbox \
                  WHERE forwarder = $1 AND state IN ('pending', 'dead') AND last_error IS NOT NULL \
-                 ORDER BY last_attempt_at DESC LIMIT 1",
-            )?;
+                 ORDER BY last_attempt_at DESC LIMIT 1";
             for stats in &mut out {
-                let at: Option<i64> = c.query_one(&next, &[&stats.forwarder])?.try_get(0)?;
+                let at: Option<i64> = c.query_one(next, &[&stats.forwarder])?.try_get(0)?;
                 stats.next_attempt_at = at.map(format_ms);
-                if let Some(r) = c.query_opt(&error, &[&stats.forwarder])? {
+                if let Some(r) = c.query_opt(error, &[&stats.forwarder])? {
                     stats.last_error = Some(r.try_get(0)?);
                     stats.last_error_at = r.try_get::<_, Option<i64>>(1)?.map(format_ms);
                 }

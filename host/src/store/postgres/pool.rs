@@ -1,15 +1,19 @@
 //! A small pool of blocking PostgreSQL clients: at most `max` open at
-//! once, idle ones reused, a broken one dropped (the next caller opens a
-//! fresh one).
+//! once, idle ones reused with the statements they prepared, a broken one
+//! dropped (the next caller opens a fresh one), and counters of its use
+//! ([`PoolStats`]).
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::{Client, Config, NoTls};
 
+use super::sql::{Sql, Statements};
 use super::tls::RustlsConnect;
-use crate::store::StoreError;
+use crate::store::{PoolStats, StoreError};
 
 /// How long a caller waits for a free client before giving up (busy).
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,17 +28,43 @@ pub(crate) struct Pool {
     target: String,
     /// Most clients open at once (busy and idle).
     max: usize,
+    /// How long a checkout waits for a client before it fails busy.
+    checkout_timeout: Duration,
     /// Idle clients and how many are open.
     state: Mutex<State>,
     /// Signalled when a client is returned or closed.
     freed: Condvar,
+    /// Checkouts that waited, and how long, for `/metrics`.
+    counters: Counters,
 }
 
 struct State {
     /// Clients not in use, reused before a new one is opened.
-    idle: Vec<Client>,
-    /// Clients open (idle and checked out): the cap applies to these.
+    idle: Vec<Conn>,
+    /// Clients open (idle, checked out and being opened): the cap applies
+    /// to these.
     open: usize,
+}
+
+/// One open client and the statements it prepared (they exist in its
+/// server session only, so they live and die with it).
+pub(crate) struct Conn {
+    client: Client,
+    statements: Statements,
+}
+
+/// Totals since the pool was made; atomics, so reading them for a scrape
+/// never waits for a checkout.
+#[derive(Default)]
+struct Counters {
+    /// Checkouts that found every client busy and the pool at its cap.
+    waits: AtomicU64,
+    /// Nanoseconds those checkouts waited, summed.
+    wait_nanos: AtomicU64,
+    /// Checkouts that waited [`Pool::checkout_timeout`] in vain.
+    timeouts: AtomicU64,
+    /// Connections that could not be opened.
+    connect_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Pool {
@@ -59,11 +89,49 @@ impl Pool {
             tls,
             target,
             max: max.max(1),
+            checkout_timeout: CHECKOUT_TIMEOUT,
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
             }),
             freed: Condvar::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The same pool with checkouts failing busy after `timeout`.
+    #[cfg(test)]
+    pub(crate) fn with_checkout_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout_timeout = timeout;
+        self
+    }
+
+    /// Clients open and idle now, the cap, and the totals of waits,
+    /// timeouts and failed connects.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let (open, idle) = self
+            .state
+            .lock()
+            .map(|s| (s.open, s.idle.len()))
+            .unwrap_or_default();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        PoolStats {
+            open: count(open),
+            idle: count(idle),
+            max: count(self.max),
+            waits: self.counters.waits.load(Relaxed),
+            wait_seconds: self.counters.wait_nanos.load(Relaxed) as f64 / 1e9,
+            timeouts: self.counters.timeouts.load(Relaxed),
+            connect_errors: self.counters.connect_errors.load(Relaxed),
+        }
+    }
+
+    /// Adds the time since `since` (when this checkout started waiting,
+    /// if it did) to the total waited.
+    fn waited(&self, since: Option<Instant>) {
+        if let Some(since) = since {
+            let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.counters.wait_nanos.fetch_add(nanos, Relaxed);
         }
     }
 
@@ -75,22 +143,26 @@ impl Pool {
     /// An idle client, or a new one while fewer than `max` are open.
     pub(crate) fn get(&self) -> Result<Pooled<'_>, StoreError> {
         let poisoned = || StoreError::Backend("store pool lock poisoned".into());
-        let deadline = Instant::now() + CHECKOUT_TIMEOUT;
+        let deadline = Instant::now() + self.checkout_timeout;
+        let mut waiting_since = None;
         let mut state = self.state.lock().map_err(|_| poisoned())?;
         loop {
-            while let Some(client) = state.idle.pop() {
-                if client.is_closed() {
+            while let Some(conn) = state.idle.pop() {
+                if conn.client.is_closed() {
                     state.open = state.open.saturating_sub(1);
                     continue;
                 }
+                drop(state);
+                self.waited(waiting_since);
                 return Ok(Pooled {
                     pool: self,
-                    client: Some(client),
+                    conn: Some(conn),
                 });
             }
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
+                self.waited(waiting_since);
                 let connected = match &self.tls {
                     Some(tls) => self.config.connect(tls.clone()),
                     None => self.config.connect(NoTls),
@@ -98,9 +170,13 @@ impl Pool {
                 return match connected {
                     Ok(client) => Ok(Pooled {
                         pool: self,
-                        client: Some(client),
+                        conn: Some(Conn {
+                            client,
+                            statements: Statements::default(),
+                        }),
                     }),
                     Err(e) => {
+                        self.counters.connect_errors.fetch_add(1, Relaxed);
                         self.closed();
                         Err(StoreError::Backend(format!(
                             "cannot connect to PostgreSQL at {}: {}",
@@ -110,8 +186,15 @@ impl Pool {
                     }
                 };
             }
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                self.counters.waits.fetch_add(1, Relaxed);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                drop(state);
+                self.waited(waiting_since);
+                self.counters.timeouts.fetch_add(1, Relaxed);
                 return Err(StoreError::Busy);
             }
             state = self
@@ -143,14 +226,14 @@ impl Pool {
         self.freed.notify_one();
     }
 
-    fn put(&self, client: Client) {
-        if client.is_closed() {
-            drop(client);
+    fn put(&self, conn: Conn) {
+        if conn.client.is_closed() {
+            drop(conn);
             self.closed();
             return;
         }
         if let Ok(mut state) = self.state.lock() {
-            state.idle.push(client);
+            state.idle.push(conn);
         }
         self.freed.notify_one();
     }
@@ -194,30 +277,49 @@ impl Drop for Pool {
 /// if its connection broke).
 pub(crate) struct Pooled<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    conn: Option<Conn>,
 }
 
 impl Deref for Pooled<'_> {
-    type Target = Client;
+    type Target = Conn;
 
     #[allow(clippy::expect_used, reason = "only `drop` takes the client out")]
-    fn deref(&self) -> &Client {
-        self.client.as_ref().expect("pooled client")
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("pooled client")
     }
 }
 
 impl DerefMut for Pooled<'_> {
     #[allow(clippy::expect_used, reason = "only `drop` takes the client out")]
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("pooled client")
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("pooled client")
+    }
+}
+
+impl Conn {
+    /// The client, for what runs outside the statement cache (migrations,
+    /// health checks).
+    pub(crate) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The client with its kept statements.
+    pub(crate) fn sql(&mut self) -> Sql<'_, Client> {
+        Sql::new(&mut self.client, &mut self.statements, false)
+    }
+
+    /// How many statements the client keeps.
+    #[cfg(test)]
+    pub(crate) fn kept_statements(&self) -> usize {
+        self.statements.len()
     }
 }
 
 impl Pooled<'_> {
     /// Closes the client instead of returning it (its connection broke).
     pub(crate) fn discard(mut self) {
-        if let Some(client) = self.client.take() {
-            drop(client);
+        if let Some(conn) = self.conn.take() {
+            drop(conn);
             self.pool.closed();
         }
     }
@@ -225,8 +327,8 @@ impl Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            self.pool.put(client);
+        if let Some(conn) = self.conn.take() {
+            self.pool.put(conn);
         }
     }
 }

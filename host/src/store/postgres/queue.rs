@@ -7,9 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use postgres::Transaction;
-
 use super::Postgres;
+use super::sql::Tx;
 use crate::store::Page;
 use crate::store::StoreError;
 use crate::store::address_key;
@@ -34,7 +33,7 @@ const PENDING: &str = "state IN ('queued', 'deferred')";
 /// process stores the same key at the same time: the insert waits for that
 /// transaction and, if it committed, this message is its duplicate.
 pub(super) fn enqueue(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     messages: &[NewMessage],
     now_ms: i64,
     next_id: &mut dyn FnMut() -> String,
@@ -43,14 +42,11 @@ pub(super) fn enqueue(
     // Messages without a key cannot be duplicates: they are inserted
     // together at the end, two statements for the whole commit.
     let mut bulk = Bulk::default();
-    let find = tx
-        .prepare("SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2")?;
-    let message = tx.prepare(
-        "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
+    let find = "SELECT id FROM messages WHERE idempotency_scope = $1 AND idempotency_key = $2";
+    let message = "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
          from_email, subject, message_id_header, raw, size, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11) \
-         ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING",
-    )?;
+         ON CONFLICT (idempotency_scope, idempotency_key) DO NOTHING";
     for m in messages {
         let scope = m.idempotency_scope();
         let Some(key) = &m.idempotency_key else {
@@ -62,7 +58,7 @@ pub(super) fn enqueue(
             });
             continue;
         };
-        if let Some(row) = tx.query_opt(&find, &[&scope, key])? {
+        if let Some(row) = tx.query_opt(find, &[&scope, key])? {
             out.push(Enqueued {
                 id: row.try_get(0)?,
                 duplicate: true,
@@ -72,7 +68,7 @@ pub(super) fn enqueue(
         let id = next_id();
         let size = i64::try_from(m.raw.len()).unwrap_or(i64::MAX);
         let inserted = tx.execute(
-            &message,
+            message,
             &[
                 &id,
                 &m.workspace,
@@ -89,7 +85,7 @@ pub(super) fn enqueue(
         )?;
         if inserted == 0 {
             // Committed by another process since the lookup above.
-            let row = tx.query_one(&find, &[&scope, key])?;
+            let row = tx.query_one(find, &[&scope, key])?;
             out.push(Enqueued {
                 id: row.try_get(0)?,
                 duplicate: true,
@@ -154,7 +150,7 @@ impl<'a> Bulk<'a> {
         }
     }
 
-    fn insert(&self, tx: &mut Transaction<'_>, now_ms: i64) -> Result<(), StoreError> {
+    fn insert(&self, tx: &mut Tx<'_, '_>, now_ms: i64) -> Result<(), StoreError> {
         if !self.ids.is_empty() {
             tx.execute(
                 "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, \
@@ -205,7 +201,7 @@ impl<'a> Bulk<'a> {
 /// are locked in id order first, so two processes refreshing overlapping
 /// sets wait for each other instead of deadlocking.
 pub(super) fn refresh_statuses(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     messages: &BTreeSet<String>,
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
@@ -234,7 +230,7 @@ pub(super) fn refresh_statuses(
 /// A new suppression ends the pending deliveries of that recipient in that
 /// workspace (messages without one are caught at their next claim).
 pub(super) fn suppressed(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     workspace: &str,
     key: &str,
     reason: &str,
@@ -258,7 +254,7 @@ pub(super) fn suppressed(
 /// Records a provider event on the deliveries it is about: same recipient,
 /// and the message's Message-ID or the queue id the server returned.
 pub(super) fn correlate(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     events: &[(&str, &crate::store::NewEvent)],
 ) -> Result<(), StoreError> {
     let (mut kinds, mut ids, mut ats, mut keys, mut headers, mut queue_ids) = (
@@ -362,12 +358,12 @@ impl Queue for Postgres {
     /// queue; send leases are left to lapse on their own.
     fn recover_in_flight(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.with_tx(|tx| {
-            Ok(tx.execute(
+            tx.execute(
                 "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, \
                  lease = NULL, lease_until = NULL, next_attempt_at = $1 \
                  WHERE state = 'sending' AND lease_until < $1",
                 &[&now_ms],
-            )?)
+            )
         })
     }
 
@@ -438,6 +434,6 @@ impl Queue for Postgres {
     }
 
     fn release_connection(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
-        self.with_client(|c| Ok(c.execute(RELEASE_SQL, &[&connection, &holder]).map(drop)?))
+        self.with_client(|c| c.execute(RELEASE_SQL, &[&connection, &holder]).map(drop))
     }
 }

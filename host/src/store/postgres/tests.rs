@@ -13,6 +13,8 @@ use crate::store::contract::{event_to, ids, open_postgres};
 use crate::store::outbox::Outbox as _;
 use crate::store::queue::{Field, NewMessage, Queue as _};
 
+mod pool;
+
 /// Runs `work(i)` on `n` threads started together; returns their results.
 fn together<T: Send + 'static>(
     n: usize,
@@ -54,9 +56,14 @@ fn replicas_migrating_one_empty_database_together_end_with_one_schema() {
 }
 
 fn options(url: &str) -> PostgresOptions {
+    options_with(url, 4)
+}
+
+/// Options of a store at `url` opening at most `max` connections.
+fn options_with(url: &str, max: usize) -> PostgresOptions {
     PostgresOptions {
         url: PostgresUrl::parse(url).unwrap(),
-        max_connections: 4,
+        max_connections: max,
         soft_bounces: SoftBouncePolicy::default(),
     }
 }

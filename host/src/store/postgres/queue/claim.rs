@@ -8,8 +8,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use postgres::Transaction;
-
+use super::super::sql::Tx;
 use super::{PENDING, refresh_statuses};
 use crate::store::StoreError;
 use crate::store::queue::ClaimedDelivery;
@@ -35,7 +34,7 @@ type Due = (i64, String, String);
 type MessageRow = (Option<String>, String, String, Arc<Vec<u8>>);
 
 pub(super) fn claim(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     c: &Claim<'_>,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     // Lapsed leases: the attempt's worker is gone or stuck past any SMTP
@@ -123,7 +122,7 @@ pub(super) fn claim(
 /// Due rows of each workspace, locked, oldest due first, then taken in
 /// turns so each workspace gets its share. Rows another claim holds are
 /// skipped; rows locked here but not chosen stay queued.
-fn due_round_robin(tx: &mut Transaction<'_>, c: &Claim<'_>) -> Result<Vec<Due>, StoreError> {
+fn due_round_robin(tx: &mut Tx<'_, '_>, c: &Claim<'_>) -> Result<Vec<Due>, StoreError> {
     let limit = i64::try_from(c.limit).unwrap_or(i64::MAX);
     let workspaces = tx.query(
         &format!(
@@ -132,11 +131,11 @@ fn due_round_robin(tx: &mut Transaction<'_>, c: &Claim<'_>) -> Result<Vec<Due>, 
         ),
         &[&c.connection],
     )?;
-    let due = tx.prepare(&format!(
+    let due = format!(
         "SELECT id, recipient_key, workspace FROM deliveries \
          WHERE connection = $1 AND workspace = $2 AND {PENDING} AND next_attempt_at <= $3 \
          ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED"
-    ))?;
+    );
     let mut per_workspace: Vec<VecDeque<Due>> = Vec::new();
     for w in &workspaces {
         let ws: String = w.try_get(0)?;
@@ -165,7 +164,7 @@ fn due_round_robin(tx: &mut Transaction<'_>, c: &Claim<'_>) -> Result<Vec<Due>, 
 /// workspace (or, for a message without one, in any of the connection's),
 /// records the decision as an attempt, and returns their ids.
 fn suppress(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     c: &Claim<'_>,
     chosen: &[Due],
     touched: &mut BTreeSet<String>,

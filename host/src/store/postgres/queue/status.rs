@@ -1,15 +1,14 @@
 //! Settling one delivery, and the status reads of the queue (messages,
 //! quota history, totals).
 
-use postgres::types::ToSql;
-use postgres::{Client, Transaction};
-
+use super::super::sql::{Db, Tx};
 use super::super::{Args, decode_cursor, encode_cursor};
 use crate::store::queue::{
     Attempt, ConnectionQueue, CorrelatedEvent, DeliveryOutcome, DeliverySettlement, MessageQuery,
     MessageStatus, MessageSummary, RecipientStatus, parse_field,
 };
 use crate::store::{Order, Page, StoreError, format_ms, now_ms};
+use postgres::types::ToSql;
 
 fn json(s: Option<String>) -> Option<serde_json::Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
@@ -18,7 +17,7 @@ fn json(s: Option<String>) -> Option<serde_json::Value> {
 /// Applies settlements of accepted deliveries whose lease is still the
 /// delivery's, and records their attempts: two statements for all.
 pub(super) fn settle_sent(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     sent: &[&DeliverySettlement],
     touched: &mut std::collections::BTreeSet<String>,
 ) -> Result<(), StoreError> {
@@ -96,7 +95,7 @@ pub(super) fn settle_sent(
 /// Applies one settlement if its lease is still the delivery's, records
 /// the attempt, and returns the message to refresh (none if ignored).
 pub(super) fn settle_one(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     s: &DeliverySettlement,
 ) -> Result<Option<String>, StoreError> {
     let done = now_ms();
@@ -210,7 +209,7 @@ pub(super) fn settle_one(
 }
 
 /// One message with its recipients and attempts.
-pub(super) fn message(c: &mut Client, id: &str) -> Result<Option<MessageStatus>, StoreError> {
+pub(super) fn message(c: &mut Db<'_>, id: &str) -> Result<Option<MessageStatus>, StoreError> {
     let Some(r) = c.query_opt(
         "SELECT id, status, workspace, pinned_connection, from_email, subject, \
          message_id_header, size, idempotency_key, created_at, cancelled_at \
@@ -235,10 +234,8 @@ pub(super) fn message(c: &mut Client, id: &str) -> Result<Option<MessageStatus>,
         cancelled_at: r.try_get::<_, Option<i64>>(10)?.map(format_ms),
         recipients: Vec::new(),
     };
-    let history = c.prepare(
-        "SELECT n, at, connection, outcome, result, queue_id FROM delivery_attempts \
-         WHERE delivery = $1 ORDER BY n",
-    )?;
+    let history = "SELECT n, at, connection, outcome, result, queue_id FROM delivery_attempts \
+         WHERE delivery = $1 ORDER BY n";
     let rows = c.query(
         "SELECT id, recipient, field, state, connection, attempts, next_attempt_at, result, \
          queue_id, done_at, event_kind, event_id, event_at FROM deliveries \
@@ -266,7 +263,7 @@ pub(super) fn message(c: &mut Client, id: &str) -> Result<Option<MessageStatus>,
         };
         let waiting = matches!(state.as_str(), "queued" | "deferred");
         let mut attempts_history = Vec::new();
-        for h in c.query(&history, &[&delivery])? {
+        for h in c.query(history, &[&delivery])? {
             attempts_history.push(Attempt {
                 n: h.try_get::<_, i64>(0)?.try_into().unwrap_or(0),
                 at: format_ms(h.try_get(1)?),
@@ -299,7 +296,7 @@ pub(super) fn message(c: &mut Client, id: &str) -> Result<Option<MessageStatus>,
 
 /// One page of messages, newest first.
 pub(super) fn messages(
-    c: &mut Client,
+    c: &mut Db<'_>,
     query: &MessageQuery,
 ) -> Result<Page<MessageSummary>, StoreError> {
     let limit = query.limit.clamp(1, 1000);
@@ -326,7 +323,7 @@ pub(super) fn messages(
         sql.push_str(&format!(" AND m.id < {}", args.push(after)));
     }
     sql.push_str(&format!(" ORDER BY m.id DESC LIMIT {}", limit + 1));
-    let rows = c.query(&sql, &args.refs())?;
+    let rows = c.query_uncached(&sql, &args.refs())?;
     let mut items = Vec::with_capacity(rows.len());
     for r in &rows {
         let workspace: String = r.try_get(2)?;
@@ -350,7 +347,7 @@ pub(super) fn messages(
 }
 
 /// Sends accepted per connection at or after `since_ms`.
-pub(super) fn sent_since(c: &mut Client, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+pub(super) fn sent_since(c: &mut Db<'_>, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
     let rows = c.query(
         "SELECT connection, at FROM delivery_attempts WHERE outcome = 'sent' AND at >= $1",
         &[&since_ms],
@@ -364,7 +361,7 @@ pub(super) fn sent_since(c: &mut Client, since_ms: i64) -> Result<Vec<(String, i
 
 /// Pending totals per connection that has pending deliveries.
 pub(in crate::store::postgres) fn queue_totals(
-    c: &mut Client,
+    c: &mut Db<'_>,
 ) -> Result<Vec<ConnectionQueue>, StoreError> {
     let rows = c.query(
         "SELECT connection, count(*) FILTER (WHERE state = 'queued'), \
