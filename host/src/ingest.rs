@@ -109,7 +109,7 @@ impl Rejection {
             Self::SecretUnavailable => "secret_unavailable",
             Self::CertificateUnavailable(_) => "certificate_unavailable",
             Self::Store(StoreError::Full(_)) => "store_full",
-            Self::Store(StoreError::Busy) => "store_busy",
+            Self::Store(StoreError::Busy(_)) => "store_busy",
             Self::Store(_) => "store_failed",
         }
     }

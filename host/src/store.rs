@@ -53,9 +53,10 @@ pub enum StoreError {
     /// The store refused the write because it reached its size limit.
     #[error("the store is full ({0})")]
     Full(String),
-    /// Too many writes are waiting; retry shortly.
-    #[error("the store is busy: {QUEUE_CAPACITY} writes are waiting")]
-    Busy,
+    /// Too many writes are waiting, or no database connection came free
+    /// in time (the text says which); retry shortly.
+    #[error("the store is busy: {0}")]
+    Busy(String),
     /// The store is closed (shutdown).
     #[error("the store is closed")]
     Closed,
@@ -434,7 +435,11 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         match self.jobs.try_send(Job::Write(write, tx)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(StoreError::Busy),
+            Err(TrySendError::Full(_)) => {
+                return Err(StoreError::Busy(format!(
+                    "{QUEUE_CAPACITY} writes are waiting"
+                )));
+            }
             Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
         rx.await.unwrap_or(Err(StoreError::Closed))

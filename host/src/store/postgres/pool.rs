@@ -195,7 +195,10 @@ impl Pool {
                 drop(state);
                 self.waited(waiting_since);
                 self.counters.timeouts.fetch_add(1, Relaxed);
-                return Err(StoreError::Busy);
+                return Err(StoreError::Busy(format!(
+                    "no PostgreSQL connection came free within {:?} (all {} in use)",
+                    self.checkout_timeout, self.max
+                )));
             }
             state = self
                 .freed

@@ -78,7 +78,7 @@ fn a_checkout_that_waits_in_vain_fails_busy_and_is_counted() {
     };
     let pool = pool(&url, 1).with_checkout_timeout(Duration::from_millis(100));
     let held = pool.get().unwrap();
-    assert!(matches!(pool.get().map(drop), Err(StoreError::Busy)));
+    assert!(matches!(pool.get().map(drop), Err(StoreError::Busy(_))));
     let s = pool.stats();
     assert_eq!(
         (s.waits, s.timeouts, s.open, s.in_use()),
