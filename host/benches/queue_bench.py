@@ -413,6 +413,15 @@ def machine(workdir):
     }
 
 
+def write_json(path, result):
+    """The results as JSON in `path`, when one was given (--out)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"results written to {path}")
+
+
 def report(result):
     m = result["machine"]
     ms = lambda s: f"{s * 1000:.0f} ms"
@@ -498,11 +507,7 @@ def main():
         cleanup()
     result["machine_after"] = machine(args.workdir)
     report(result)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"results written to {args.out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ during the setup are read from /proc, to say where the time goes.
 
 import argparse
 import glob
-import json
 import os
 import shutil
 import signal
@@ -245,11 +244,7 @@ def main():
         if pg:
             pg.stop()
     report(result)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print(f"results written to {args.out}")
+    qb.write_json(args.out, result)
 
 
 if __name__ == "__main__":

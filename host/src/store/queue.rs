@@ -409,3 +409,21 @@ pub trait Queue {
 pub(crate) fn parse_field(s: &str) -> Field {
     Field::parse(s)
 }
+
+/// What a provider event is matched to sent deliveries by: the Message-ID
+/// it echoes (without angle brackets) and the queue id the server returned
+/// at DATA (the provider's message id); `None` when it has neither.
+pub(crate) fn correlation_keys(
+    event: &crate::event::NormalizedEvent,
+) -> Option<(Option<&str>, Option<&str>)> {
+    let header = event
+        .message_id
+        .as_deref()
+        .map(|m| m.trim().trim_start_matches('<').trim_end_matches('>'))
+        .filter(|m| !m.is_empty());
+    let queue_id = event
+        .provider_message_id
+        .as_deref()
+        .filter(|m| !m.is_empty());
+    (header.is_some() || queue_id.is_some()).then_some((header, queue_id))
+}

@@ -100,18 +100,9 @@ pub(super) fn correlate(
     );
     for (id, new) in events {
         let event = &new.event;
-        let header = event
-            .message_id
-            .as_deref()
-            .map(|m| m.trim().trim_start_matches('<').trim_end_matches('>'))
-            .filter(|m| !m.is_empty());
-        let queue_id = event
-            .provider_message_id
-            .as_deref()
-            .filter(|m| !m.is_empty());
-        if header.is_none() && queue_id.is_none() {
+        let Some((header, queue_id)) = crate::store::queue::correlation_keys(event) else {
             continue;
-        }
+        };
         kinds.push(event.kind.as_str());
         ids.push(*id);
         ats.push(new.occurred_at);

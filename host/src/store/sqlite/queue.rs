@@ -135,18 +135,9 @@ pub(super) fn correlate(
     event_id: &str,
     occurred_at: i64,
 ) -> rusqlite::Result<()> {
-    let header = event
-        .message_id
-        .as_deref()
-        .map(|m| m.trim().trim_start_matches('<').trim_end_matches('>'))
-        .filter(|m| !m.is_empty());
-    let queue_id = event
-        .provider_message_id
-        .as_deref()
-        .filter(|m| !m.is_empty());
-    if header.is_none() && queue_id.is_none() {
+    let Some((header, queue_id)) = crate::store::queue::correlation_keys(event) else {
         return Ok(());
-    }
+    };
     tx.prepare_cached(
         "UPDATE deliveries SET event_kind = ?1, event_id = ?2, event_at = ?3 \
          WHERE recipient_key = ?4 AND state = 'sent' AND ( \
