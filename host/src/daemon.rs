@@ -118,7 +118,7 @@ fn open_postgres(
     }
     let options = PostgresOptions {
         url: url.clone(),
-        max_connections: DEFAULT_MAX_CONNECTIONS,
+        max_connections: url.pool_size().unwrap_or(DEFAULT_MAX_CONNECTIONS),
         soft_bounces: store.soft_bounces,
     };
     let opened = std::thread::scope(|s| s.spawn(|| Postgres::open(&options)).join());

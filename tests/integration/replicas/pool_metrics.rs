@@ -30,8 +30,18 @@ fn sample(samples: &[(String, f64)], series: &str) -> f64 {
 fn a_replica_on_postgresql_reports_its_pool_at_metrics() {
     let Some(pg) = pg::start() else { return };
     let url = pg.database("pool");
-    let (_tmp, [dir, _]) = configs(&[("sw.yaml", webhook_connection())]);
+    let (_tmp, [dir, other]) = configs(&[("sw.yaml", webhook_connection())]);
     let d = replica(&dir, &url, &[]);
+    // `pool_size` in the URL sets another replica's cap.
+    let small = replica(&other, &format!("{url}?pool_size=3"), &[]);
+    let (status, body) = small.get("/v1/events");
+    assert_eq!(status, 200, "{body}");
+    let small_samples = pool_samples(&small);
+    assert_eq!(
+        sample(&small_samples, "mailplug_store_pool_max_connections"),
+        3.0,
+        "{small_samples:?}"
+    );
     let (status, body) = d.get("/v1/events");
     assert_eq!(status, 200, "{body}");
     let samples = pool_samples(&d);
@@ -41,7 +51,7 @@ fn a_replica_on_postgresql_reports_its_pool_at_metrics() {
         "mailplug_store_pool_connections{state=\"in_use\"}",
     );
     let max = sample(&samples, "mailplug_store_pool_max_connections");
-    // The daemon's cap (DEFAULT_MAX_CONNECTIONS).
+    // The default cap (DEFAULT_MAX_CONNECTIONS).
     assert_eq!(max, 8.0, "{samples:?}");
     assert!(idle + in_use >= 1.0, "no connection open: {samples:?}");
     assert!(idle + in_use <= max, "{samples:?}");

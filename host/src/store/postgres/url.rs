@@ -23,7 +23,13 @@ pub struct PostgresUrl {
     redacted: String,
     /// The TLS connector when `sslmode` asks for TLS; `None` is plain TCP.
     tls: Option<RustlsConnect>,
+    /// `pool_size`: most connections one process opens, when given.
+    pool_size: Option<usize>,
 }
+
+/// The largest `pool_size` accepted (PostgreSQL's own default
+/// `max_connections` is 100, shared by every replica).
+pub const MAX_POOL_SIZE: usize = 256;
 
 impl PostgresUrl {
     /// Parses a store URL. Any scheme but `postgres`/`postgresql` is an
@@ -49,6 +55,7 @@ impl PostgresUrl {
         }
         let mut tls = false;
         let mut root_cert = None;
+        let mut pool_size = None;
         for (key, value) in query_pairs(url) {
             match key {
                 "sslmode" => match value {
@@ -67,6 +74,14 @@ impl PostgresUrl {
                     // libpq's `system` means the default roots.
                     root_cert = (path != "system").then(|| PathBuf::from(path.as_ref()));
                 }
+                "pool_size" => match value.parse::<usize>() {
+                    Ok(n @ 1..=MAX_POOL_SIZE) => pool_size = Some(n),
+                    _ => {
+                        return Err(format!(
+                            "store URL `{redacted}`: pool_size `{value}` is not a number from 1 to {MAX_POOL_SIZE}"
+                        ));
+                    }
+                },
                 _ => {}
             }
         }
@@ -82,6 +97,7 @@ impl PostgresUrl {
             url: url.to_owned(),
             redacted,
             tls,
+            pool_size,
         };
         parsed.config()?;
         Ok(parsed)
@@ -90,6 +106,11 @@ impl PostgresUrl {
     /// The URL with its password replaced by `***`.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// The `pool_size` parameter, when the URL has one.
+    pub fn pool_size(&self) -> Option<usize> {
+        self.pool_size
     }
 
     /// Whether connections use TLS.
@@ -173,7 +194,8 @@ impl fmt::Display for PostgresUrl {
 }
 
 /// The URL without `sslmode` and `sslrootcert` (which the client would
-/// refuse or misread: it knows no `verify-*` and no root files).
+/// refuse or misread: it knows no `verify-*` and no root files) and
+/// without mailplug's own `pool_size`.
 fn strip_tls_params(url: &str) -> String {
     let Some((head, query)) = url.split_once('?') else {
         return url.to_owned();
@@ -182,7 +204,7 @@ fn strip_tls_params(url: &str) -> String {
         .split('&')
         .filter(|p| {
             let key = p.split_once('=').map_or(*p, |(k, _)| k);
-            !matches!(key, "sslmode" | "sslrootcert") && !p.is_empty()
+            !matches!(key, "sslmode" | "sslrootcert" | "pool_size") && !p.is_empty()
         })
         .collect();
     if kept.is_empty() {
@@ -279,5 +301,28 @@ mod tests {
             strip_tls_params("postgres://h/db?sslmode=require&connect_timeout=3&sslrootcert=x"),
             "postgres://h/db?connect_timeout=3"
         );
+    }
+
+    #[test]
+    fn pool_size_sets_the_cap_and_is_not_passed_to_the_client() {
+        let url = PostgresUrl::parse("postgres://h/db?pool_size=24&connect_timeout=3").unwrap();
+        assert_eq!(url.pool_size(), Some(24));
+        assert_eq!(
+            strip_tls_params("postgres://h/db?pool_size=24&connect_timeout=3"),
+            "postgres://h/db?connect_timeout=3"
+        );
+        assert_eq!(
+            PostgresUrl::parse("postgres://h/db").unwrap().pool_size(),
+            None
+        );
+        for bad in ["0", "257", "many", ""] {
+            let err =
+                PostgresUrl::parse(&format!("postgres://u:pw@h/db?pool_size={bad}")).unwrap_err();
+            assert!(
+                err.contains("pool_size") && err.contains("1 to 256"),
+                "{err}"
+            );
+            assert!(!err.contains("pw@"), "{err}");
+        }
     }
 }
