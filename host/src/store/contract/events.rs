@@ -15,7 +15,50 @@ on_every_backend!(
     foreign_cursors_are_refused,
     every_event_filter_narrows_the_listing,
     the_same_event_twice_in_one_list_is_stored_once_in_order,
+    two_bounces_of_one_address_in_one_list_suppress_it_once_for_the_first,
 );
+
+fn two_bounces_of_one_address_in_one_list_suppress_it_once_for_the_first(db: &dyn Backend) {
+    let mut next = ids();
+    let first = event_to(
+        "h1",
+        "Twice@example.org",
+        EventKind::Bounced,
+        Some(BounceClass::Hard),
+        1_767_268_800,
+        &[],
+    );
+    let second = event_to(
+        "c1",
+        "Twice@EXAMPLE.org",
+        EventKind::Complained,
+        None,
+        1_767_268_801,
+        &[],
+    );
+    let out = db
+        .apply(&[Write::events(vec![first, second])], &mut next)
+        .unwrap();
+    let Applied::Events { stored, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    let s = db
+        .suppressions(&SuppressionQuery {
+            limit: 10,
+            ..SuppressionQuery::default()
+        })
+        .unwrap();
+    // The key compares the domain case-insensitively: one address, so one
+    // suppression per workspace of the connection, each for the hard bounce.
+    assert!(!s.items.is_empty(), "{s:?}");
+    let workspaces: std::collections::HashSet<&str> =
+        s.items.iter().map(|x| x.workspace.as_str()).collect();
+    assert_eq!(workspaces.len(), s.items.len(), "{s:?}");
+    for x in &s.items {
+        assert_eq!(x.reason, SuppressionReason::HardBounce, "{s:?}");
+        assert_eq!(x.event_id.as_deref(), Some(stored[0].as_str()), "{s:?}");
+    }
+}
 
 fn the_same_event_twice_in_one_list_is_stored_once_in_order(db: &dyn Backend) {
     let mut next = ids();

@@ -242,8 +242,18 @@ pub(super) fn insert_events(
             &[&w_names, &w_seqs],
         )?;
     }
-    for &(i, _) in &stored {
-        apply_suppressions(tx, &events[i], &ids[i], policy)?;
+    // Soft bounces count earlier ones, so with any among them the
+    // suppressions are applied event by event, in list order; without,
+    // the hard bounces and complaints suppress in one statement.
+    if stored
+        .iter()
+        .any(|&(i, _)| suppression_reason(&events[i]) == Some(SuppressionReason::SoftBounces))
+    {
+        for &(i, _) in &stored {
+            apply_suppressions(tx, &events[i], &ids[i], policy)?;
+        }
+    } else {
+        suppress_at_once(tx, &stored, events, &ids)?;
     }
     let stored_events: Vec<(&str, &NewEvent)> = stored
         .iter()
@@ -257,6 +267,76 @@ pub(super) fn insert_events(
     })
 }
 
+/// What an event suppresses its recipient for, if anything: a complaint
+/// or a hard bounce at once, other bounces once enough of them count.
+fn suppression_reason(new: &NewEvent) -> Option<SuppressionReason> {
+    match (new.event.kind, new.event.bounce_class) {
+        (EventKind::Complained, _) => Some(SuppressionReason::Complaint),
+        (EventKind::Bounced, Some(BounceClass::Hard)) => Some(SuppressionReason::HardBounce),
+        (EventKind::Bounced, _) => Some(SuppressionReason::SoftBounces),
+        _ => None,
+    }
+}
+
+/// The suppressions of stored events none of which is a soft bounce, in
+/// one statement (the first event of an address in a workspace is the
+/// one recorded, as one by one), then the deliveries they end.
+fn suppress_at_once(
+    tx: &mut Tx<'_, '_>,
+    stored: &[(usize, i64)],
+    events: &[NewEvent],
+    ids: &[String],
+) -> Result<(), StoreError> {
+    let (mut ws, mut keys, mut addresses, mut reasons, mut event_ids, mut ats) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for &(i, _) in stored {
+        let new = &events[i];
+        let Some(reason) = suppression_reason(new) else {
+            continue;
+        };
+        for w in &new.workspaces {
+            ws.push(w.as_str());
+            keys.push(address_key(&new.event.recipient));
+            addresses.push(new.event.recipient.trim());
+            reasons.push(reason.as_str());
+            event_ids.push(ids[i].as_str());
+            ats.push(new.received_at_ms);
+        }
+    }
+    if ws.is_empty() {
+        return Ok(());
+    }
+    let rows = tx.query(
+        "INSERT INTO suppressions (workspace, address_key, address, reason, event_id, created_at) \
+         SELECT ws, key, address, reason, event_id, at FROM unnest($1::text[], $2::text[], \
+           $3::text[], $4::text[], $5::text[], $6::bigint[]) WITH ORDINALITY \
+           AS u(ws, key, address, reason, event_id, at, n) \
+         ORDER BY n ON CONFLICT (workspace, address_key) DO NOTHING \
+         RETURNING workspace, address_key, reason, created_at",
+        &[&ws, &keys, &addresses, &reasons, &event_ids, &ats],
+    )?;
+    let mut new = Vec::with_capacity(rows.len());
+    for r in &rows {
+        new.push((
+            r.try_get::<_, String>(0)?,
+            r.try_get::<_, String>(1)?,
+            r.try_get::<_, String>(2)?,
+            r.try_get::<_, i64>(3)?,
+        ));
+    }
+    let new: Vec<(&str, &str, &str, i64)> = new
+        .iter()
+        .map(|(w, k, r, at)| (w.as_str(), k.as_str(), r.as_str(), *at))
+        .collect();
+    queue::suppressed(tx, &new)
+}
+
 /// Hard bounces and complaints suppress at once; soft bounces (and bounces
 /// of unknown class) once the threshold of them fall within the window.
 fn apply_suppressions(
@@ -266,11 +346,8 @@ fn apply_suppressions(
     policy: SoftBouncePolicy,
 ) -> Result<(), StoreError> {
     let e = &new.event;
-    let reason = match (e.kind, e.bounce_class) {
-        (EventKind::Complained, _) => SuppressionReason::Complaint,
-        (EventKind::Bounced, Some(BounceClass::Hard)) => SuppressionReason::HardBounce,
-        (EventKind::Bounced, _) => SuppressionReason::SoftBounces,
-        _ => return Ok(()),
+    let Some(reason) = suppression_reason(new) else {
+        return Ok(());
     };
     let key = address_key(&e.recipient);
     for w in &new.workspaces {
@@ -339,7 +416,7 @@ pub(super) fn suppress(
         ],
     )?;
     if n > 0 {
-        queue::suppressed(tx, workspace, &key, reason.as_str(), at_ms)?;
+        queue::suppressed(tx, &[(workspace, &key, reason.as_str(), at_ms)])?;
     }
     Ok(n > 0)
 }

@@ -62,20 +62,29 @@ pub(super) fn refresh_statuses(
 
 /// A new suppression ends the pending deliveries of that recipient in that
 /// workspace (messages without one are caught at their next claim).
+/// `new` lists (workspace, address key, reason, Unix milliseconds), each
+/// pair once.
 pub(super) fn suppressed(
     tx: &mut Tx<'_, '_>,
-    workspace: &str,
-    key: &str,
-    reason: &str,
-    at_ms: i64,
+    new: &[(&str, &str, &str, i64)],
 ) -> Result<(), StoreError> {
-    let result = serde_json::json!({ "suppressed": reason }).to_string();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let workspaces: Vec<&str> = new.iter().map(|s| s.0).collect();
+    let keys: Vec<&str> = new.iter().map(|s| s.1).collect();
+    let results: Vec<String> = new
+        .iter()
+        .map(|s| serde_json::json!({ "suppressed": s.2 }).to_string())
+        .collect();
+    let ats: Vec<i64> = new.iter().map(|s| s.3).collect();
     let rows = tx.query(
         &format!(
-            "UPDATE deliveries SET state = 'suppressed', done_at = $3, result = $4 \
-             WHERE recipient_key = $1 AND workspace = $2 AND {PENDING} RETURNING message"
+            "UPDATE deliveries AS d SET state = 'suppressed', done_at = u.at, result = u.result \
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(ws, key, at, result) \
+             WHERE d.recipient_key = u.key AND d.workspace = u.ws AND d.{PENDING} RETURNING d.message"
         ),
-        &[&key, &workspace, &at_ms, &result],
+        &[&workspaces, &keys, &ats, &results],
     )?;
     let mut messages = BTreeSet::new();
     for r in &rows {
