@@ -622,6 +622,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// `d` after `now_ms` (Unix milliseconds), saturating: when a lease or a
+/// wait ends.
+pub(crate) fn ms_after(now_ms: i64, d: std::time::Duration) -> i64 {
+    now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Unix milliseconds as RFC 3339 UTC with milliseconds.
 pub fn format_ms(ms: i64) -> String {
     let t = u64::try_from(ms)

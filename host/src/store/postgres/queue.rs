@@ -140,10 +140,6 @@ pub(super) fn correlate(
     Ok(())
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl Queue for Postgres {
     fn claim_deliveries(
         &self,
@@ -159,7 +155,7 @@ impl Queue for Postgres {
             scope,
             now_ms,
             token: &token,
-            until: now_ms.saturating_add(millis(lease)),
+            until: crate::store::ms_after(now_ms, lease),
             limit: limit.clamp(1, 1000),
         };
         self.with_tx(|tx| claim::claim(tx, &claim))
@@ -257,7 +253,7 @@ impl Queue for Postgres {
         now_ms: i64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let until = now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let until = crate::store::ms_after(now_ms, ttl);
         self.with_client(|c| {
             Ok(
                 c.query_opt(LEASE_SQL, &[&connection, &holder, &until, &now_ms])?

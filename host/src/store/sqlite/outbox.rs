@@ -37,10 +37,6 @@ pub(super) fn enqueue(
     Ok(())
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl Sqlite {
     pub(super) fn with_writer<T>(
         &self,
@@ -66,7 +62,7 @@ impl Outbox for Sqlite {
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
         let token = ulid::Ulid::new().to_string();
-        let until = now_ms.saturating_add(millis(lease));
+        let until = crate::store::ms_after(now_ms, lease);
         let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
         // Only the head (oldest pending row) of each recipient's queue is a
         // candidate, so a row is never attempted while an earlier one of the

@@ -158,10 +158,6 @@ pub(super) fn correlate(
 /// What a claim needs of a message: pinned connection, From, Message-ID, bytes.
 type MessageRow = (Option<String>, String, String, Arc<Vec<u8>>);
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 fn json(s: Option<String>) -> Option<serde_json::Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
 }
@@ -177,7 +173,7 @@ impl Queue for Sqlite {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let limit = limit.clamp(1, 1000);
         let token = ulid::Ulid::new().to_string();
-        let until = now_ms.saturating_add(millis(lease));
+        let until = crate::store::ms_after(now_ms, lease);
         let scope_json = serde_json::to_string(scope).unwrap_or_else(|_| "[]".into());
         self.with_writer(|tx| {
             // Lapsed leases: the attempt's worker is gone or stuck past any
@@ -668,7 +664,7 @@ impl Queue for Sqlite {
         now_ms: i64,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let until = now_ms.saturating_add(millis(ttl));
+        let until = crate::store::ms_after(now_ms, ttl);
         self.with_writer(|tx| {
             tx.prepare_cached(LEASE_SQL)?
                 .query_row(params![connection, holder, until, now_ms], |_| Ok(()))
