@@ -63,6 +63,71 @@ async function sideways(p) {
   });
 }
 
+// Text whose colour fails WCAG 2 AA contrast against what is behind it:
+// 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold). The background is
+// the stack of ancestors' background colours composited over white; an
+// ancestor's opacity fades the text towards that background. Disabled
+// controls and hidden text are exempt, as in WCAG.
+async function lowContrast(p) {
+  return p.evaluate(() => {
+    const rgba = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return [0, 0, 0, 0];
+      const v = m[1].split(/[\s,/]+/).filter(Boolean).map(Number);
+      return [v[0], v[1], v[2], v.length > 3 ? v[3] : 1];
+    };
+    const over = (top, under) => {
+      const a = top[3];
+      return [0, 1, 2].map((i) => top[i] * a + under[i] * (1 - a)).concat(1);
+    };
+    const lum = (c) => {
+      const ch = c.slice(0, 3).map((v) => {
+        const s = v / 255;
+        return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2];
+    };
+    const ratio = (a, b) => {
+      const [hi, lo] = [lum(a), lum(b)].sort((x, y) => y - x);
+      return (hi + 0.05) / (lo + 0.05);
+    };
+    const out = [];
+    const seen = new Set();
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      const el = t.parentElement;
+      if (!t.textContent.trim() || !el || seen.has(el)) continue;
+      seen.add(el);
+      if (!el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })) continue;
+      if (el.closest(":disabled, [aria-hidden='true'], option")) continue;
+      const range = document.createRange();
+      range.selectNodeContents(t);
+      const r = range.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) continue;
+      const chain = [];
+      let opacity = 1;
+      for (let a = el; a; a = a.parentElement) {
+        chain.push(a);
+        opacity *= Number(getComputedStyle(a).opacity);
+      }
+      let bg = [255, 255, 255, 1];
+      for (const a of chain.reverse()) bg = over(rgba(getComputedStyle(a).backgroundColor), bg);
+      const style = getComputedStyle(el);
+      const fg = rgba(style.color);
+      const ink = over([fg[0], fg[1], fg[2], fg[3] * opacity], bg);
+      const size = parseFloat(style.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+      const need = large ? 3 : 4.5;
+      const got = ratio(ink, bg);
+      if (got < need) {
+        const name = el.tagName.toLowerCase() + (el.id ? `#${el.id}` : "") + (typeof el.className === "string" && el.className.trim() ? `.${el.className.trim().split(/\s+/).join(".")}` : "");
+        out.push(`${name} "${t.textContent.trim().slice(0, 30)}" ${got.toFixed(2)}:1 (needs ${need}:1)`);
+      }
+    }
+    return out;
+  });
+}
+
 function row(name) {
   return page.locator(`tr[data-connection="${name}"]`);
 }
@@ -516,6 +581,53 @@ test("the Workspaces view lists each workspace's connections in priority order w
   await page.locator("#suppressions table").waitFor(WAIT);
   assert.match(await page.textContent("#suppressions"), /bounce-\d+@example\.org/);
   await shot("desktop-workspaces");
+});
+
+test("text meets WCAG AA contrast in every view, in a dialog and with form errors shown", async () => {
+  const failures = [];
+  const check = async (state) => {
+    for (const f of await lowContrast(page)) failures.push(`${state}: ${f}`);
+  };
+  await page.click('nav a[data-view="connections"]');
+  await row("good").waitFor(WAIT);
+  // The check itself finds grey-on-white text (2.3:1) and passes dark grey.
+  await page.evaluate(() => {
+    for (const [id, color] of [["probe-low", "#aaaaaa"], ["probe-ok", "#595959"]]) {
+      const p = document.createElement("p");
+      p.id = id;
+      p.textContent = "contrast probe";
+      p.style.cssText = `color:${color};background:#ffffff`;
+      document.querySelector("main").append(p);
+    }
+  });
+  const probe = await lowContrast(page);
+  await page.evaluate(() => document.querySelectorAll("#probe-low, #probe-ok").forEach((e) => e.remove()));
+  assert.equal(probe.filter((f) => f.startsWith("p#probe-low")).length, 1, probe.join("; "));
+  assert.equal(probe.filter((f) => f.startsWith("p#probe-ok")).length, 0, probe.join("; "));
+  await check("connections");
+  await row("good").locator('[data-action="webhooks"]').click();
+  await page.locator("#webhook-url").waitFor(WAIT);
+  await check("webhooks dialog");
+  await closeDialog();
+  await row("good").locator('[data-action="events"]').click();
+  await page.locator("#action-dialog").waitFor(WAIT);
+  await check("events dialog");
+  await closeDialog();
+  await page.click('nav a[data-view="health"]');
+  await page.locator("#health .summary").waitFor(WAIT);
+  await check("config health");
+  await page.click('nav a[data-view="workspaces"]');
+  await page.locator("#workspaces .card").first().waitFor(WAIT);
+  await check("workspaces");
+  await page.click('nav a[data-view="new"]');
+  await page.locator("#validation [data-valid]").waitFor(WAIT);
+  await page.fill("#f-port", "70000");
+  await page.locator("#port-error", { hasText: "error" }).waitFor(WAIT);
+  await page.locator('#validation [data-valid="false"]').waitFor(WAIT);
+  await check("new connection with a bad port");
+  await page.fill("#f-port", "587");
+  await page.click('nav a[data-view="connections"]');
+  assert.deepEqual(failures, []);
 });
 
 test("at phone width (390 px, and 320 px) the list and the form are usable: no horizontal scrolling, actions visible", async () => {
