@@ -142,6 +142,65 @@ fn a_message_is_delivered_per_recipient_with_its_headers_and_status() {
 }
 
 #[test]
+fn bodies_have_the_shape_their_parts_need() {
+    let s = server();
+    let dir = config(&[("main", s.plain, 100, "")]);
+    let d = Daemon::start(dir.path(), FAST);
+    let attachment =
+        json!([{ "filename": "r.txt", "content_type": "text/plain", "content": "aGVsbG8=" }]);
+    let cases = [
+        ("text", json!({ "text": "only text" }), "text/plain", 0),
+        (
+            "html",
+            json!({ "html": "<p>only html</p>" }),
+            "text/html",
+            0,
+        ),
+        (
+            "both",
+            json!({ "text": "t", "html": "<p>h</p>" }),
+            "multipart/alternative",
+            0,
+        ),
+        (
+            "text-att",
+            json!({ "text": "only text", "attachments": attachment }),
+            "multipart/mixed",
+            1,
+        ),
+        (
+            "both-att",
+            json!({ "text": "t", "html": "<p>h</p>", "attachments": attachment }),
+            "multipart/mixed",
+            1,
+        ),
+    ];
+    for (tag, fields, top, mixed) in cases {
+        let to = rcpt(tag);
+        let mut body = json!({ "workspace": "acme", "to": [to], "subject": tag });
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let (status, answer) = send(&d, &body);
+        assert_eq!(status, 202, "{tag}: {answer}");
+        let (_, eml) = spooled_eml(&to);
+        let content_type = eml
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+            .unwrap_or_else(|| panic!("{tag}: no Content-Type header: {eml}"));
+        assert!(content_type.contains(top), "{tag}: {content_type}");
+        // One mixed wrapper at most: the body part sits beside the attachment.
+        assert_eq!(
+            eml.matches("multipart/mixed").count(),
+            mixed,
+            "{tag}: {eml}"
+        );
+        assert_eq!(eml.contains("r.txt"), mixed == 1, "{tag}: {eml}");
+    }
+}
+
+#[test]
 fn permanent_failures_end_with_their_class_and_temporary_ones_are_retried() {
     let s = server();
     let dir = config(&[("main", s.plain, 100, "")]);

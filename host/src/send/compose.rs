@@ -118,6 +118,13 @@ impl Default for ComposeLimits {
     }
 }
 
+/// A message's body before attachments: one part, or text and HTML as
+/// alternatives.
+enum Body {
+    Single(SinglePart),
+    Alternative(MultiPart),
+}
+
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
@@ -364,27 +371,29 @@ pub fn compose(
         return Err(vec![err("", "cannot build the envelope")]);
     };
     builder = builder.envelope(envelope);
+    // Each part is built once (building a part encodes its body); one body
+    // part alone needs no multipart wrapper.
     let body = match (&request.text, &request.html) {
-        (Some(t), Some(h)) => MultiPart::alternative_plain_html(t.clone(), h.clone()),
-        (Some(t), None) => MultiPart::mixed().singlepart(SinglePart::plain(t.clone())),
-        (None, Some(h)) => MultiPart::mixed().singlepart(SinglePart::html(h.clone())),
+        (Some(t), Some(h)) => {
+            Body::Alternative(MultiPart::alternative_plain_html(t.clone(), h.clone()))
+        }
+        (Some(t), None) => Body::Single(SinglePart::plain(t.clone())),
+        (None, Some(h)) => Body::Single(SinglePart::html(h.clone())),
         (None, None) => return Err(vec![err("/text", "a text or an html body is required")]),
     };
-    let built = if attachments.is_empty() && (request.text.is_none() || request.html.is_none()) {
-        // One body part alone needs no multipart wrapper.
-        match (&request.text, &request.html) {
-            (Some(t), None) => builder.singlepart(SinglePart::plain(t.clone())),
-            (None, Some(h)) => builder.singlepart(SinglePart::html(h.clone())),
-            _ => builder.multipart(body),
+    let built = match body {
+        Body::Single(part) if attachments.is_empty() => builder.singlepart(part),
+        Body::Alternative(parts) if attachments.is_empty() => builder.multipart(parts),
+        body => {
+            let mut mixed = match body {
+                Body::Single(part) => MultiPart::mixed().singlepart(part),
+                Body::Alternative(parts) => MultiPart::mixed().multipart(parts),
+            };
+            for a in attachments {
+                mixed = mixed.singlepart(a);
+            }
+            builder.multipart(mixed)
         }
-    } else if attachments.is_empty() {
-        builder.multipart(body)
-    } else {
-        let mut mixed = MultiPart::mixed().multipart(body);
-        for a in attachments {
-            mixed = mixed.singlepart(a);
-        }
-        builder.multipart(mixed)
     };
     let message = built.map_err(|e| vec![err("", format!("cannot build the message: {e}"))])?;
     let custom: Vec<(String, String)> = request
