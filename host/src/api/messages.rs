@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::error;
@@ -25,10 +26,13 @@ use crate::store::{Applied, Cursor, Write, now_ms};
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 1000;
 
+/// A batch as received: each message is parsed into its request on its
+/// own (its shape errors name its index), straight from the body's bytes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch {
-    messages: Vec<Value>,
+struct Batch<'a> {
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
 }
 
 fn invalid(errors: Vec<Value>) -> Response {
@@ -54,8 +58,8 @@ fn field_errors(index: Option<usize>, errors: Vec<FieldError>) -> Vec<Value> {
 
 /// Parses and composes one message; a shape error (unknown field, wrong
 /// type) is a 400, a semantic one a 422.
-fn prepare(state: &AppState, value: Value) -> Result<NewMessage, Result<Vec<FieldError>, String>> {
-    let request: MessageRequest = serde_json::from_value(value).map_err(|e| Err(e.to_string()))?;
+fn prepare(state: &AppState, json: &str) -> Result<NewMessage, Result<Vec<FieldError>, String>> {
+    let request: MessageRequest = serde_json::from_str(json).map_err(|e| Err(e.to_string()))?;
     let snapshot = state.snapshot.load_full();
     let sending = state.sending.clone();
     compose(&snapshot, &request, state.compose_limits, &|c| {
@@ -92,7 +96,8 @@ async fn enqueue(state: &AppState, messages: Vec<NewMessage>) -> Result<Vec<Valu
     }
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Box<Response>> {
+/// The body checked as JSON, kept as text for the typed parse.
+fn body_json(body: &Bytes) -> Result<&RawValue, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -107,7 +112,7 @@ pub(super) async fn send(State(state): State<Arc<AppState>>, body: Bytes) -> Res
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let message = match prepare(&state, value) {
+    let message = match prepare(&state, value.get()) {
         Ok(m) => m,
         Err(Err(shape)) => {
             return error(StatusCode::BAD_REQUEST, format!("invalid message: {shape}"));
@@ -126,7 +131,7 @@ pub(super) async fn send_batch(State(state): State<Arc<AppState>>, body: Bytes) 
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let batch: Batch = match serde_json::from_value(value) {
+    let batch: Batch<'_> = match serde_json::from_str(value.get()) {
         Ok(b) => b,
         Err(e) => {
             return error(
@@ -148,7 +153,7 @@ pub(super) async fn send_batch(State(state): State<Arc<AppState>>, body: Bytes) 
     let mut errors = Vec::new();
     let mut shape = None;
     for (i, value) in batch.messages.into_iter().enumerate() {
-        match prepare(&state, value) {
+        match prepare(&state, value.get()) {
             Ok(m) => ready.push(m),
             Err(Err(e)) => {
                 shape.get_or_insert(format!("message {i}: {e}"));
