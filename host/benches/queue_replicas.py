@@ -100,23 +100,13 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process and its waited-for children."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def postgres_cpu():
     total = 0.0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() == "postgres":
-                    total += cpu_seconds(pid)
+                    total += qb.cpu_seconds(pid)
         except OSError:
             pass
     return total
@@ -136,7 +126,7 @@ def setup_run(args, sink, config_dir, pg, key, replicas, run):
         for d in daemons:
             d.wait_ready(args.timeout)
         before = sink.settled()
-        cpu0 = (sum(cpu_seconds(d.proc.pid) for d in daemons), postgres_cpu())
+        cpu0 = (sum(qb.cpu_seconds(d.proc.pid) for d in daemons), postgres_cpu())
         shares = [args.messages // len(daemons) + (i < args.messages % len(daemons))
                   for i in range(len(daemons))]
         results, errors = [None] * len(daemons), []
@@ -156,7 +146,7 @@ def setup_run(args, sink, config_dir, pg, key, replicas, run):
             raise qb.BenchError(errors[0] if errors else f"{key}: enqueue did not finish")
         first = min(r[0] for r in results)
         done = daemons[0].wait_pending(lambda p: p == 0, args.timeout, f"{key} run {run} sending")
-        cpu1 = (sum(cpu_seconds(d.proc.pid) for d in daemons), postgres_cpu())
+        cpu1 = (sum(qb.cpu_seconds(d.proc.pid) for d in daemons), postgres_cpu())
         sends = {}
         for d in daemons:
             for outcome, n in d.sends().items():

@@ -44,7 +44,10 @@ pub fn start_daemon(dir: &Path, store: Option<&str>) -> Daemon {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailplug"))
+    // MAILPLUG_BIN compares another build of the daemon under the same load.
+    let bin =
+        std::env::var_os("MAILPLUG_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mailplug").into());
+    let mut child = Command::new(bin)
         .args([
             "serve",
             "--listen-admin",
