@@ -183,8 +183,11 @@ fn main() {
     let program = PathBuf::from(program);
     let runtime = Runtime::with_builtins(RuntimeOptions::default()).unwrap();
     let fixtures = repo().join("tests/fixtures");
+    // One plugin only (profiling): `MAILPLUG_BENCH_ONLY=postmark`.
+    let only = std::env::var("MAILPLUG_BENCH_ONLY").ok();
     let cases: Vec<Case> = mailplug::runtime::builtin::BUILTINS
         .iter()
+        .filter(|b| only.as_deref().is_none_or(|o| o == b.id))
         .filter_map(|b| {
             let own = fixtures.join("plugins").join(b.id);
             let dirs = [

@@ -139,10 +139,13 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
 }
 
 /// Resolves a `text` (a span of the request body, or an owned string) and
-/// checks it.
+/// checks it; a span is checked in place and copied once.
 fn resolve(body: &[u8], field: &str, value: wit::Text, max: usize) -> Result<String, String> {
-    let value = match value {
-        wit::Text::Owned(s) => s,
+    match value {
+        wit::Text::Owned(s) => {
+            text(field, &s, max)?;
+            Ok(s)
+        }
         wit::Text::Span((offset, len)) => {
             if len as usize > max {
                 return Err(format!("{field} is {len} bytes long (limit {max})"));
@@ -157,13 +160,14 @@ fn resolve(body: &[u8], field: &str, value: wit::Text, max: usize) -> Result<Str
                         body.len()
                     )
                 })?;
-            std::str::from_utf8(bytes)
-                .map_err(|_| format!("{field} span {offset}+{len} is not UTF-8"))?
-                .to_owned()
+            let value = std::str::from_utf8(bytes)
+                .map_err(|_| format!("{field} span {offset}+{len} is not UTF-8"))?;
+            if has_control(value) {
+                return Err(format!("{field} contains control characters"));
+            }
+            Ok(value.to_owned())
         }
-    };
-    text(field, &value, max)?;
-    Ok(value)
+    }
 }
 
 fn optional(

@@ -54,6 +54,11 @@ pub(crate) fn build(options: &EngineOptions) -> anyhow::Result<Engine> {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // Profiling aid: `MAILPLUG_WASM_PERFMAP=1` writes /tmp/perf-<pid>.map so
+    // `perf report` names the plugins' own functions (docs/plugins-bench.md).
+    if std::env::var_os("MAILPLUG_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     start_ticker(&engine)?;
     Ok(engine)
