@@ -533,7 +533,7 @@ fn soft_bounces_suppress_at_the_threshold_and_manual_entries_follow_the_case_rul
 
 #[test]
 fn a_full_store_answers_503_with_retry_after_and_nothing_is_lost_once_fixed() {
-    let (tmp, dir, d) = start(&["--store-max-size", "96KiB"]);
+    let (tmp, dir, d) = start(&["--store-max-size", "256KiB"]);
     let mut refused = None;
     let mut accepted = 0;
     for i in 0..400 {

@@ -188,7 +188,7 @@ fn a_full_store_refuses_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&SqliteOptions {
         path: dir.path().join("store.db"),
-        max_size: Some(64 * 1024),
+        max_size: Some(256 * 1024),
         soft_bounces: SoftBouncePolicy::default(),
     })
     .unwrap();
