@@ -162,9 +162,7 @@ fn resolve(body: &[u8], field: &str, value: wit::Text, max: usize) -> Result<Str
                 })?;
             let value = std::str::from_utf8(bytes)
                 .map_err(|_| format!("{field} span {offset}+{len} is not UTF-8"))?;
-            if has_control(value) {
-                return Err(format!("{field} contains control characters"));
-            }
+            text(field, value, max)?;
             Ok(value.to_owned())
         }
     }
