@@ -107,13 +107,11 @@ impl fmt::Display for Raw<'_> {
 fn data_block(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut out = String::with_capacity(text.len() + 16);
-    let mut line_start = true;
-    for c in text.chars() {
-        if line_start && c == '.' {
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('.') {
             out.push('.');
         }
-        out.push(c);
-        line_start = c == '\n';
+        out.push_str(line);
     }
     out.push_str("\r\n.\r\n");
     Some(out)

@@ -38,6 +38,12 @@ pub mod lease;
 pub use attempt::connection_level;
 use attempt::{Attempt, config_error, settle_loop};
 
+/// Deliveries a lane claims ahead per session of its pool (one claim is one
+/// store commit). Every claim waits its turn at the store's single writer
+/// behind enqueue and settle commits; claiming a few dozen per session
+/// keeps the sessions busy through that wait.
+const CLAIM_PER_SESSION: usize = 32;
+
 /// How the workers behave.
 #[derive(Debug, Clone, Copy)]
 pub struct SendSettings {
@@ -322,6 +328,7 @@ async fn supervise(
                     permits: Arc::new(Semaphore::new(conn.limits.max_connections as usize)),
                     pool_size: conn.limits.max_connections,
                     lease: lease::Lease::default(),
+                    ahead: None,
                 };
                 running.insert(conn.name.clone(), tokio::spawn(worker.run(stop.clone())));
             }
@@ -349,6 +356,9 @@ struct LaneWorker {
     permits: Arc<Semaphore>,
     pool_size: u32,
     lease: lease::Lease,
+    /// The next claim, started while the last deliveries of the current
+    /// one wait for a session, so the sessions do not idle through it.
+    ahead: Option<JoinHandle<Vec<ClaimedDelivery>>>,
 }
 
 impl LaneWorker {
@@ -384,6 +394,7 @@ impl LaneWorker {
                 .await
             {
                 // Another process sends through this connection now.
+                self.release_ahead().await;
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     () = tokio::time::sleep(lease::STANDBY_POLL) => {}
@@ -397,6 +408,9 @@ impl LaneWorker {
                 .lock()
                 .map(|mut b| b.admit(now))
                 .unwrap_or(Admit::Send);
+            if !matches!(admit, Admit::Send) {
+                self.release_ahead().await;
+            }
             let wait = match admit {
                 Admit::Paused { until_ms } => {
                     self.move_away(&snap, &conn).await;
@@ -436,6 +450,7 @@ impl LaneWorker {
             tracing::warn!(connection = %name, "attempts still running at the shutdown bound; they are sent again after a restart");
             inflight.abort_all();
         }
+        self.release_ahead().await;
         if let Some((_, mailer)) = self.mailer.take() {
             mailer.close().await;
         }
@@ -473,23 +488,48 @@ impl LaneWorker {
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
         // Claim ahead of the sessions (a claim is one store commit): up to
-        // eight deliveries per session, or one second's worth at the
-        // current rate when that is less. Claimed deliveries wait for a
+        // CLAIM_PER_SESSION deliveries per session, or one second's worth at
+        // the current rate when that is less. Claimed deliveries wait for a
         // session below; their leases outlast that wait by far.
         let pool = self.pool_size.max(1) as usize;
         let rate = self.lane.limiter.snapshot(now_ms()).effective_per_second;
         let want = match rate {
-            Some(r) => pool.saturating_mul(8).min(r.ceil() as usize + 1),
-            None => pool.saturating_mul(8),
+            Some(r) => pool
+                .saturating_mul(CLAIM_PER_SESSION)
+                .min(r.ceil() as usize + 1),
+            None => pool.saturating_mul(CLAIM_PER_SESSION),
         }
         .clamp(1, 256);
-        let claimed = self.claim(conn, want).await;
+        let claimed = match self.ahead.take() {
+            // A claim started ahead finds what was due then; when that was
+            // nothing, look again now.
+            Some(ahead) => match ahead.await {
+                Ok(rows) if !rows.is_empty() => rows,
+                _ => self.claim(conn, want).await,
+            },
+            None => self.claim(conn, want).await,
+        };
         if claimed.is_empty() {
             return false;
         }
+        // A full claim means more is likely due: the next one starts while
+        // the last `pool` deliveries of this one wait for their sessions.
+        let ahead_at = (claimed.len() >= want).then(|| claimed.len().saturating_sub(pool));
         let mailer = self.mailer(conn).await;
-        let mut rest = claimed.into_iter();
-        while let Some(d) = rest.next() {
+        let mut rest = claimed
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (Some(i) == ahead_at, d));
+        while let Some((start_ahead, d)) = rest.next() {
+            if start_ahead && self.ahead.is_none() {
+                self.ahead = Some(tokio::spawn(claim(
+                    self.store.clone(),
+                    self.sending.settings,
+                    conn.clone(),
+                    want,
+                )));
+            }
+            let rest = rest.by_ref().map(|(_, d)| d);
             // Pacing: wait for a slot of the rate and quotas.
             loop {
                 let now = now_ms();
@@ -553,25 +593,22 @@ impl LaneWorker {
     }
 
     async fn claim(&self, conn: &Arc<Connection>, want: usize) -> Vec<ClaimedDelivery> {
-        let name = conn.name.clone();
-        let scope = conn.workspaces.clone();
-        // A lease outlives any attempt: connect plus every command at the
-        // connection's timeout, with room to spare.
-        let lease = self
-            .sending
-            .settings
-            .delivery_lease
-            .unwrap_or_else(|| (conn.limits.timeout * 12).max(Duration::from_secs(600)));
-        match self
-            .store
-            .read(move |b| b.claim_deliveries(&name, &scope, now_ms(), lease, want))
-            .await
+        claim(
+            self.store.clone(),
+            self.sending.settings,
+            conn.clone(),
+            want,
+        )
+        .await
+    }
+
+    /// Gives back what a claim started ahead holds (the lane stops, pauses
+    /// or lost its send lease).
+    async fn release_ahead(&mut self) {
+        if let Some(ahead) = self.ahead.take()
+            && let Ok(rows) = ahead.await
         {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(connection = %conn.name, error = %e, "claiming deliveries failed");
-                Vec::new()
-            }
+            self.release(rows.into_iter(), now_ms());
         }
     }
 
@@ -651,5 +688,31 @@ impl LaneWorker {
             b.on_probe(now, (!report.is_success()).then(|| report.class.as_str()));
         }
         tracing::info!(connection = %conn.name, outcome = %report.class, "circuit probe");
+    }
+}
+
+/// Claims up to `want` due deliveries of `conn` (one store commit).
+async fn claim(
+    store: Arc<Store>,
+    settings: SendSettings,
+    conn: Arc<Connection>,
+    want: usize,
+) -> Vec<ClaimedDelivery> {
+    let name = conn.name.clone();
+    let scope = conn.workspaces.clone();
+    // A lease outlives any attempt: connect plus every command at the
+    // connection's timeout, with room to spare.
+    let lease = settings
+        .delivery_lease
+        .unwrap_or_else(|| (conn.limits.timeout * 12).max(Duration::from_secs(600)));
+    match store
+        .read(move |b| b.claim_deliveries(&name, &scope, now_ms(), lease, want))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(connection = %conn.name, error = %e, "claiming deliveries failed");
+            Vec::new()
+        }
     }
 }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0004_replay_tokens.sql"),
     include_str!("sqlite/0005_queue.sql"),
     include_str!("sqlite/0006_send_leases.sql"),
+    include_str!("sqlite/0007_send_cost.sql"),
 ];
 
 mod admin;

@@ -221,8 +221,19 @@ fn json(c: &Classification) -> serde_json::Value {
     serde_json::to_value(c).unwrap_or(serde_json::Value::Null)
 }
 
-/// Records finished attempts in batches: each round takes every outcome
-/// waiting, so under load one transaction records many.
+/// How long the settler gathers outcomes after the first one of a batch
+/// arrives. Under load one commit then records hundreds of attempts instead
+/// of the handful that finished during the last commit; the store's writes
+/// per attempt (WAL pages, fsyncs) were the largest single cost of sending.
+/// The duplicate window (docs/sending.md) grows by at most this much.
+pub(super) const SETTLE_GATHER: Duration = Duration::from_millis(10);
+
+/// Most outcomes recorded in one commit.
+const SETTLE_BATCH: usize = 1024;
+
+/// Records finished attempts in batches: each round takes the outcomes that
+/// arrive within [`SETTLE_GATHER`] of its first, so under load one
+/// transaction records many.
 pub(super) async fn settle_loop(
     store: Arc<Store>,
     sending: Arc<Sending>,
@@ -231,10 +242,13 @@ pub(super) async fn settle_loop(
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
+        let until = tokio::time::Instant::now() + SETTLE_GATHER;
+        while batch.len() < SETTLE_BATCH {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(d)) => batch.push(d),
+                // Timed out, or every sender is gone (shutdown): record
+                // what is here; the next recv ends the loop.
+                Ok(None) | Err(_) => break,
             }
         }
         for d in &batch {

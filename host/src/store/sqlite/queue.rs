@@ -34,9 +34,10 @@ pub(super) fn enqueue(
     let mut find = tx.prepare_cached(
         "SELECT id FROM messages WHERE idempotency_scope = ?1 AND idempotency_key = ?2",
     )?;
+    let mut body = tx.prepare_cached("INSERT INTO message_bodies (raw) VALUES (?1)")?;
     let mut message = tx.prepare_cached(
         "INSERT INTO messages (id, workspace, pinned_connection, idempotency_scope, idempotency_key, \
-         from_email, subject, message_id_header, raw, size, status, created_at) \
+         from_email, subject, message_id_header, body, size, status, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
     )?;
     let mut delivery = tx.prepare_cached(
@@ -57,6 +58,8 @@ pub(super) fn enqueue(
             continue;
         }
         let id = next_id();
+        body.execute([&m.raw])?;
+        let body_id = tx.last_insert_rowid();
         message.execute(params![
             id,
             m.workspace,
@@ -66,7 +69,7 @@ pub(super) fn enqueue(
             m.from_email,
             m.subject,
             m.message_id_header,
-            m.raw,
+            body_id,
             m.raw.len() as i64,
             now_ms,
         ])?;
@@ -246,7 +249,8 @@ impl Queue for Sqlite {
                  RETURNING message, recipient, workspace, attempts, queued_at"
             ))?;
             let mut message = tx.prepare_cached(
-                "SELECT pinned_connection, from_email, message_id_header, raw FROM messages WHERE id = ?1",
+                "SELECT m.pinned_connection, m.from_email, m.message_id_header, b.raw \
+                 FROM messages m JOIN message_bodies b ON b.id = m.body WHERE m.id = ?1",
             )?;
             let mut raws: HashMap<String, MessageRow> = HashMap::new();
             let mut touched = BTreeSet::new();
@@ -686,23 +690,58 @@ impl Queue for Sqlite {
     }
 }
 
-/// Pending totals per connection that has pending deliveries.
+const QUEUE_TOTALS: &str = "SELECT connection, state, count(*), min(queued_at) FROM deliveries \
+     WHERE state IN ('queued', 'sending', 'deferred') \
+     GROUP BY connection, state ORDER BY connection, state";
+
+/// The query plan of [`queue_totals`] (its test).
+#[cfg(test)]
+pub(super) fn queue_totals_plan(
+    c: &rusqlite::Connection,
+    out: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {QUEUE_TOTALS}"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.push(r.get(3)?);
+    }
+    Ok(())
+}
+
+/// Pending totals per connection that has pending deliveries, counted from
+/// the `deliveries_pending` index alone (connection, state, queued_at): the
+/// table's rows are not read, which matters with a deep queue and a
+/// monitor polling it.
 pub(super) fn queue_totals(c: &rusqlite::Connection) -> rusqlite::Result<Vec<ConnectionQueue>> {
-    c.prepare_cached(
-        "SELECT connection, sum(state = 'queued'), sum(state = 'sending'), \
-         sum(state = 'deferred'), count(*), min(queued_at) FROM deliveries \
-         WHERE state IN ('queued', 'sending', 'deferred') GROUP BY connection ORDER BY connection",
-    )?
-    .query_map([], |r| {
-        let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
-        Ok(ConnectionQueue {
-            connection: r.get(0)?,
-            queued: n(1)?,
-            sending: n(2)?,
-            deferred: n(3)?,
-            pending: n(4)?,
-            oldest_queued_at_ms: r.get(5)?,
-        })
-    })?
-    .collect()
+    let mut out: Vec<ConnectionQueue> = Vec::new();
+    let mut stmt = c.prepare_cached(QUEUE_TOTALS)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let connection: String = r.get(0)?;
+        let state: String = r.get(1)?;
+        let n = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+        let oldest: Option<i64> = r.get(3)?;
+        if out.last().is_none_or(|q| q.connection != connection) {
+            out.push(ConnectionQueue {
+                connection,
+                queued: 0,
+                sending: 0,
+                deferred: 0,
+                pending: 0,
+                oldest_queued_at_ms: oldest,
+            });
+        }
+        let Some(q) = out.last_mut() else { continue };
+        match state.as_str() {
+            "queued" => q.queued += n,
+            "sending" => q.sending += n,
+            _ => q.deferred += n,
+        }
+        q.pending += n;
+        q.oldest_queued_at_ms = match (q.oldest_queued_at_ms, oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(out)
 }

@@ -211,3 +211,93 @@ fn recovery_at_start_drops_the_last_processs_send_leases() {
     db.recover_in_flight(2_000).unwrap();
     assert!(db.lease_connection("c", "restarted", 2_000, ttl).unwrap());
 }
+
+#[test]
+fn migrating_from_version_6_moves_message_bytes_to_their_table_and_they_still_send() {
+    use crate::store::queue::Queue as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let raw = b"Subject: before\r\n\r\nqueued by version 6\r\n".to_vec();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE mailplug_schema (version INTEGER NOT NULL)")
+            .unwrap();
+        for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO mailplug_schema VALUES (?1)", [i as i64 + 1])
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO messages (id, workspace, idempotency_scope, from_email, subject, \
+             message_id_header, raw, size, status, created_at) VALUES ('01KOLDMESSAGE0000000000000', \
+             'w', 'w:w', 'app@example.org', 'before', 'm1@example.org', ?1, ?2, 'pending', 1000)",
+            params![raw, raw.len() as i64],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO deliveries (message, recipient, recipient_key, field, workspace, \
+             connection, state, queued_at, next_attempt_at) VALUES ('01KOLDMESSAGE0000000000000', \
+             'ann@example.org', 'ann@example.org', 'to', 'w', 'c', 'queued', 1000, 1000)",
+        )
+        .unwrap();
+    }
+    let db = open(dir.path());
+    let columns: Vec<String> = db
+        .writer
+        .lock()
+        .unwrap()
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!columns.iter().any(|c| c == "raw"), "{columns:?}");
+    let totals = db.queue_totals().unwrap();
+    assert_eq!((totals[0].queued, totals[0].pending), (1, 1), "{totals:?}");
+    assert_eq!(totals[0].oldest_queued_at_ms, Some(1000));
+    let claimed = db
+        .claim_deliveries(
+            "c",
+            &["w".into()],
+            2_000,
+            std::time::Duration::from_secs(60),
+            10,
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        *claimed[0].raw, raw,
+        "the bytes queued before the migration"
+    );
+    assert_eq!(claimed[0].message_id_header, "m1@example.org");
+    let totals = db.queue_totals().unwrap();
+    assert_eq!((totals[0].queued, totals[0].sending), (0, 1), "{totals:?}");
+}
+
+#[test]
+fn queue_totals_are_counted_from_the_index_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let conn = db.writer.lock().unwrap();
+    let sql = conn
+        .prepare("SELECT sql FROM sqlite_master WHERE name = 'deliveries_pending'")
+        .unwrap()
+        .query_row([], |r| r.get::<_, String>(0))
+        .unwrap();
+    assert!(sql.contains("(connection, state, queued_at)"), "{sql}");
+    drop(conn);
+    // The totals' own statement, as the reader pool prepares it.
+    let plan: Vec<String> = db
+        .with_reader(|c| {
+            let mut out = Vec::new();
+            queue::queue_totals_plan(c, &mut out)?;
+            Ok(out)
+        })
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|s| s.contains("USING COVERING INDEX deliveries_pending")),
+        "{plan:?}"
+    );
+}
