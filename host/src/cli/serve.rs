@@ -412,10 +412,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("conf");
         std::fs::create_dir(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let (_reserved, port) = crate::store::postgres::testdb::refused_port();
         let mut settings = settings(&dir, &tmp.path().join("data"));
         settings.store.url = Some(
             PostgresUrl::parse(&format!(

@@ -130,10 +130,7 @@ fn a_postgres_schema_newer_than_this_binary_is_reported_and_not_migrated() {
 
 #[test]
 fn an_unreachable_postgres_store_exits_73_naming_it_without_the_password() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let (_reserved, port) = crate::store::postgres::testdb::refused_port();
     let db = location(&format!(
         "postgres://app:hunter2@127.0.0.1:{port}/mail?connect_timeout=2"
     ));

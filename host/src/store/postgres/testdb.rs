@@ -255,3 +255,17 @@ fn write_certs(dir: &Path) -> Result<PathBuf, String> {
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(ca_file)
 }
+
+/// A loopback port that refuses connections while the returned socket
+/// lives: bound but never listening, so no test running in parallel can
+/// take it. (A port found free and released again can be bound meanwhile by
+/// another test's listener, which accepts the connection and never speaks
+/// PostgreSQL: the start-up then waits forever.)
+pub(crate) fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("binding a loopback port");
+    let port = socket.local_addr().expect("the bound address").port();
+    (socket, port)
+}

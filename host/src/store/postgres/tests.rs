@@ -86,10 +86,7 @@ fn a_schema_newer_than_the_binary_is_refused() {
 
 #[test]
 fn an_unreachable_server_is_named_without_the_password() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let (_reserved, port) = crate::store::postgres::testdb::refused_port();
     let url = format!("postgres://app:hunter2@127.0.0.1:{port}/mail?connect_timeout=2");
     let err = Postgres::open(&options(&url)).unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}/mail")), "{err}");
