@@ -584,9 +584,13 @@ fn throttling_replies_lower_the_rate_which_then_recovers() {
     assert_eq!(rate["throttled"], true, "{q}");
     let lowered = rate["effective_per_second"].as_f64().unwrap();
     assert!(lowered <= 5.0, "{q}");
-    let m = d
-        .get_json(&format!("/v1/messages/{}", body["id"].as_str().unwrap()))
-        .1;
+    // The limiter reacts at the attempt; the outcome is recorded with the
+    // settler's next batch, a few milliseconds later.
+    let m = d.wait_for(
+        &format!("/v1/messages/{}", body["id"].as_str().unwrap()),
+        "the throttled attempt recorded",
+        |_, m| !m["recipients"][0]["last_result"].is_null(),
+    );
     assert_eq!(
         m["recipients"][0]["last_result"]["class"], "throttled",
         "{m}"
