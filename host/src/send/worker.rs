@@ -514,14 +514,11 @@ impl LaneWorker {
         }
         // A full claim means more is likely due: the next one starts while
         // the last `pool` deliveries of this one wait for their sessions.
-        let ahead_at = (claimed.len() >= want).then(|| claimed.len().saturating_sub(pool));
+        let full = claimed.len() >= want;
         let mailer = self.mailer(conn).await;
-        let mut rest = claimed
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| (Some(i) == ahead_at, d));
-        while let Some((start_ahead, d)) = rest.next() {
-            if start_ahead && self.ahead.is_none() {
+        let mut rest = claimed.into_iter();
+        while let Some(d) = rest.next() {
+            if full && rest.len() < pool && self.ahead.is_none() {
                 self.ahead = Some(tokio::spawn(claim(
                     self.store.clone(),
                     self.sending.settings,
@@ -529,7 +526,6 @@ impl LaneWorker {
                     want,
                 )));
             }
-            let rest = rest.by_ref().map(|(_, d)| d);
             // Pacing: wait for a slot of the rate and quotas.
             loop {
                 let now = now_ms();

@@ -226,7 +226,7 @@ fn json(c: &Classification) -> serde_json::Value {
 /// of the handful that finished during the last commit; the store's writes
 /// per attempt (WAL pages, fsyncs) were the largest single cost of sending.
 /// The duplicate window (docs/sending.md) grows by at most this much.
-pub(super) const SETTLE_GATHER: Duration = Duration::from_millis(10);
+const SETTLE_GATHER: Duration = Duration::from_millis(10);
 
 /// Most outcomes recorded in one commit.
 const SETTLE_BATCH: usize = 1024;

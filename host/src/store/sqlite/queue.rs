@@ -690,9 +690,9 @@ impl Queue for Sqlite {
     }
 }
 
-const QUEUE_TOTALS: &str = "SELECT connection, state, count(*), min(queued_at) FROM deliveries \
-     WHERE state IN ('queued', 'sending', 'deferred') \
-     GROUP BY connection, state ORDER BY connection, state";
+const QUEUE_TOTALS: &str = "SELECT connection, sum(state = 'queued'), sum(state = 'sending'), \
+     sum(state = 'deferred'), count(*), min(queued_at) FROM deliveries \
+     WHERE state IN ('queued', 'sending', 'deferred') GROUP BY connection ORDER BY connection";
 
 /// The query plan of [`queue_totals`] (its test).
 #[cfg(test)]
@@ -713,35 +713,17 @@ pub(super) fn queue_totals_plan(
 /// table's rows are not read, which matters with a deep queue and a
 /// monitor polling it.
 pub(super) fn queue_totals(c: &rusqlite::Connection) -> rusqlite::Result<Vec<ConnectionQueue>> {
-    let mut out: Vec<ConnectionQueue> = Vec::new();
-    let mut stmt = c.prepare_cached(QUEUE_TOTALS)?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let connection: String = r.get(0)?;
-        let state: String = r.get(1)?;
-        let n = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
-        let oldest: Option<i64> = r.get(3)?;
-        if out.last().is_none_or(|q| q.connection != connection) {
-            out.push(ConnectionQueue {
-                connection,
-                queued: 0,
-                sending: 0,
-                deferred: 0,
-                pending: 0,
-                oldest_queued_at_ms: oldest,
-            });
-        }
-        let Some(q) = out.last_mut() else { continue };
-        match state.as_str() {
-            "queued" => q.queued += n,
-            "sending" => q.sending += n,
-            _ => q.deferred += n,
-        }
-        q.pending += n;
-        q.oldest_queued_at_ms = match (q.oldest_queued_at_ms, oldest) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    Ok(out)
+    c.prepare_cached(QUEUE_TOTALS)?
+        .query_map([], |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+            Ok(ConnectionQueue {
+                connection: r.get(0)?,
+                queued: n(1)?,
+                sending: n(2)?,
+                deferred: n(3)?,
+                pending: n(4)?,
+                oldest_queued_at_ms: r.get(5)?,
+            })
+        })?
+        .collect()
 }
