@@ -339,54 +339,58 @@ impl Queue for Sqlite {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for s in settlements {
+                // The classification as JSON, serialised once for both the
+                // delivery row and its attempt.
+                let text = match &s.outcome {
+                    DeliveryOutcome::Sent { result, .. }
+                    | DeliveryOutcome::Deferred { result, .. }
+                    | DeliveryOutcome::Failed { result } => Some(result.to_string()),
+                    DeliveryOutcome::Suppressed { reason } => {
+                        Some(serde_json::json!({ "suppressed": reason }).to_string())
+                    }
+                    DeliveryOutcome::Moved { result, .. } => result.as_ref().map(|r| r.to_string()),
+                    DeliveryOutcome::Released { .. } => None,
+                };
+                let text_value = || text.clone().map_or(SqlValue::Null, SqlValue::Text);
                 let (sql, args): (&str, Vec<SqlValue>) = match &s.outcome {
-                    DeliveryOutcome::Sent { queue_id, result } => (
+                    DeliveryOutcome::Sent { queue_id, .. } => (
                         "UPDATE deliveries SET state = 'sent', lease = NULL, lease_until = NULL, \
                          attempts = attempts + 1, last_attempt_at = ?3, done_at = ?4, result = ?5, \
                          queue_id = ?6, connection = ?7 \
                          WHERE id = ?1 AND lease = ?2 RETURNING message, attempts",
                         vec![
                             crate::store::now_ms().into(),
-                            result.to_string().into(),
+                            text_value(),
                             queue_id.clone().map_or(SqlValue::Null, SqlValue::Text),
                             s.connection.clone().into(),
                         ],
                     ),
                     DeliveryOutcome::Deferred {
-                        next_attempt_at_ms,
-                        result,
+                        next_attempt_at_ms, ..
                     } => (
                         "UPDATE deliveries SET state = 'deferred', lease = NULL, lease_until = NULL, \
                          attempts = attempts + 1, last_attempt_at = ?3, next_attempt_at = ?4, \
                          result = ?5 WHERE id = ?1 AND lease = ?2 RETURNING message, attempts",
-                        vec![(*next_attempt_at_ms).into(), result.to_string().into()],
+                        vec![(*next_attempt_at_ms).into(), text_value()],
                     ),
-                    DeliveryOutcome::Failed { result } => (
+                    DeliveryOutcome::Failed { .. } => (
                         "UPDATE deliveries SET state = 'failed', lease = NULL, lease_until = NULL, \
                          attempts = attempts + 1, last_attempt_at = ?3, done_at = ?4, result = ?5 \
                          WHERE id = ?1 AND lease = ?2 RETURNING message, attempts",
-                        vec![crate::store::now_ms().into(), result.to_string().into()],
+                        vec![crate::store::now_ms().into(), text_value()],
                     ),
-                    DeliveryOutcome::Suppressed { reason } => (
+                    DeliveryOutcome::Suppressed { .. } => (
                         "UPDATE deliveries SET state = 'suppressed', lease = NULL, lease_until = NULL, \
                          attempts = attempts + 1, last_attempt_at = ?3, done_at = ?4, result = ?5 \
                          WHERE id = ?1 AND lease = ?2 RETURNING message, attempts",
-                        vec![
-                            crate::store::now_ms().into(),
-                            serde_json::json!({ "suppressed": reason }).to_string().into(),
-                        ],
+                        vec![crate::store::now_ms().into(), text_value()],
                     ),
-                    DeliveryOutcome::Moved { to, result } => (
+                    DeliveryOutcome::Moved { to, .. } => (
                         "UPDATE deliveries SET state = 'queued', lease = NULL, lease_until = NULL, \
                          attempts = attempts + 1, last_attempt_at = ?3, next_attempt_at = ?3, \
                          connection = ?4, result = coalesce(?5, result) \
                          WHERE id = ?1 AND lease = ?2 RETURNING message, attempts",
-                        vec![
-                            to.clone().into(),
-                            result
-                                .as_ref()
-                                .map_or(SqlValue::Null, |r| SqlValue::Text(r.to_string())),
-                        ],
+                        vec![to.clone().into(), text_value()],
                     ),
                     DeliveryOutcome::Released { next_attempt_at_ms } => (
                         "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, \
@@ -408,18 +412,10 @@ impl Queue for Sqlite {
                     continue;
                 };
                 let (outcome, result, queue_id) = match &s.outcome {
-                    DeliveryOutcome::Sent { queue_id, result } => {
-                        ("sent", Some(result.to_string()), queue_id.clone())
-                    }
-                    DeliveryOutcome::Deferred { result, .. } => {
-                        ("deferred", Some(result.to_string()), None)
-                    }
-                    DeliveryOutcome::Failed { result } => ("failed", Some(result.to_string()), None),
-                    DeliveryOutcome::Suppressed { reason } => (
-                        "suppressed",
-                        Some(serde_json::json!({ "suppressed": reason }).to_string()),
-                        None,
-                    ),
+                    DeliveryOutcome::Sent { queue_id, .. } => ("sent", text, queue_id.clone()),
+                    DeliveryOutcome::Deferred { .. } => ("deferred", text, None),
+                    DeliveryOutcome::Failed { .. } => ("failed", text, None),
+                    DeliveryOutcome::Suppressed { .. } => ("suppressed", text, None),
                     DeliveryOutcome::Moved { to, result } => (
                         "moved",
                         Some(
