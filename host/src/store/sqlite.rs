@@ -120,6 +120,9 @@ impl Sqlite {
         &self.path
     }
 
+    /// Runs `read` in one read transaction, so all its statements see the
+    /// same snapshot: a message's status and its deliveries, say, are never
+    /// read from either side of a commit.
     fn with_reader<T>(
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -138,7 +141,14 @@ impl Sqlite {
                 c
             }
         };
-        let result = read(&conn).map_err(|e| backend_error(&e));
+        let result = conn
+            .unchecked_transaction()
+            .and_then(|tx| {
+                let out = read(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .map_err(|e| backend_error(&e));
         if let Ok(mut pool) = self.readers.lock()
             && pool.len() < 8
         {

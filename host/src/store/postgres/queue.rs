@@ -201,7 +201,15 @@ impl Queue for Postgres {
     }
 
     fn message(&self, id: &str) -> Result<Option<MessageStatus>, StoreError> {
-        self.with_client(|c| status::message(c, id))
+        // One snapshot for the message and its deliveries: under the
+        // default READ COMMITTED each statement would see its own.
+        self.with_tx(|tx| {
+            tx.execute(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                &[],
+            )?;
+            status::message(tx, id)
+        })
     }
 
     fn messages(&self, query: &MessageQuery) -> Result<Page<MessageSummary>, StoreError> {

@@ -301,3 +301,34 @@ fn queue_totals_are_counted_from_the_index_alone() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn a_read_sees_one_snapshot_even_when_a_commit_lands_between_its_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let count = |c: &Connection| {
+        c.query_row("SELECT count(*) FROM suppressions", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    };
+    let (before, after) = db
+        .with_reader(|c| {
+            let before = count(c)?;
+            db.with_writer(|tx| {
+                tx.execute(
+                    "INSERT INTO suppressions (workspace, address_key, address, reason, created_at) \
+                     VALUES ('w', 'a@example.org', 'a@example.org', 'manual', 0)",
+                    [],
+                )
+            })
+            .unwrap();
+            Ok((before, count(c)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (before, after),
+        (0, 0),
+        "the second statement saw the commit"
+    );
+    assert_eq!(db.with_reader(count).unwrap(), 1, "the next read sees it");
+}

@@ -1,13 +1,14 @@
 //! Settling one delivery, and the status reads of the queue (messages,
 //! quota history, totals).
 
-use super::super::sql::{Db, Tx};
+use super::super::sql::{Db, Sql, Tx};
 use super::super::{Args, decode_cursor, encode_cursor};
 use crate::store::queue::{
     Attempt, ConnectionQueue, CorrelatedEvent, DeliveryOutcome, DeliverySettlement, MessageQuery,
     MessageStatus, MessageSummary, RecipientStatus, parse_field,
 };
 use crate::store::{Order, Page, StoreError, format_ms, now_ms};
+use postgres::GenericClient;
 use postgres::types::ToSql;
 
 fn json(s: Option<String>) -> Option<serde_json::Value> {
@@ -209,7 +210,10 @@ pub(super) fn settle_one(
 }
 
 /// One message with its recipients and attempts.
-pub(super) fn message(c: &mut Db<'_>, id: &str) -> Result<Option<MessageStatus>, StoreError> {
+pub(super) fn message<C: GenericClient>(
+    c: &mut Sql<'_, C>,
+    id: &str,
+) -> Result<Option<MessageStatus>, StoreError> {
     let Some(r) = c.query_opt(
         "SELECT id, status, workspace, pinned_connection, from_email, subject, \
          message_id_header, size, idempotency_key, created_at, cancelled_at \
