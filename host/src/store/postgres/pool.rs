@@ -18,6 +18,10 @@ use crate::store::{PoolStats, StoreError};
 /// How long a caller waits for a free client before giving up (busy).
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The bound of a connection's set-up when the config has none (the store
+/// URL always sets one; see `url.rs`).
+const DEFAULT_CONNECT_BOUND: Duration = Duration::from_secs(10);
+
 /// Clients of one database.
 pub(crate) struct Pool {
     /// How to open a client.
@@ -140,6 +144,38 @@ impl Pool {
         &self.target
     }
 
+    /// Opens a client within `connect_timeout` for the whole set-up: the
+    /// client library bounds only the TCP connect, and a server (or proxy)
+    /// that accepts but never answers the start-up would hold the caller
+    /// forever. The attempt runs on a thread of its own; one that outlives
+    /// the bound is left to end with its socket, and its client is dropped.
+    fn connect(&self) -> Result<Client, String> {
+        let bound = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_BOUND);
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let (sent, received) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("pg-connect".into())
+            .spawn(move || {
+                let connected = match tls {
+                    Some(tls) => config.connect(tls),
+                    None => config.connect(NoTls),
+                };
+                let _ = sent.send(connected.map_err(|e| causes(&e)));
+            })
+            .map_err(|e| format!("cannot start a connection thread: {e}"))?;
+        match received.recv_timeout(bound) {
+            Ok(connected) => connected,
+            Err(_) => Err(format!(
+                "the server did not complete the connection start-up within {bound:?} \
+                 (connect_timeout)"
+            )),
+        }
+    }
+
     /// An idle client, or a new one while fewer than `max` are open.
     pub(crate) fn get(&self) -> Result<Pooled<'_>, StoreError> {
         let poisoned = || StoreError::Backend("store pool lock poisoned".into());
@@ -163,11 +199,7 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 self.waited(waiting_since);
-                let connected = match &self.tls {
-                    Some(tls) => self.config.connect(tls.clone()),
-                    None => self.config.connect(NoTls),
-                };
-                return match connected {
+                return match self.connect() {
                     Ok(client) => Ok(Pooled {
                         pool: self,
                         conn: Some(Conn {
@@ -179,9 +211,8 @@ impl Pool {
                         self.counters.connect_errors.fetch_add(1, Relaxed);
                         self.closed();
                         Err(StoreError::Backend(format!(
-                            "cannot connect to PostgreSQL at {}: {}",
-                            self.target,
-                            causes(&e)
+                            "cannot connect to PostgreSQL at {}: {e}",
+                            self.target
                         )))
                     }
                 };

@@ -94,6 +94,35 @@ fn an_unreachable_server_is_named_without_the_password() {
 }
 
 #[test]
+fn a_server_that_accepts_but_never_answers_fails_the_open_within_connect_timeout() {
+    // The kernel completes the TCP handshake for the backlog; nothing ever
+    // reads the start-up message or answers it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("postgres://app:hunter2@127.0.0.1:{port}/mail?connect_timeout=1");
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(
+            Postgres::open(&options(&url))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
+        );
+    });
+    // A hang fails the test instead of stalling the suite.
+    let err = received
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the open returned");
+    assert!(err.contains(&format!("127.0.0.1:{port}/mail")), "{err}");
+    assert!(
+        err.contains("did not complete the connection start-up"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    drop(silent);
+}
+
+#[test]
 fn the_same_events_stored_by_two_replicas_at_once_are_one_row_each() {
     let Some(url) = testdb::database() else {
         return;
