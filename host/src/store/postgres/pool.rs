@@ -18,10 +18,6 @@ use crate::store::{PoolStats, StoreError};
 /// How long a caller waits for a free client before giving up (busy).
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The bound of a connection's set-up when the config has none (the store
-/// URL always sets one; see `url.rs`).
-const DEFAULT_CONNECT_BOUND: Duration = Duration::from_secs(10);
-
 /// Clients of one database.
 pub(crate) struct Pool {
     /// How to open a client.
@@ -154,7 +150,7 @@ impl Pool {
             .config
             .get_connect_timeout()
             .copied()
-            .unwrap_or(DEFAULT_CONNECT_BOUND);
+            .unwrap_or(super::url::DEFAULT_CONNECT_TIMEOUT);
         let (config, tls) = (self.config.clone(), self.tls.clone());
         let (sent, received) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()

@@ -11,7 +11,7 @@ use super::tls::RustlsConnect;
 /// How long opening one connection may take when the URL sets no
 /// `connect_timeout`: a start against an unreachable server fails in
 /// bounded time instead of hanging.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A PostgreSQL connection URL (`postgres://` or `postgresql://`). Its
 /// `Debug` and `Display` show it with the password replaced by `***`.
