@@ -193,6 +193,11 @@ function openDialog(title, body, onClose) {
     clearInterval(state.dialogTimer);
     state.dialogTimer = null;
     if (onClose) onClose();
+    // The close event comes after the dialog is gone: when focus has moved
+    // on since (the browser restored it, or the user went elsewhere), it
+    // stays where it is; only a focus left nowhere goes back to the opener.
+    const active = document.activeElement;
+    if (active && active !== document.body && !dialog.contains(active)) return;
     if (state.opener?.isConnected) state.opener.focus();
     else if (state.opener?.id && $(state.opener.id)) $(state.opener.id).focus();
   };

@@ -562,6 +562,20 @@ test("keyboard-only navigation reaches every action, opens a dialog and returns 
   await page.keyboard.press("Escape");
   await page.locator("#action-dialog").waitFor({ state: "hidden", ...WAIT });
   assert.equal(await page.evaluate(() => document.activeElement.id), "act-check-good");
+  // The close event comes after the dialog is gone: focus moved on by then
+  // stays where it went instead of being pulled back to the opener.
+  await page.keyboard.press("Enter");
+  await page.locator("#action-dialog").waitFor({ state: "visible", ...WAIT });
+  const kept = await page.evaluate(async () => {
+    const dialog = document.getElementById("action-dialog");
+    const closed = new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+    dialog.close();
+    document.querySelector('nav a[data-view="health"]').focus();
+    await closed;
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    return document.activeElement.dataset.view;
+  });
+  assert.equal(kept, "health");
   // Views are links: Enter on one switches to it.
   await page.focus('nav a[data-view="workspaces"]');
   await page.keyboard.press("Enter");
